@@ -1,0 +1,259 @@
+"""Tokenize a whole array of records in parallel (HeartLang Sec. 3.1, at corpus scale).
+
+``tokenize_array`` turns ``(N, 12, 1000)`` or ``(N, 1000, 12)`` records into the files the
+training code reads::
+
+    {split}_data.npy           (N, 256, 96) float32
+    {split}_data_in_chans.npy  (N, 256)     int32   (the original's dtype)
+    {split}_data_in_times.npy  (N, 256)     int32
+    {split}_tokenizer_summary.json           statistics; written last, it marks the split as complete
+
+Records are processed in chunks by a process pool; the main process writes each finished chunk
+into memory-mapped output files (``np.lib.format.open_memmap``) and keeps at most
+``2 * num_workers`` chunks in flight, so memory stays flat whatever N is (MIMIC-IV: ~800 000
+records). Every record lands at its own index, so the output does not depend on the number of
+workers. Outputs are written under temporary names and renamed only when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from datasets.qrs_tokenizer import tokenize_record
+
+OUTPUT_SUFFIXES = ("_data.npy", "_data_in_chans.npy", "_data_in_times.npy")
+SUMMARY_SUFFIX = "_tokenizer_summary.json"
+
+
+def infer_layout(shape: tuple[int, ...], n_leads: int = 12, layout: str = "auto") -> str:
+    """Return ``"nct"`` for (N, leads, T) or ``"ntc"`` for (N, T, leads); raise if unclear.
+
+    The lead axis is the one of length ``n_leads``; ``layout`` forces the answer when both or
+    neither axis match (e.g. a 12-sample toy signal).
+    """
+    if len(shape) != 3:
+        raise ValueError(f"expected a 3-d array (N, leads, T) or (N, T, leads), got shape {tuple(shape)}")
+    if layout in ("nct", "ntc"):
+        return layout
+    if layout != "auto":
+        raise ValueError(f"layout must be 'auto', 'nct' or 'ntc', got {layout!r}")
+    a, b = shape[1], shape[2]
+    if a == n_leads and b != n_leads:
+        return "nct"
+    if b == n_leads and a != n_leads:
+        return "ntc"
+    if a == b == n_leads:
+        raise ValueError(f"shape {tuple(shape)} is ambiguous: both axes have {n_leads} entries; pass layout")
+    raise ValueError(
+        f"shape {tuple(shape)} has no axis of {n_leads} leads; expected (N, {n_leads}, T) or "
+        f"(N, T, {n_leads}) (set n_leads / --n_leads for other lead counts)"
+    )
+
+
+def _tokenize_chunk(chunk: np.ndarray, start: int, params: dict):
+    """Worker: chunk (n, leads, T) -> (start, data (n,256,96), chans (n,256), times (n,256), stats)."""
+    n = chunk.shape[0]
+    data = np.zeros((n, params["max_len"], params["token_len"]), dtype=np.float32)
+    chans = np.zeros((n, params["max_len"]), dtype=np.int32)
+    times = np.zeros((n, params["max_len"]), dtype=np.int32)
+    stats = []
+    for i in range(n):  # one record at a time: xqrs is a per-record sequential detector
+        data[i], chans[i], times[i], info = tokenize_record(chunk[i], **params)
+        stats.append(
+            (info.num_beats, info.num_words, info.truncated, info.reason, info.error)
+            + (info.nonfinite_input, info.nonfinite_words, info.flat_leads)
+        )
+    return start, data, chans, times, stats
+
+
+def _temp(path: Path) -> Path:
+    return path.with_name(f".{path.name}.partial")
+
+
+def output_paths(out_dir: str | os.PathLike, split: str) -> list[Path]:
+    """The three array files of one split, in (data, in_chans, in_times) order."""
+    return [Path(out_dir) / f"{split}{suffix}" for suffix in OUTPUT_SUFFIXES]
+
+
+def is_complete(out_dir: str | os.PathLike, split: str) -> bool:
+    """True when a previous run finished this split (all arrays plus the summary, written last)."""
+    paths = output_paths(out_dir, split) + [Path(out_dir) / f"{split}{SUMMARY_SUFFIX}"]
+    return all(p.is_file() for p in paths)
+
+
+def _describe(values: np.ndarray) -> dict:
+    if values.size == 0:
+        return {"min": 0, "median": 0.0, "max": 0, "mean": 0.0}
+    return {
+        "min": int(values.min()),
+        "median": float(np.median(values)),
+        "max": int(values.max()),
+        "mean": round(float(values.mean()), 3),
+    }
+
+
+def tokenize_array(
+    array,
+    out_dir: str | os.PathLike,
+    split: str = "train",
+    used_channels=None,
+    num_workers: int | None = None,
+    chunk_size: int = 128,
+    fs: int = 100,
+    max_len: int = 256,
+    token_len: int = 96,
+    nan_policy: str = "official",
+    n_leads: int = 12,
+    layout: str = "auto",
+    progress: bool = True,
+    verbose: bool = True,
+) -> dict:
+    """Tokenize ``array`` ((N, leads, T) or (N, T, leads), ndarray or path of a .npy) into ``out_dir``.
+
+    Returns the summary dict (also written to ``{split}_tokenizer_summary.json`` and printed when
+    ``verbose``). ``num_workers`` defaults to all cores; 1 runs in-process.
+    """
+    source = str(array) if isinstance(array, (str, os.PathLike)) else "<array>"
+    if isinstance(array, (str, os.PathLike)):
+        array = np.load(array, mmap_mode="r")  # never read a whole split into RAM
+    lay = infer_layout(array.shape, n_leads, layout)
+    N = array.shape[0]
+    n_in, T = (array.shape[1], array.shape[2]) if lay == "nct" else (array.shape[2], array.shape[1])
+    chans = np.arange(n_in) if used_channels is None else np.asarray(list(used_channels), dtype=np.int64)
+    if chans.size == 0 or chans.min() < 0 or chans.max() >= n_in:
+        raise ValueError(f"{source}: used_channels {chans.tolist()} out of range for {n_in} leads")
+    if T > 15 * fs:
+        warnings.warn(
+            f"{source}: records of {T / fs:.1f} s give in_times above 15, beyond the models' "
+            "16-entry time embedding",
+            stacklevel=2,
+        )
+    num_workers = max(1, int(num_workers or os.cpu_count() or 1))
+    chunk_size = max(1, int(chunk_size))
+    params = dict(used_channels=chans, fs=fs, max_len=max_len, token_len=token_len, nan_policy=nan_policy)
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    finals = output_paths(out_dir, split)
+    summary_path = out_dir / f"{split}{SUMMARY_SUFFIX}"
+    summary_path.unlink(missing_ok=True)  # the split is incomplete until the summary is rewritten
+    temps = [_temp(p) for p in finals]
+    shapes = [(N, max_len, token_len), (N, max_len), (N, max_len)]
+    dtypes = [np.float32, np.int32, np.int32]
+    outs = [
+        np.lib.format.open_memmap(p, mode="w+", dtype=d, shape=s) for p, d, s in zip(temps, dtypes, shapes)
+    ]
+
+    stats: list = [None] * N
+    starts = list(range(0, N, chunk_size))
+
+    def chunk_of(s: int) -> np.ndarray:
+        block = np.asarray(array[s : s + chunk_size])
+        return block if lay == "nct" else block.transpose(0, 2, 1)
+
+    def store(result) -> None:
+        s, data, c, t, st = result
+        outs[0][s : s + len(st)] = data
+        outs[1][s : s + len(st)] = c
+        outs[2][s : s + len(st)] = t
+        stats[s : s + len(st)] = st
+        bar.update(len(st))
+
+    t0 = time.perf_counter()
+    with tqdm(total=N, unit="rec", desc=f"tokenize {split}", disable=not progress, smoothing=0.1) as bar:
+        if num_workers == 1:
+            for s in starts:
+                store(_tokenize_chunk(chunk_of(s), s, params))
+        else:
+            with ProcessPoolExecutor(max_workers=num_workers) as pool:
+                pending, todo = set(), iter(starts)
+                for s in todo:  # sliding window: at most 2 chunks per worker in flight
+                    pending.add(pool.submit(_tokenize_chunk, chunk_of(s), s, params))
+                    if len(pending) >= 2 * num_workers:
+                        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        for fut in done:
+                            store(fut.result())
+                for fut in pending:
+                    store(fut.result())
+    seconds = time.perf_counter() - t0
+
+    for out, tmp, final in zip(outs, temps, finals):
+        out.flush()
+        del out
+        os.replace(tmp, final)
+    outs.clear()
+
+    summary = summarize(stats, max_len)
+    summary.update(
+        split=split,
+        source=source,
+        input_shape=list(array.shape),
+        input_layout=lay,
+        used_channels=chans.tolist(),
+        fs=fs,
+        max_len=max_len,
+        token_len=token_len,
+        nan_policy=nan_policy,
+        num_workers=num_workers,
+        chunk_size=chunk_size,
+        seconds=round(seconds, 3),
+        records_per_s=round(N / seconds, 1) if seconds > 0 else None,
+    )
+    tmp_summary = _temp(summary_path)
+    tmp_summary.write_text(json.dumps(summary, indent=1))
+    os.replace(tmp_summary, summary_path)
+    if verbose:
+        print(format_summary(summary))
+    return summary
+
+
+def summarize(stats: list, max_len: int = 256) -> dict:
+    """Aggregate per-record stats tuples (see ``_tokenize_chunk``) into the summary dict."""
+    beats = np.array([s[0] for s in stats], dtype=np.int64)
+    words = np.array([s[1] for s in stats], dtype=np.int64)
+    reasons = Counter(s[3] for s in stats if s[3] is not None)
+    examples: dict[str, list[int]] = {}
+    for i, s in enumerate(stats):
+        if s[3] is not None and len(examples.setdefault(s[3], [])) < 10:
+            examples[s[3]].append(i)
+    errors = [{"index": i, "error": s[4]} for i, s in enumerate(stats) if s[4]][:10]
+    return {
+        "records": len(stats),
+        "words_per_sentence": _describe(np.minimum(words, max_len)),
+        "words_before_truncation": _describe(words),
+        "beats_per_record": _describe(beats),
+        "truncated_sentences": int(sum(bool(s[2]) for s in stats)),
+        "empty_sentences": int(sum(reasons.values())),
+        "empty_by_reason": dict(sorted(reasons.items())),
+        "empty_examples": examples,
+        "detector_errors": errors,
+        "single_beat_records": int((beats == 1).sum()),
+        "records_with_nonfinite_input": int(sum(bool(s[5]) for s in stats)),
+        "records_with_nonfinite_words": int(sum(s[6] > 0 for s in stats)),
+        "records_with_flat_leads": int(sum(s[7] > 0 for s in stats)),
+    }
+
+
+def format_summary(summary: dict) -> str:
+    """A few human-readable lines for the console."""
+    w = summary["words_per_sentence"]
+    lines = [
+        f"[{summary.get('split', '?')}] {summary['records']} records"
+        + (f" in {summary['seconds']} s ({summary['records_per_s']} rec/s)" if "seconds" in summary else ""),
+        f"  words/sentence min {w['min']} median {w['median']} max {w['max']}; "
+        f"truncated at {summary.get('max_len', 256)}: {summary['truncated_sentences']}",
+        f"  empty sentences: {summary['empty_sentences']} {summary['empty_by_reason'] or ''}",
+        f"  single beat: {summary['single_beat_records']}; NaN/inf input: "
+        f"{summary['records_with_nonfinite_input']} (NaN/inf in words: {summary['records_with_nonfinite_words']}); "
+        f"flat leads: {summary['records_with_flat_leads']}",
+    ]
+    return "\n".join(lines)
