@@ -1,0 +1,227 @@
+"""MIMIC-IV-ECG pre-training data: raw WFDB -> MIMIC-IV/batch_k/{train,val}_data.npy (DESIGN.md section 1).
+
+Paper Sec. 4.1: HeartLang is pre-trained on the ~800 000 MIMIC-IV-ECG recordings. Each record
+(12 leads, 500 Hz, 5000 samples) goes through ``signal.mimic_chain`` and becomes (12, 1000) float32
+at 100 Hz. No labels, no per-record normalisation.
+
+Streaming and resuming:
+* records are read in ``record_list.csv`` order by a process pool and written row by row
+  (``ChunkedNpyWriter``), so memory is bounded by a small write buffer, not by the data set;
+* record i belongs to batch ``i // batch_size``; inside a batch a permutation seeded by
+  ``(seed, batch index)`` sends ``round(val_fraction * n)`` records to val, so the assignment never
+  depends on what was skipped or on a previous run;
+* a batch is built in ``batch_k.tmp/`` and renamed to ``batch_k/`` only after every file, including
+  ``DONE.json``, is written: a rerun skips complete batches and rebuilds half-written ones.
+
+Usage: ``python mimic_preprocess.py --dataset_path RAW --output_path datasets/ecg_datasets/MIMIC-IV``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from datasets.preprocess.npy_writer import ChunkedNpyWriter
+from datasets.preprocess.records import (
+    SkipLog,
+    default_num_workers,
+    parallel_map,
+    read_rows_csv,
+    read_wfdb,
+    write_rows_csv,
+    write_summary,
+)
+from datasets.preprocess.signal import STANDARD_LEADS, TARGET_LEN, SignalError, mimic_chain
+
+EXPECTED_FS = 500.0
+EXPECTED_LEN = 5000
+ROW_SHAPE = (len(STANDARD_LEADS), TARGET_LEN)
+# Test hook: abort the run (as a crash would) after this many records of the current run.
+ABORT_ENV = "HEARTLANG_MIMIC_ABORT_AFTER_RECORDS"
+
+
+class SimulatedCrash(RuntimeError):
+    """Raised by the ABORT_ENV test hook."""
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser("MIMIC-IV-ECG preprocessing", add_help=True)
+    p.add_argument(
+        "--dataset_path", required=True, type=Path, help="MIMIC-IV-ECG root holding record_list.csv"
+    )
+    p.add_argument("--output_path", required=True, type=Path, help="e.g. datasets/ecg_datasets/MIMIC-IV")
+    p.add_argument("--record_list", default=None, type=Path, help="default: <dataset_path>/record_list.csv")
+    p.add_argument("--batch_size", default=100100, type=int, help="records per batch_k folder")
+    p.add_argument("--max_records", default=None, type=int, help="only the first N records of the list")
+    p.add_argument("--num_workers", default=default_num_workers(), type=int, help="processes reading records")
+    p.add_argument("--val_fraction", default=0.1, type=float)
+    p.add_argument("--seed", default=42, type=int, help="seed of the train/val assignment")
+    return p
+
+
+def process_record(path: str) -> tuple[np.ndarray | None, str, str]:
+    """One raw record -> ``(array (12, 1000) float32, "", "")`` or ``(None, reason, detail)``."""
+    try:
+        sig, names, fs, _ = read_wfdb(path)
+        if fs != EXPECTED_FS:
+            raise SignalError("wrong_fs", f"{path}: fs {fs:g} Hz, expected {EXPECTED_FS:g}")
+        if sig.shape[1] != EXPECTED_LEN or sig.shape[0] < len(STANDARD_LEADS):
+            raise SignalError(
+                "wrong_shape", f"{path}: {sig.shape[0]} leads x {sig.shape[1]} samples, expected 12 x 5000"
+            )
+        return mimic_chain(sig, names), "", ""
+    except SignalError as exc:
+        return None, exc.reason, exc.detail or str(path)
+
+
+def val_mask(n: int, batch_index: int, seed: int, val_fraction: float) -> np.ndarray:
+    """(n,) bool, True for the records of this batch that go to val; depends only on its arguments."""
+    perm = np.random.default_rng([seed, batch_index]).permutation(n)
+    mask = np.zeros(n, dtype=bool)
+    mask[perm[: int(round(val_fraction * n))]] = True
+    return mask
+
+
+def load_record_paths(args) -> list[str]:
+    record_list = args.record_list or args.dataset_path / "record_list.csv"
+    if not record_list.is_file():
+        raise FileNotFoundError(
+            f"record list {record_list} not found (expected MIMIC-IV-ECG's record_list.csv)"
+        )
+    df = pd.read_csv(record_list, usecols=["path"], dtype=str, nrows=args.max_records)
+    if df["path"].isna().any():
+        raise ValueError(
+            f"{record_list}: empty 'path' cells at rows {np.flatnonzero(df['path'].isna())[:10].tolist()}"
+        )
+    return [str(args.dataset_path / p) for p in df["path"].tolist()]
+
+
+def run_config(args, paths: list[str]) -> dict:
+    """What defines the output; a rerun into the same folder must match it."""
+    digest = hashlib.sha256("\n".join(paths).encode()).hexdigest()
+    return {
+        "batch_size": args.batch_size,
+        "val_fraction": args.val_fraction,
+        "seed": args.seed,
+        "n_records": len(paths),
+        "record_paths_sha256": digest,
+        "chain": "fill_nonfinite(+-6) > resample_fft(1000) > reorder_leads > butter(5, 0.67-40 Hz) filtfilt",
+    }
+
+
+def check_or_write_config(out: Path, config: dict) -> None:
+    path = out / "preprocess_config.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old != config:
+            diff = {k: (old.get(k), v) for k, v in config.items() if old.get(k) != v}
+            raise SystemExit(
+                f"{out} holds batches made with other settings {diff} (old, new); "
+                "use a new --output_path or delete the folder to start over"
+            )
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(config, indent=2) + "\n")
+
+
+def build_batch(
+    k: int, paths: list[str], args, pbar, abort_after: int | None, done_so_far: list[int]
+) -> None:
+    """Write ``batch_k`` for ``paths`` (this batch's records) atomically."""
+    final = args.output_path / f"batch_{k}"
+    tmp = args.output_path / f"batch_{k}.tmp"
+    if tmp.exists():  # left by a crash: never trusted
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    is_val = val_mask(len(paths), k, args.seed, args.val_fraction)
+    writers = {
+        "train": ChunkedNpyWriter(tmp / "train_data.npy", int((~is_val).sum()), ROW_SHAPE),
+        "val": ChunkedNpyWriter(tmp / "val_data.npy", int(is_val.sum()), ROW_SHAPE),
+    }
+    skipped, manifest = SkipLog(), []
+    for i, (arr, reason, detail) in enumerate(parallel_map(process_record, paths, args.num_workers)):
+        split = "val" if is_val[i] else "train"
+        if arr is None:
+            skipped.add(paths[i], reason, detail, batch=str(k))
+        else:
+            manifest.append({"split": split, "index": len(writers[split]), "record": paths[i]})
+            writers[split].append(arr)
+        pbar.update(1)
+        done_so_far[0] += 1
+        if abort_after is not None and done_so_far[0] >= abort_after:
+            raise SimulatedCrash(f"{ABORT_ENV}={abort_after} reached in batch {k}")
+    counts = {split: w.close() for split, w in writers.items()}
+    write_rows_csv(tmp / "records.csv", manifest, ["split", "index", "record"])
+    skipped.write(tmp / "skipped.csv")
+    done = {
+        "batch": k,
+        "records_in": len(paths),
+        **{f"{s}_out": n for s, n in counts.items()},
+        "skipped": skipped.counts(),
+    }
+    (tmp / "DONE.json").write_text(json.dumps(done, indent=2) + "\n")
+    if final.exists():  # a folder without DONE.json cannot come from us finishing; replace it
+        shutil.rmtree(final)
+    os.rename(tmp, final)
+
+
+def run(args) -> dict:
+    t0 = time.time()
+    paths = load_record_paths(args)
+    if args.batch_size <= 0:
+        raise SystemExit(f"--batch_size must be positive, got {args.batch_size}")
+    check_or_write_config(args.output_path, run_config(args, paths))
+    n_batches = (len(paths) + args.batch_size - 1) // args.batch_size
+    abort_after = int(os.environ[ABORT_ENV]) if os.environ.get(ABORT_ENV) else None
+    resumed = [k for k in range(n_batches) if (args.output_path / f"batch_{k}" / "DONE.json").is_file()]
+    print(
+        f"MIMIC-IV-ECG: {len(paths)} records -> {n_batches} batch(es) of <= {args.batch_size}; "
+        f"{len(resumed)} already complete; {args.num_workers} worker(s)"
+    )
+    done_so_far = [0]
+    with tqdm(total=len(paths), desc="MIMIC-IV", unit="rec", dynamic_ncols=True) as pbar:
+        for k in range(n_batches):
+            chunk = paths[k * args.batch_size : (k + 1) * args.batch_size]
+            if k in resumed:
+                pbar.update(len(chunk))
+                continue
+            build_batch(k, chunk, args, pbar, abort_after, done_so_far)
+    return summarize(args.output_path, n_batches, len(paths), resumed, time.time() - t0)
+
+
+def summarize(out: Path, n_batches: int, n_in: int, resumed: list[int], seconds: float) -> dict:
+    skipped, per_batch = SkipLog(), []
+    for k in range(n_batches):
+        per_batch.append(json.loads((out / f"batch_{k}" / "DONE.json").read_text()))
+        skipped.extend(read_rows_csv(out / f"batch_{k}" / "skipped.csv"))
+    skipped.write(out / "skipped_records.csv")
+    summary = {
+        "source": "MIMIC-IV-ECG",
+        "records_in": n_in,
+        "records_out": {s: sum(b[f"{s}_out"] for b in per_batch) for s in ("train", "val")},
+        "skipped": len(skipped.rows),
+        "skipped_by_reason": skipped.counts(),
+        "skipped_report": str(out / "skipped_records.csv"),
+        "batches": per_batch,
+        "batches_resumed": resumed,
+        "seconds": round(seconds, 2),
+    }
+    write_summary(out / "summary.json", summary)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return run(get_args_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""Reading raw ECG records and reporting what was skipped (DESIGN.md section 1).
+
+Shared by every source: WFDB records (``.hea`` + ``.dat`` or ``.mat``), ICBEB 2018 MATLAB files,
+header comment parsing (``#Dx:`` / ``# Dx:``), a skip log written as CSV, a summary written as JSON,
+and a process-pool ``parallel_map`` that streams results in input order.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import multiprocessing as mp
+import os
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import wfdb
+from scipy.io import loadmat
+
+from datasets.preprocess.signal import SignalError
+
+
+def read_wfdb(path: str | os.PathLike) -> tuple[np.ndarray, list[str], float, list[str]]:
+    """Read a WFDB record (path without extension).
+
+    Returns ``(sig (n_leads, T) float64 physical units, lead names, fs, header comments)``.
+    Any read failure becomes ``SignalError("unreadable")`` naming the file and the cause.
+    """
+    try:
+        rec = wfdb.rdrecord(str(path))
+    except Exception as exc:  # wfdb raises many types (ValueError, OSError, struct errors)
+        raise SignalError("unreadable", f"{path}: {type(exc).__name__}: {exc}") from exc
+    if rec.p_signal is None:
+        raise SignalError("unreadable", f"{path}: no physical signal")
+    return np.asarray(rec.p_signal, dtype=np.float64).T, list(rec.sig_name), float(rec.fs), list(rec.comments)
+
+
+def read_icbeb_mat(path: str | os.PathLike) -> np.ndarray:
+    """ICBEB 2018 ``.mat`` (struct ``ECG`` with fields sex, age, data) -> data (12, T) float64 in mV.
+
+    The leads are stored in the standard order I, II, III, aVR, aVL, aVF, V1-V6.
+    """
+    try:
+        ecg = loadmat(str(path))["ECG"][0][0]
+        data = np.asarray(ecg["data"], dtype=np.float64)
+    except Exception as exc:
+        raise SignalError("unreadable", f"{path}: {type(exc).__name__}: {exc}") from exc
+    if data.ndim != 2 or data.shape[0] != 12:
+        raise SignalError("wrong_shape", f"{path}: data field has shape {data.shape}, expected (12, T)")
+    return data
+
+
+def header_field(comments: Sequence[str], key: str) -> str | None:
+    """Value of a header comment ``key: value`` (``#Dx:`` and ``# Dx:`` both work); None if absent."""
+    key_l = key.lower()
+    for line in comments:
+        text = line.lstrip("#").strip()
+        if ":" not in text:
+            continue
+        k, v = text.split(":", 1)
+        if k.strip().lower() == key_l:
+            return v.strip()
+    return None
+
+
+def parse_dx(comments: Sequence[str]) -> list[str]:
+    """SNOMED-CT codes of the ``Dx`` header comment, e.g. ``# Dx: 284470004,427084000`` -> list of str.
+
+    A blank or missing Dx line gives an empty list (the shared CinC 2020 copy has blank Dx lines).
+    """
+    value = header_field(comments, "Dx")
+    if not value:
+        return []
+    return [c.strip() for c in value.split(",") if c.strip()]
+
+
+class SkipLog:
+    """Collects skipped records (path, reason, detail) and writes them as CSV."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, str]] = []
+
+    def add(self, record: str, reason: str, detail: str = "", **extra: Any) -> None:
+        self.rows.append({"record": str(record), "reason": reason, "detail": detail, **extra})
+
+    def extend(self, rows: Iterable[dict[str, str]]) -> None:
+        self.rows.extend(rows)
+
+    def counts(self) -> dict[str, int]:
+        return dict(sorted(Counter(r["reason"] for r in self.rows).items()))
+
+    def write(self, path: Path) -> None:
+        write_rows_csv(path, self.rows, ["record", "reason", "detail"])
+
+
+def write_rows_csv(path: Path, rows: list[dict[str, Any]], base_fields: Sequence[str]) -> None:
+    fields = list(base_fields) + sorted({k for r in rows for k in r} - set(base_fields))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def read_rows_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def write_summary(path: Path, summary: dict[str, Any]) -> None:
+    """Print a human-readable summary and write it as JSON (atomically) next to the outputs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(summary, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+    print(f"==== summary ({path}) ====")
+    print(json.dumps(summary, indent=2))
+
+
+def parallel_map(
+    fn: Callable[[Any], Any], items: Sequence[Any], num_workers: int, chunksize: int = 8
+) -> Iterator[Any]:
+    """``map(fn, items)`` over a process pool, yielded in input order; ``num_workers <= 1`` runs inline.
+
+    ``Pool.imap`` alone would submit every item at once and buffer all results if the consumer
+    (the writer) falls behind; a semaphore bounds the items in flight to a few chunks per worker,
+    so memory stays bounded whatever the number of records.
+    """
+    if num_workers <= 1 or len(items) <= 1:
+        yield from map(fn, items)
+        return
+    inflight = threading.Semaphore(num_workers * chunksize * 4)
+    stop = threading.Event()
+
+    def throttled() -> Iterator[Any]:
+        for item in items:
+            inflight.acquire()
+            if stop.is_set():  # consumer gone: let the pool's feeder thread finish
+                return
+            yield item
+
+    with mp.get_context("fork").Pool(num_workers) as pool:
+        try:
+            for result in pool.imap(fn, throttled(), chunksize=chunksize):
+                inflight.release()
+                yield result
+        finally:
+            stop.set()
+            inflight.release()  # wake the feeder if it waits, so the pool can shut down
+
+
+def default_num_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
