@@ -137,8 +137,9 @@ def tokenize_array(
             "16-entry time embedding",
             stacklevel=2,
         )
-    num_workers = max(1, int(num_workers or os.cpu_count() or 1))
     chunk_size = max(1, int(chunk_size))
+    # No more processes than chunks: a small split is faster in-process than paying pool start-up.
+    num_workers = max(1, min(int(num_workers or os.cpu_count() or 1), -(-N // chunk_size)))
     params = dict(used_channels=chans, fs=fs, max_len=max_len, token_len=token_len, nan_policy=nan_policy)
 
     out_dir = Path(out_dir)

@@ -1,0 +1,73 @@
+"""Turn preprocessed ECG arrays into ECG sentences (HeartLang Sec. 3.1), the seed's command::
+
+    python QRSTokenizer.py --dataset_name PTB-XL [--used_channels 0 1 7] [--num_workers 8] [--plot 5]
+
+Reads datasets/ecg_datasets/<NAME>/<subset>/{split}_data.npy and writes
+datasets/ecg_datasets/<NAME>_QRS/<subset>/{split}_data.npy, _data_in_chans.npy, _data_in_times.npy,
+copying the label / class-list files. The logic lives in datasets/qrs_*.py; see docs/tokenizer.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from datasets.qrs_tokenizer import NAN_POLICIES
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        "QRS tokenizer: ECG records -> ECG sentences of heartbeat words", add_help=True
+    )
+    io = p.add_argument_group("data")
+    io.add_argument(
+        "--dataset_name", required=True, help="folder under --data_root, e.g. PTB-XL, CPSC2018, MIMIC-IV"
+    )
+    io.add_argument("--data_root", default="datasets/ecg_datasets")
+    io.add_argument("--output_root", default=None, help="default: --data_root")
+    io.add_argument("--output_name", default=None, help="default: <dataset_name>_QRS")
+    io.add_argument("--subsets", nargs="+", default=None, help="default: every subfolder holding *_data.npy")
+    io.add_argument("--splits", nargs="+", default=None, help="default: every {split}_data.npy of a subset")
+    io.add_argument(
+        "--layout", choices=("auto", "nct", "ntc"), default="auto", help="(N,leads,T) or (N,T,leads)"
+    )
+    io.add_argument("--n_leads", type=int, default=12, help="number of leads in the input arrays")
+    io.add_argument("--overwrite", action="store_true", help="redo splits that are already tokenised")
+
+    tok = p.add_argument_group("tokenizer")
+    tok.add_argument(
+        "--used_channels",
+        nargs="+",
+        default=None,
+        help="lead indices or names, e.g. '0 1 7' or 'I,II,V2' (default all)",
+    )
+    tok.add_argument("--fs", type=int, default=100)
+    tok.add_argument("--max_len", type=int, default=256, help="words per sentence")
+    tok.add_argument("--token_len", type=int, default=96, help="samples per word")
+    tok.add_argument(
+        "--nan_policy",
+        choices=NAN_POLICIES,
+        default="official",
+        help="official: as the original (NaN in the detection lead -> empty sentence, NaN copied into words); "
+        "interpolate: fill NaN/inf by linear interpolation first",
+    )
+
+    run = p.add_argument_group("run")
+    run.add_argument("--num_workers", type=int, default=os.cpu_count(), help="processes (default: all cores)")
+    run.add_argument("--chunk_size", type=int, default=128, help="records per worker task")
+    run.add_argument("--no_progress", action="store_true", help="no progress bar")
+    run.add_argument("--plot", type=int, default=0, help="save PNGs of N tokenised records per subset")
+    run.add_argument(
+        "--plot_lead", type=int, default=None, help="lead whose words are stacked (default: first used)"
+    )
+    return p
+
+
+def main(args: argparse.Namespace) -> dict:
+    from datasets.qrs_cli import tokenize_dataset
+
+    return tokenize_dataset(args)
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

@@ -1,0 +1,197 @@
+"""Dataset-level driver of the QRS tokenizer (HeartLang Sec. 3.1), behind ``QRSTokenizer.py``.
+
+Reads ``<data_root>/<NAME>/<subset>/{split}_data.npy`` (memory-mapped, (N, 12, T) or (N, T, 12))
+and writes ``<output_root>/<NAME>_QRS/<subset>/{split}_data.npy``, ``{split}_data_in_chans.npy``,
+``{split}_data_in_times.npy`` plus a summary per split; every other file of the subset folder
+(``{split}_labels.npy``, class lists, split CSVs) is copied next to them. A split whose summary
+exists and whose settings match is skipped, so an interrupted run can simply be restarted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from datasets.qrs_parallel import SUMMARY_SUFFIX, format_summary, is_complete, tokenize_array
+from datasets.qrs_plot import LEAD_NAMES, lead_name, plot_record
+
+SPLIT_ORDER = ("train", "val", "test")
+_INPUT_RE = re.compile(r"^(?!\.)(.+)_data\.npy$")
+_OUTPUT_RE = re.compile(r"_data_in_(chans|times)\.npy$")
+
+
+def parse_channels(tokens) -> list[int] | None:
+    """``["0", "1,7"]`` or lead names (``["I", "V2"]``) -> ``[0, 1, 7]``; None/empty -> None (all leads)."""
+    if not tokens:
+        return None
+    names = {n.lower(): i for i, n in enumerate(LEAD_NAMES)}
+    out = []
+    for tok in ",".join(str(t) for t in tokens).split(","):
+        tok = tok.strip()
+        if not tok:
+            continue
+        if tok.lstrip("-").isdigit():
+            out.append(int(tok))
+        elif tok.lower() in names:
+            out.append(names[tok.lower()])
+        else:
+            raise ValueError(
+                f"unknown lead {tok!r} in --used_channels (use indices 0-11 or names {LEAD_NAMES})"
+            )
+    if len(set(out)) != len(out):
+        raise ValueError(f"--used_channels lists a lead twice: {out}")
+    return out
+
+
+def _natural_key(name: str):
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
+
+
+def find_splits(folder: Path) -> list[str]:
+    """Splits with a ``{split}_data.npy`` in ``folder``: train, val, test first, then the rest sorted."""
+    found = [m.group(1) for p in folder.iterdir() if p.is_file() and (m := _INPUT_RE.match(p.name))]
+    found = [s for s in found if not _OUTPUT_RE.search(f"{s}_data.npy")]
+    return [s for s in SPLIT_ORDER if s in found] + sorted(set(found) - set(SPLIT_ORDER))
+
+
+def find_subsets(dataset_dir: Path) -> list[str]:
+    """Subfolders (natural order: batch_2 before batch_10) holding ``*_data.npy``; "." for the folder itself."""
+    if not dataset_dir.is_dir():
+        raise FileNotFoundError(
+            f"dataset folder {dataset_dir} does not exist (check --data_root/--dataset_name)"
+        )
+    subsets = ["."] if find_splits(dataset_dir) else []
+    subs = [p.name for p in dataset_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    subsets += [s for s in sorted(subs, key=_natural_key) if find_splits(dataset_dir / s)]
+    if not subsets:
+        raise FileNotFoundError(f"no *_data.npy in {dataset_dir} or its subfolders")
+    return subsets
+
+
+def copy_side_files(src_dir: Path, dst_dir: Path) -> list[str]:
+    """Copy every non-input file (labels, class lists, ...) of ``src_dir``; atomic, skips up-to-date ones."""
+    copied = []
+    for p in sorted(src_dir.iterdir()):
+        if not p.is_file() or p.name.startswith(".") or _INPUT_RE.match(p.name) or _OUTPUT_RE.search(p.name):
+            continue
+        dst = dst_dir / p.name
+        st = p.stat()
+        if dst.is_file() and dst.stat().st_size == st.st_size and dst.stat().st_mtime >= st.st_mtime:
+            continue
+        tmp = dst.with_name(f".{p.name}.partial")
+        shutil.copy2(p, tmp)
+        os.replace(tmp, dst)
+        copied.append(p.name)
+    return copied
+
+
+def _settings(args, used_channels, shape) -> dict:
+    return {
+        "used_channels": used_channels,
+        "input_shape": list(shape),
+        "fs": args.fs,
+        "max_len": args.max_len,
+        "token_len": args.token_len,
+        "nan_policy": args.nan_policy,
+    }
+
+
+def _up_to_date(out_dir: Path, split: str, settings: dict) -> bool:
+    if not is_complete(out_dir, split):
+        return False
+    try:
+        done = json.loads((out_dir / f"{split}{SUMMARY_SUFFIX}").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return all(done.get(k) == v for k, v in settings.items())
+
+
+def tokenize_dataset(args) -> dict:
+    """Run the tokenizer over every selected subset and split of ``args.dataset_name``; returns the summaries."""
+    data_root = Path(args.data_root)
+    src_root = data_root / args.dataset_name
+    dst_root = Path(args.output_root or args.data_root) / (args.output_name or f"{args.dataset_name}_QRS")
+    subsets = args.subsets or find_subsets(src_root)
+    n_leads = args.n_leads
+    chans = parse_channels(args.used_channels)
+    used = list(range(n_leads)) if chans is None else chans
+    print(f"QRS tokenizer: {src_root} -> {dst_root}; subsets {subsets}; leads {[lead_name(c) for c in used]}")
+
+    results: dict = {}
+    for subset in subsets:
+        src, dst = src_root / subset, dst_root / subset
+        if not src.is_dir():
+            raise FileNotFoundError(f"subset folder {src} does not exist")
+        splits = args.splits or find_splits(src)
+        dst.mkdir(parents=True, exist_ok=True)
+        for split in splits:
+            path = src / f"{split}_data.npy"
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} does not exist (splits found: {find_splits(src)})")
+            shape = np.load(path, mmap_mode="r").shape
+            settings = _settings(args, used, shape)
+            key = f"{subset}/{split}"
+            if not args.overwrite and _up_to_date(dst, split, settings):
+                print(f"[{key}] already tokenised with the same settings: skipped (--overwrite to redo)")
+                results[key] = json.loads((dst / f"{split}{SUMMARY_SUFFIX}").read_text())
+                continue
+            results[key] = tokenize_array(
+                path,
+                dst,
+                split,
+                used_channels=used,
+                num_workers=args.num_workers,
+                chunk_size=args.chunk_size,
+                fs=args.fs,
+                max_len=args.max_len,
+                token_len=args.token_len,
+                nan_policy=args.nan_policy,
+                n_leads=n_leads,
+                layout=args.layout,
+                progress=not args.no_progress,
+                verbose=False,
+            )
+            print(format_summary(results[key]).replace(f"[{split}]", f"[{key}]", 1))
+        copied = copy_side_files(src, dst)
+        if copied:
+            print(f"[{subset}] copied {', '.join(copied)}")
+        if args.plot > 0 and splits:
+            _plot_subset(args, src, dst_root / "plots", subset, splits[0], used)
+
+    total = {"records": sum(r["records"] for r in results.values()), "splits": results}
+    for k in ("truncated_sentences", "empty_sentences"):
+        total[k] = sum(r[k] for r in results.values())
+    (dst_root / "tokenizer_summary.json").write_text(json.dumps(total, indent=1))
+    print(
+        f"done: {total['records']} records, {total['truncated_sentences']} truncated, "
+        f"{total['empty_sentences']} empty; summary in {dst_root / 'tokenizer_summary.json'}"
+    )
+    return total
+
+
+def _plot_subset(args, src: Path, plot_dir: Path, subset: str, split: str, used: list[int]) -> None:
+    from datasets.qrs_parallel import infer_layout
+
+    arr = np.load(src / f"{split}_data.npy", mmap_mode="r")
+    lay = infer_layout(arr.shape, args.n_leads, args.layout)
+    picks = np.unique(np.linspace(0, len(arr) - 1, num=min(args.plot, len(arr))).astype(int))
+    tag = "root" if subset == "." else subset.replace("/", "_")
+    for i in picks:
+        rec = np.asarray(arr[i]) if lay == "nct" else np.asarray(arr[i]).T
+        out = plot_record(
+            rec,
+            plot_dir / f"{tag}_{split}_{i:06d}.png",
+            used_channels=used,
+            plot_lead=args.plot_lead,
+            title=f"{args.dataset_name}/{subset}/{split} #{i}",
+            fs=args.fs,
+            max_len=args.max_len,
+            token_len=args.token_len,
+            nan_policy=args.nan_policy,
+        )
+        print(f"plot: {out}")
