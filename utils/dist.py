@@ -1,0 +1,151 @@
+"""Distributed set-up in one place (torchrun env vars, NCCL on CUDA, gloo on CPU).
+
+The same code path serves ``torchrun --nproc_per_node=N script.py`` and a plain
+``python script.py``: without the torchrun environment we run as rank 0 of a
+world of size 1 and never create a process group, so no collective is called.
+"""
+
+from __future__ import annotations
+
+import builtins
+import datetime
+import os
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    distributed: bool
+
+
+def is_dist_avail_and_initialized() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_rank() -> int:
+    return dist.get_rank() if is_dist_avail_and_initialized() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if is_dist_avail_and_initialized() else 1
+
+
+def is_main_process() -> bool:
+    return get_rank() == 0
+
+
+def barrier() -> None:
+    if is_dist_avail_and_initialized():
+        dist.barrier()
+
+
+def print0(*args, **kwargs) -> None:
+    """print() on rank 0 only (``force=True`` prints on every rank)."""
+    force = kwargs.pop("force", False)
+    if force or is_main_process():
+        builtins.print(*args, **kwargs)
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name}={value!r} is not an integer") from exc
+
+
+def init_distributed_mode(args=None, device: str | None = None, timeout_s: int = 1800) -> DistInfo:
+    """Initialise from torchrun's RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT.
+
+    ``device``: "cuda", "cpu" or None (CUDA when available). When ``args`` is given,
+    ``args.rank``, ``args.world_size``, ``args.gpu`` / ``args.local_rank``,
+    ``args.distributed`` and ``args.device`` are filled in (the seed's ``--world_size``
+    flag is informative only: the real size comes from torchrun).
+    """
+    want = device or (getattr(args, "device", None) if args is not None else None)
+    use_cuda = torch.cuda.is_available() if want in (None, "", "auto") else str(want).startswith("cuda")
+    if use_cuda and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was requested but CUDA is not available on this machine")
+
+    world_size = _env_int("WORLD_SIZE", 1)
+    rank = _env_int("RANK", 0)
+    local_rank = _env_int("LOCAL_RANK", 0)
+    distributed = world_size > 1
+
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        dev = torch.device("cuda", local_rank)
+    else:
+        dev = torch.device("cpu")
+
+    if distributed and not is_dist_avail_and_initialized():
+        for var in ("MASTER_ADDR", "MASTER_PORT"):
+            if var not in os.environ:
+                raise RuntimeError(f"WORLD_SIZE={world_size} but {var} is not set: launch with torchrun")
+        backend = "nccl" if use_cuda else "gloo"
+        dist.init_process_group(
+            backend=backend,
+            init_method="env://",
+            world_size=world_size,
+            rank=rank,
+            timeout=datetime.timedelta(seconds=timeout_s),
+            **({"device_id": dev} if use_cuda else {}),
+        )
+        dist.barrier()
+
+    info = DistInfo(
+        rank=rank, world_size=world_size, local_rank=local_rank, device=dev, distributed=distributed
+    )
+    if args is not None:
+        args.rank, args.world_size, args.gpu, args.local_rank = rank, world_size, local_rank, local_rank
+        args.distributed, args.device = distributed, str(dev)
+        args.dist_backend = ("nccl" if use_cuda else "gloo") if distributed else "none"
+    return info
+
+
+def destroy_distributed() -> None:
+    if is_dist_avail_and_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
+    """In-place sum over ranks; a no-op (no collective) in a single process."""
+    if is_dist_avail_and_initialized() and get_world_size() > 1:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def all_reduce_mean(value):
+    """Mean over ranks of a Python number or a tensor (returned as the same kind)."""
+    if not (is_dist_avail_and_initialized() and get_world_size() > 1):
+        return value
+    if isinstance(value, torch.Tensor):
+        out = value.detach().clone().float()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out / get_world_size()
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor(float(value), dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return (t / get_world_size()).item()
+
+
+def seed_everything(seed: int, rank: int | None = None) -> int:
+    """Seed python, numpy and torch with ``seed + rank`` (different data order / dropout per rank)."""
+    rank = get_rank() if rank is None else rank
+    s = int(seed) + int(rank)
+    random.seed(s)
+    np.random.seed(s % (2**32))
+    torch.manual_seed(s)
+    return s
