@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Quick-start command 2: set up .venv and run the lint check and the whole test suite (CPU, ~minutes).
+# Extra arguments go to pytest, e.g. `bash scripts/run_tests.sh -k tokenizer`.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+source scripts/setup_env.sh
+echo "[tests] ruff check"
+python -m ruff check .
+echo "[tests] pytest"
+set +e
+python -m pytest "$@"
+rc=$?
+set -e
+if [ "$rc" -eq 5 ]; then
+    # Exit code 5 = no test was collected: with this repository that means a broken selection or layout,
+    # never success.
+    echo "error: pytest collected no tests (exit code 5); check the -k/path selection or tests/ layout" >&2
+fi
+exit "$rc"
