@@ -1,0 +1,91 @@
+"""Masked ECG-sentence pre-training pieces (paper Sec. 3.3).
+
+Half of the 256 word positions of every sentence are masked; HeartLang predicts, for each masked
+position, the index of the collective word that the frozen VQ-HBR tokenizer assigns to the unmasked
+sentence. Loss: cross-entropy over the masked positions; metric: masked-word accuracy.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def random_masking(x: torch.Tensor, mask_ratio: float = 0.5) -> torch.Tensor:
+    """Boolean mask (B, L), True = masked, exactly ``L - int(L * (1 - mask_ratio))`` per row.
+
+    x: (B, L, W). MAE-style: uniform noise per position, argsort, keep the ``int(L * (1 - ratio))``
+    positions with the smallest noise. Bit-identical to the original for the same RNG state
+    (fixtures/tiny_heartlang_io.pt ``mask``).
+    # Official behaviour: positions are drawn over all L = 256 words, padding included, so a short
+    # sentence has fewer than half of its real words masked (and some masked "words" are padding).
+    """
+    b, length = x.shape[:2]
+    len_keep = int(length * (1 - mask_ratio))
+    noise = torch.rand(b, length, device=x.device)
+    ids_shuffle = torch.argsort(noise, dim=1)
+    ids_restore = torch.argsort(ids_shuffle, dim=1)
+    mask = torch.ones(b, length, device=x.device)
+    mask[:, :len_keep] = 0
+    return torch.gather(mask, dim=1, index=ids_restore).bool()
+
+
+def random_masking_real_words(
+    x: torch.Tensor, in_chans: torch.Tensor, mask_ratio: float = 0.5
+) -> torch.Tensor:
+    """Corrected variant (``--mask_real_words_only``): mask ``int(n_real * ratio)`` of the REAL words
+    of each sentence (``in_chans > 0``), never padding. x: (B, L, W), in_chans: (B, L) -> (B, L) bool."""
+    real = in_chans > 0
+    noise = torch.rand(real.shape, device=x.device)
+    # Padding sorts last, so the ranks 0 .. n_real - 1 belong to real words.
+    noise = torch.where(real, noise, torch.full_like(noise, 2.0))
+    ranks = torch.argsort(torch.argsort(noise, dim=1), dim=1)
+    n_mask = (real.sum(dim=1).float() * mask_ratio).floor().long()
+    return ranks < n_mask[:, None]
+
+
+class PretrainStep:
+    """``step_fn`` for :func:`engine.common.train_one_epoch` and the validation pass.
+
+    tokenizer: frozen VQ-HBR (eval mode, no grad). ``targets_with_ids`` selects the corrected variant
+    that gives the tokenizer the lead/time ids.
+    """
+
+    def __init__(
+        self,
+        tokenizer: nn.Module,
+        device: torch.device,
+        mask_ratio: float = 0.5,
+        mask_real_words_only: bool = False,
+        targets_with_ids: bool = False,
+    ):
+        self.tokenizer = tokenizer
+        self.device = device
+        self.mask_ratio = mask_ratio
+        self.mask_real_words_only = mask_real_words_only
+        self.targets_with_ids = targets_with_ids
+
+    @torch.no_grad()
+    def targets(self, x: torch.Tensor, c: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """(B, 256) long codebook indices of the unmasked sentence."""
+        if self.targets_with_ids:
+            return self.tokenizer.get_codebook_indices(x, c, t)
+        # Official behaviour: the original pre-training engine calls get_codebook_indices(x) WITHOUT
+        # the lead/time ids, although VQ-HBR was trained with them (--tokenizer_targets_with_ids fixes it).
+        return self.tokenizer.get_codebook_indices(x)
+
+    def __call__(self, model, batch):
+        x, c, t, _ = batch
+        x = x.to(self.device, non_blocking=True)
+        c = c.to(self.device, non_blocking=True)
+        t = t.to(self.device, non_blocking=True)
+        if self.mask_real_words_only:
+            mask = random_masking_real_words(x, c, self.mask_ratio)
+        else:
+            mask = random_masking(x, self.mask_ratio)
+        labels = self.targets(x, c, t)[mask]
+        logits = model(x, mask_bool_matrix=mask, in_chan_matrix=c, in_time_matrix=t)
+        loss = F.cross_entropy(logits.float(), labels)
+        acc = (logits.detach().argmax(-1) == labels).float().mean()
+        return loss, {"mlm_acc": float(acc)}

@@ -1,0 +1,78 @@
+"""VQ-HBR training loop pieces (paper Sec. 3.2, vector-quantised heartbeat reconstruction).
+
+Loss = MSE reconstruction of every word (padding included) + commitment loss, both computed by
+``VQHBR.forward(x, in_chan_matrix, in_time_matrix) -> (loss, log)``. Besides the losses we report
+codebook usage: the number of unused codes and the perplexity ``exp(H(p))`` of the code distribution
+``p`` (8192 = every code equally used, 1 = collapse).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from engine.common import Amp, unwrap
+from utils.dist import all_reduce_sum_
+from utils.logging import MetricLogger
+
+
+def _strip(log: dict) -> dict:
+    """``{"train/rec_loss": v}`` -> ``{"rec_loss": v}`` (the split is in the meter's context)."""
+    return {k.split("/", 1)[-1]: float(v) for k, v in log.items() if k.split("/", 1)[-1] != "total_loss"}
+
+
+def vqhbr_step(model, batch, device: torch.device):
+    """One forward: ``batch = (x (B,256,96), in_chans (B,256), in_times (B,256), _)``."""
+    x, c, t, _ = batch
+    x = x.to(device, non_blocking=True)
+    c = c.to(device, non_blocking=True)
+    t = t.to(device, non_blocking=True)
+    loss, log = model(x, in_chan_matrix=c, in_time_matrix=t)
+    return loss, _strip(log)
+
+
+def usage_stats(counts: torch.Tensor) -> dict:
+    """counts (n_code,) assignments -> unused codes and perplexity of the usage distribution."""
+    counts = counts.double()
+    total = counts.sum()
+    if total <= 0:
+        return {"unused_codes": int(counts.numel()), "perplexity": float("nan")}
+    p = counts / total
+    nz = p[p > 0]
+    entropy = float(-(nz * nz.log()).sum())
+    return {"unused_codes": int((counts == 0).sum()), "perplexity": math.exp(entropy)}
+
+
+def ema_usage_stats(model) -> dict:
+    """Usage from the quantizer's EMA ``cluster_size`` buffer (cheap, available after every epoch).
+
+    A code counts as unused when its EMA count is below 1e-3 of one assignment, i.e. it has not been
+    chosen for several hundred steps (0.99^700 < 1e-3)."""
+    cluster_size = unwrap(model).quantize.cluster_size.detach().double().cpu()
+    stats = usage_stats(torch.where(cluster_size < 1e-3, torch.zeros_like(cluster_size), cluster_size))
+    return {"ema_unused_codes": stats["unused_codes"], "ema_perplexity": stats["perplexity"]}
+
+
+@torch.no_grad()
+def evaluate(model, loader, device: torch.device, amp: Amp) -> dict:
+    """Validation losses and exact code usage (bincount of ``get_codebook_indices`` over the split,
+    summed over ranks)."""
+    model.eval()
+    net = unwrap(model)
+    n_code = net.quantize.cluster_size.numel()
+    counts = torch.zeros(n_code, dtype=torch.float64, device=device)
+    logger = MetricLogger()
+    for x, c, t, _ in logger.log_every(loader, "Val"):
+        x, c, t = x.to(device), c.to(device), t.to(device)
+        with amp.autocast():
+            # Official behaviour: the quantizer updates its usage EMA even in eval mode; we keep it.
+            _, log = net(x, in_chan_matrix=c, in_time_matrix=t)
+            ids = net.get_codebook_indices(x, c, t)
+        counts += torch.bincount(ids.reshape(-1), minlength=n_code).double()
+        logger.update(**_strip(log))
+    logger.synchronize_between_processes()
+    all_reduce_sum_(counts)
+    out = logger.global_averages()
+    out.update(usage_stats(counts.cpu()))
+    return out

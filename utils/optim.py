@@ -1,0 +1,138 @@
+"""Optimiser and learning-rate schedules for the three training stages (paper Sec. 3.2-3.3, Sec. 4).
+
+* AdamW parameter groups built from the model's own optimiser hooks:
+  ``no_weight_decay()`` (names excluded from weight decay; 1-d tensors and biases are excluded too)
+  and ``get_layer_id(name)`` / ``get_num_layers()`` for layer-wise lr decay.
+  The lr scale of layer id ``i`` is ``layer_decay ** (num_layers + 1 - i)``, so with depth D there are
+  D + 2 distinct scales: embeddings (id 0) get the smallest, the head / final norm (id D + 1) gets 1.
+  The original HeartLang code looked for ``blocks.N`` names that its model does not have, so its
+  layer decay silently did nothing; ours asks the model, and the tests check the resulting lrs.
+* ``cosine_scheduler``: per-iteration value array (BEiT / MAE style) with a linear warm-up from
+  ``start_warmup_value`` to ``base_value`` followed by a half-cosine to ``final_value``.
+* ``adjust_learning_rate``: writes ``lr * lr_scale`` (and weight decay) into every group for one step.
+
+timm's optimizer factory would do the grouping, but timm is not a dependency of this project, so the
+(short) logic lives here and is tested in tests/test_optim.py.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def _matches(name: str, skip: Iterable[str]) -> bool:
+    """True when ``name`` is one of ``skip`` or lives below a module named in ``skip``."""
+    return any(name == s or name.startswith(s + ".") for s in skip)
+
+
+def param_groups_layer_decay(
+    model: nn.Module,
+    weight_decay: float,
+    layer_decay: float = 1.0,
+    no_weight_decay: Iterable[str] | None = None,
+) -> list[dict]:
+    """Build AdamW parameter groups: {decay, no_decay} x layer id, each with its ``lr_scale``.
+
+    Only parameters with ``requires_grad`` are included (the linear probe freezes the backbone).
+    ``no_weight_decay`` defaults to ``model.no_weight_decay()`` when the model has that hook.
+    Layer ids come from ``model.get_layer_id(name)`` in ``[0, num_layers + 1]``; a model without the
+    hooks gets a single layer (scale 1). Each group carries ``layer_id`` and ``param_names`` for logs.
+    """
+    if no_weight_decay is None:
+        no_weight_decay = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
+    skip = set(no_weight_decay)
+    has_layers = hasattr(model, "get_layer_id") and hasattr(model, "get_num_layers")
+    num_layers = model.get_num_layers() if has_layers else 0
+    groups: dict[str, dict] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        # Norm weights, biases, tokens and embeddings named by the model are not decayed.
+        if param.ndim <= 1 or name.endswith(".bias") or _matches(name, skip):
+            decay_name, this_wd = "no_decay", 0.0
+        else:
+            decay_name, this_wd = "decay", weight_decay
+        layer_id = model.get_layer_id(name) if has_layers else num_layers + 1
+        if not 0 <= layer_id <= num_layers + 1:
+            raise ValueError(f"get_layer_id({name!r}) = {layer_id} is outside [0, {num_layers + 1}]")
+        key = f"layer_{layer_id}_{decay_name}"
+        if key not in groups:
+            groups[key] = {
+                "params": [],
+                "param_names": [],
+                "weight_decay": this_wd,
+                "layer_id": layer_id,
+                "lr_scale": layer_decay ** (num_layers + 1 - layer_id),
+            }
+        groups[key]["params"].append(param)
+        groups[key]["param_names"].append(name)
+    if not groups:
+        raise ValueError("the model has no trainable parameter (all requires_grad=False)")
+    return [groups[k] for k in sorted(groups, key=lambda k: (groups[k]["layer_id"], k))]
+
+
+def create_optimizer(args, model: nn.Module, layer_decay: float | None = None) -> torch.optim.Optimizer:
+    """AdamW over :func:`param_groups_layer_decay` from ``args.opt``, ``args.lr``, ``args.weight_decay``,
+    ``args.opt_betas`` and ``args.opt_eps`` (the seed's flag names). Only ``adamw`` is offered."""
+    opt = getattr(args, "opt", "adamw").lower()
+    if opt != "adamw":
+        raise ValueError(f"--opt {opt!r} is not supported; HeartLang trains every stage with 'adamw'")
+    decay = 1.0 if layer_decay is None else layer_decay
+    groups = param_groups_layer_decay(model, args.weight_decay, decay)
+    kwargs = {"lr": args.lr}
+    if getattr(args, "opt_betas", None) is not None:
+        kwargs["betas"] = tuple(args.opt_betas)
+    if getattr(args, "opt_eps", None) is not None:
+        kwargs["eps"] = args.opt_eps
+    # param_names is metadata for logs only; AdamW keeps unknown group keys untouched.
+    return torch.optim.AdamW(groups, **kwargs)
+
+
+def cosine_scheduler(
+    base_value: float,
+    final_value: float,
+    epochs: int,
+    niter_per_ep: int,
+    warmup_epochs: int = 0,
+    start_warmup_value: float = 0.0,
+    warmup_steps: int = -1,
+) -> np.ndarray:
+    """Per-iteration schedule of length ``epochs * niter_per_ep``.
+
+    Warm-up: ``np.linspace(start_warmup_value, base_value, W)`` over ``W = warmup_epochs * niter_per_ep``
+    iterations (or ``warmup_steps`` when > 0), so the last warm-up step is exactly ``base_value``.
+    Then ``final + (base - final) * (1 + cos(pi * i / n)) / 2`` for ``i = 0 .. n-1``; the last value
+    is therefore slightly above ``final_value`` (BEiT / MAE convention).
+    """
+    if epochs <= 0 or niter_per_ep <= 0:
+        raise ValueError(
+            f"cosine_scheduler needs epochs > 0 and niter_per_ep > 0, got {epochs}, {niter_per_ep}"
+        )
+    total = epochs * niter_per_ep
+    warmup_iters = warmup_steps if warmup_steps > 0 else warmup_epochs * niter_per_ep
+    warmup_iters = min(warmup_iters, total)
+    warmup = np.linspace(start_warmup_value, base_value, warmup_iters) if warmup_iters > 0 else np.array([])
+    n = total - warmup_iters
+    iters = np.arange(n)
+    cosine = final_value + 0.5 * (base_value - final_value) * (1 + np.cos(math.pi * iters / max(n, 1)))
+    schedule = np.concatenate((warmup, cosine))
+    assert len(schedule) == total
+    return schedule
+
+
+def adjust_learning_rate(
+    optimizer: torch.optim.Optimizer, step: int, lr_values: np.ndarray, wd_values: np.ndarray | None = None
+) -> float:
+    """Set every group's lr to ``lr_values[step] * lr_scale`` (and decayed groups' wd); return the base lr."""
+    step = min(step, len(lr_values) - 1)
+    lr = float(lr_values[step])
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+        if wd_values is not None and group["weight_decay"] > 0:
+            group["weight_decay"] = float(wd_values[step])
+    return lr
