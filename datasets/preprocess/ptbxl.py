@@ -1,0 +1,214 @@
+"""PTB-XL downstream data with the benchmark protocol of Strodthoff et al. 2020 (DESIGN.md section 1).
+
+Paper Sec. 4.1 / Table 1: PTB-XL super, sub, form and rhythm. For each label set
+(``all`` 71, ``diagnostic`` 44, ``subdiagnostic`` 23, ``superdiagnostic`` 5, ``form`` 19,
+``rhythm`` 12 statements) this writes
+
+    <output_path>/<subset>/{train,val,test}_data.npy     (N, 12, 1000) float32, standardised
+                          {train,val,test}_labels.npy   (N, C) int64 multi-hot
+                          {train,val,test}_ecg_ids.npy  (N,) int64, which record each row is
+                          classes.json, scaler.json
+
+Folds 1-8 train, 9 val, 10 test. Every code of ``scp_codes`` counts whatever its likelihood;
+records without a label in a subset are dropped from it; rows stay in ``ecg_id`` order; the
+label columns are the class names sorted as scikit-learn's MultiLabelBinarizer sorts them.
+
+    python -m datasets.preprocess.ptbxl --dataset_path RAW --output_path datasets/ecg_datasets/PTBXL
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from datasets.preprocess.labels import labels_summary, multi_hot, save_labelled_split, write_classes
+from datasets.preprocess.records import SkipLog, default_num_workers, parallel_map, read_wfdb, write_summary
+from datasets.preprocess.signal import TARGET_LEN, SignalError, reorder_leads, resample_fft
+
+SUBSETS = ("all", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhythm")
+FOLDS = {"train": tuple(range(1, 9)), "val": (9,), "test": (10,)}
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser("PTB-XL preprocessing (Strodthoff et al. 2020 protocol)")
+    p.add_argument(
+        "--dataset_path", required=True, type=Path, help="folder with ptbxl_database.csv, records100/"
+    )
+    p.add_argument("--output_path", default=Path("datasets/ecg_datasets/PTBXL"), type=Path)
+    p.add_argument(
+        "--sampling_rate", default=100, type=int, choices=(100, 500), help="500: read records500, resample"
+    )
+    p.add_argument("--subsets", nargs="+", default=list(SUBSETS), choices=SUBSETS)
+    p.add_argument(
+        "--classes",
+        default="data",
+        choices=("data", "statements"),
+        help="data: classes present in the labelled records (the protocol); statements: every statement "
+        "of scp_statements.csv of that set (same list on the full data set)",
+    )
+    p.add_argument("--num_workers", default=default_num_workers(), type=int)
+    return p
+
+
+def load_tables(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    db_path, st_path = root / "ptbxl_database.csv", root / "scp_statements.csv"
+    for f in (db_path, st_path):
+        if not f.is_file():
+            raise FileNotFoundError(f"PTB-XL table {f} not found")
+    db = pd.read_csv(db_path, index_col="ecg_id").sort_index()
+    db["scp_codes"] = db["scp_codes"].apply(ast.literal_eval)
+    statements = pd.read_csv(st_path, index_col=0)
+    return db, statements
+
+
+def aggregate_labels(scp_codes: dict, statements: pd.DataFrame, subset: str) -> list[str]:
+    """Labels of one record in one subset (sorted, unique), from its ``scp_codes`` dict.
+
+    # Official behaviour: every code counts whatever its likelihood (0.0 included), as in the
+    # Strodthoff benchmark code the seed uses.
+    """
+    codes = list(scp_codes.keys())
+    if subset == "all":
+        return sorted(set(codes))
+    if subset in ("diagnostic", "subdiagnostic", "superdiagnostic"):
+        diag = statements[statements["diagnostic"] == 1]
+        known = [c for c in codes if c in diag.index]
+        if subset == "diagnostic":
+            return sorted(set(known))
+        column = "diagnostic_subclass" if subset == "subdiagnostic" else "diagnostic_class"
+        return sorted({str(diag.loc[c, column]) for c in known if pd.notna(diag.loc[c, column])})
+    flagged = statements[statements[subset] == 1]  # form / rhythm
+    return sorted({c for c in codes if c in flagged.index})
+
+
+def statement_classes(statements: pd.DataFrame, subset: str) -> list[str]:
+    """Every class of a subset according to the statement table (71/44/23/5/19/12)."""
+    if subset == "all":
+        return sorted(statements.index.astype(str))
+    if subset in ("diagnostic", "subdiagnostic", "superdiagnostic"):
+        diag = statements[statements["diagnostic"] == 1]
+        if subset == "diagnostic":
+            return sorted(diag.index.astype(str))
+        column = "diagnostic_subclass" if subset == "subdiagnostic" else "diagnostic_class"
+        return sorted(diag[column].dropna().astype(str).unique())
+    return sorted(statements[statements[subset] == 1].index.astype(str))
+
+
+def _read_one(task: tuple[str, int]) -> tuple[np.ndarray | None, str, str]:
+    path, fs_wanted = task
+    try:
+        if not Path(path + ".hea").is_file():
+            raise SignalError("missing_file", f"{path}.hea not on disk")
+        sig, names, fs, _ = read_wfdb(path)
+        if fs != fs_wanted:
+            raise SignalError("wrong_fs", f"{path}: fs {fs:g} Hz, expected {fs_wanted}")
+        if sig.shape[1] != fs_wanted * 10:
+            raise SignalError("wrong_shape", f"{path}: {sig.shape[1]} samples, expected {fs_wanted * 10}")
+        if not np.isfinite(sig).all():
+            raise SignalError("nonfinite_samples", f"{path}: NaN/inf samples")
+        x = reorder_leads(sig, names)
+        if fs_wanted != 100:
+            x = resample_fft(x, TARGET_LEN)
+        return x.astype(np.float32), "", ""
+    except SignalError as exc:
+        return None, exc.reason, exc.detail
+
+
+def fit_scalar_scaler(data: np.ndarray, chunk: int = 1024) -> tuple[float, float]:
+    """StandardScaler on all values of ``data`` (N, 12, 1000), flattened: returns (mean, std).
+
+    Float64 accumulation in two passes (mean, then centred squares), chunked so no float64 copy
+    of the whole split is made. A constant split gives std 1, as StandardScaler does.
+    """
+    n = data.size
+    total = sum(float(np.sum(data[i : i + chunk], dtype=np.float64)) for i in range(0, len(data), chunk))
+    mean = total / n
+    sq = sum(
+        float(np.sum((data[i : i + chunk].astype(np.float64) - mean) ** 2))
+        for i in range(0, len(data), chunk)
+    )
+    std = float(np.sqrt(sq / n))
+    return mean, (std if std > 0 else 1.0)
+
+
+def run(args) -> dict:
+    t0 = time.time()
+    db, statements = load_tables(args.dataset_path)
+    column = "filename_lr" if args.sampling_rate == 100 else "filename_hr"
+    tasks = [(str(args.dataset_path / f), args.sampling_rate) for f in db[column]]
+    skipped, signals, ok_ids = SkipLog(), [], []
+    for ecg_id, (arr, reason, detail) in zip(db.index, parallel_map(_read_one, tasks, args.num_workers, 32)):
+        if arr is None:
+            skipped.add(f"ecg_id {ecg_id} ({db.loc[ecg_id, column]})", reason, detail)
+        else:
+            signals.append(arr)
+            ok_ids.append(ecg_id)
+    if not ok_ids:
+        raise SystemExit(
+            f"no PTB-XL record could be read under {args.dataset_path} (see the skip reasons above)"
+        )
+    data = np.stack(signals)  # (N_ok, 12, 1000) float32, ecg_id order
+    del signals
+    ok = db.loc[ok_ids]
+    folds = ok["strat_fold"].to_numpy()
+    summary = {
+        "source": "PTB-XL",
+        "sampling_rate": args.sampling_rate,
+        "records_in": len(db),
+        "records_read": len(ok_ids),
+        "skipped": len(skipped.rows),
+        "skipped_by_reason": skipped.counts(),
+        "subsets": {},
+    }
+    for subset in args.subsets:
+        summary["subsets"][subset] = write_subset(args, subset, data, ok, folds, statements)
+    skipped.write(args.output_path / "skipped_records.csv")
+    summary["seconds"] = round(time.time() - t0, 2)
+    write_summary(args.output_path / "summary.json", summary)
+    return summary
+
+
+def write_subset(
+    args, subset: str, data: np.ndarray, ok: pd.DataFrame, folds: np.ndarray, statements
+) -> dict:
+    labels = [aggregate_labels(c, statements, subset) for c in ok["scp_codes"]]
+    keep = np.array([len(lab) > 0 for lab in labels])
+    if args.classes == "statements":
+        classes = statement_classes(statements, subset)
+    else:
+        classes = sorted({c for lab, k in zip(labels, keep) if k for c in lab})
+    y = multi_hot([lab for lab, k in zip(labels, keep) if k], classes)
+    idx_kept = np.flatnonzero(keep)
+    split_of = {s: np.flatnonzero(np.isin(folds[idx_kept], f)) for s, f in FOLDS.items()}
+    # Official behaviour: one scalar mean/std (StandardScaler on the flattened train signals of this
+    # subset), applied to every split.
+    mean, std = fit_scalar_scaler(data[idx_kept[split_of["train"]]])
+    out = args.output_path / subset
+    for split, rows in split_of.items():
+        x = ((data[idx_kept[rows]].astype(np.float64) - mean) / std).astype(np.float32)
+        save_labelled_split(out, split, x, y[rows], ok.index.to_numpy()[idx_kept[rows]], "ecg_ids")
+    write_classes(out, classes)
+    (out / "scaler.json").write_text(
+        json.dumps({"mean": mean, "std": std, "fitted_on": "train"}, indent=1) + "\n"
+    )
+    return {
+        "n_classes": len(classes),
+        "dropped_without_label": int((~keep).sum()),
+        "records_out": {s: int(len(r)) for s, r in split_of.items()},
+        "label_counts": labels_summary(y, classes, split_of),
+        "scaler": {"mean": mean, "std": std},
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return run(get_args_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
