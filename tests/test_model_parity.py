@@ -140,7 +140,9 @@ def test_kmeans_quantizer_init_and_first_step(vq):
     after = q.state_dict()
     for key, value in io["kmeans_quantizer_state_after"].items():
         close(after[key], value)
-    assert torch.equal(after["embedding.cluster_size"], io["kmeans_quantizer_state_after"]["embedding.cluster_size"])
+    assert torch.equal(
+        after["embedding.cluster_size"], io["kmeans_quantizer_state_after"]["embedding.cluster_size"]
+    )
 
 
 def test_heartlang_outputs(ref_fixtures):
