@@ -1,0 +1,190 @@
+"""The three training entry scripts (paper Sec. 3.2, 3.3, 4): seed flags, torchrun smoke runs, resume, --eval."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests._train_data import make_downstream, make_pretrain
+
+SCRIPTS = ("run_vqhbr_training.py", "run_heartlang_pretraining.py", "run_class_finetuning.py")
+TINY_VQ = ["--model", "vqhbr_tiny", "--codebook_n_emd", "64", "--codebook_emd_dim", "16"]
+COMMON = ["--batch_size", "4", "--num_workers", "0", "--warmup_epochs", "1"]
+
+
+def _parser(script: str):
+    import importlib
+
+    return importlib.import_module(script[:-3]).get_args_parser()
+
+
+def seed_commands(seed_dir: Path) -> list[tuple[str, list[str]]]:
+    """(script, argv) of every ``torchrun ... run_*.py --flags`` command in the seed README."""
+    text = "\n".join(p.read_text(encoding="utf-8", errors="replace") for p in sorted(seed_dir.glob("*.txt")))
+    text = text.replace("\\\n", " ")
+    found = []
+    for line in text.splitlines():
+        if "torchrun" not in line:
+            continue
+        tokens = shlex.split(line)
+        script = next(t for t in tokens if t.endswith(".py"))
+        found.append((script, tokens[tokens.index(script) + 1 :]))
+    return found
+
+
+def test_every_seed_command_parses_with_seed_values(shared_data):
+    commands = seed_commands(shared_data.parent / "seed")
+    assert {s for s, _ in commands} == set(SCRIPTS), commands
+    for script, argv in commands:
+        args = _parser(script).parse_args(argv)
+        # Every value given in the seed arrives under its own name.
+        for flag, value in re.findall(r"--(\w+)(?: ([^-][^ ]*))?", " ".join(argv)):
+            got = getattr(args, "update_freq" if flag == "gradient_accumulation_steps" else flag)
+            if value:
+                expected = type(got[0] if isinstance(got, list) else got)(value) if got is not None else value
+                assert expected in got if isinstance(got, list) else got == expected, (script, flag, got)
+            else:
+                assert got is True, (script, flag)
+
+
+def test_stage_defaults_follow_the_seed():
+    vq = _parser("run_vqhbr_training.py").parse_args([])
+    assert (vq.lr, vq.min_lr, vq.opt_betas, vq.weight_decay, vq.warmup_epochs, vq.epochs, vq.batch_size) == (
+        5e-5, 1e-5, [0.9, 0.99], 1e-4, 10, 100, 64,
+    )  # fmt: skip
+    pt = _parser("run_heartlang_pretraining.py").parse_args([])
+    assert (pt.lr, pt.opt_betas, pt.opt_eps, pt.weight_decay, pt.warmup_epochs, pt.epochs, pt.clip_grad) == (
+        5e-4, [0.9, 0.98], 1e-8, 0.05, 5, 200, 3.0,
+    )  # fmt: skip
+    ft = _parser("run_class_finetuning.py").parse_args([])
+    assert (ft.layer_decay, ft.trainable, ft.sampling_method, ft.split_ratio) == (
+        0.9,
+        "linear",
+        "random",
+        1.0,
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _torchrun(repo_root: Path, script: str, argv: list[str]) -> str:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HEARTLANG_NO_PROGRESS": "1", "PYTHONPATH": str(repo_root)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={_free_port()}",
+    ]
+    proc = subprocess.run(
+        cmd + [script, *argv], cwd=repo_root, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return proc.stdout
+
+
+@pytest.mark.dist
+@pytest.mark.slow
+def test_pipeline_under_torchrun_two_processes(tmp_path, repo_root):
+    """VQ-HBR -> pre-training (targets from that tokenizer) -> fine-tuning -> --eval, 2 gloo ranks each."""
+    pre, down = make_pretrain(tmp_path), make_downstream(tmp_path)
+    vq_dir, pt_dir, ft_dir = tmp_path / "vq", tmp_path / "pt", tmp_path / "ft"
+    out = _torchrun(repo_root, SCRIPTS[0], [*TINY_VQ, "--quantize_kmeans_init", "--output_dir", str(vq_dir),
+                    "--log_dir", str(tmp_path / "tb"), "--dataset_dir", str(pre), "--epochs", "1", "--val_freq", "1", *COMMON])  # fmt: skip
+    assert "x 2 process(es)" in out and "effective batch 8" in out
+    log = json.loads((vq_dir / "log.txt").read_text().splitlines()[-1])
+    assert {"train_rec_loss", "train_quant_loss", "val_unused_codes", "val_perplexity"} <= set(log)
+    assert json.loads((vq_dir / "args.json").read_text())["model_config"]["n_code"] == 64
+    assert any((tmp_path / "tb").iterdir())
+
+    _torchrun(repo_root, SCRIPTS[1], ["--model", "HeartLang_tiny", "--tokenizer_model", "vqhbr_tiny",
+              "--tokenizer_weight", str(vq_dir / "checkpoint-1.pth"), "--codebook_size", "64", "--codebook_dim", "16",
+              "--output_dir", str(pt_dir), "--dataset_dir", str(pre), "--epochs", "1", *COMMON])  # fmt: skip
+    log = json.loads((pt_dir / "log.txt").read_text())
+    assert 0 <= log["train_mlm_acc"] <= 1 and log["train_loss"] > 0
+
+    ft_args = ["--model", "HeartLang_finetune_tiny", "--trainable", "linear", "--nb_classes", "3", "--is_binary",
+               "--output_dir", str(ft_dir), "--dataset_dir", str(down), "--seed", "0", *COMMON]  # fmt: skip
+    _torchrun(
+        repo_root, SCRIPTS[2], [*ft_args, "--finetune", str(pt_dir / "checkpoint.pth"), "--epochs", "1"]
+    )
+    assert (ft_dir / "checkpoint-best.pth").is_file()
+    csv_path = tmp_path / "results.csv"
+    out = _torchrun(repo_root, SCRIPTS[2], [*ft_args, "--eval", "--results_csv", str(csv_path)])
+    assert "macro" in out and "class_2" in out
+    rows = list(csv.DictReader(csv_path.open()))
+    assert len(rows) == 1  # rank 0 only
+    row = rows[0]
+    assert (row["dataset"], row["subset"], row["ratio"], row["sampling"], row["seed"]) == (
+        "TOY",
+        "form",
+        "1.0",
+        "random",
+        "0",
+    )
+    assert int(row["n_test"]) == 8 and 0 <= float(row["macro_auc"]) <= 1
+
+
+def _run_inprocess(script: str, argv: list[str]) -> None:
+    os.environ["HEARTLANG_NO_PROGRESS"] = "1"
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        os.environ.pop(var, None)
+    module = __import__(script[:-3])
+    module.main(module.get_args_parser().parse_args(argv))
+
+
+def _resume_matches(tmp_path: Path, script: str, argv: list[str]) -> None:
+    """2 uninterrupted epochs == 1 epoch, killed, resumed from what it left (checkpoint-1.pth) to 2."""
+    full, cut = tmp_path / f"{script}_full", tmp_path / f"{script}_cut"
+    _run_inprocess(script, [*argv, "--output_dir", str(full), "--epochs", "2", "--save_ckpt_freq", "1"])
+    cut.mkdir()
+    shutil.copy(
+        full / "checkpoint-1.pth", cut / "checkpoint-1.pth"
+    )  # all that a run killed in epoch 2 leaves
+    (cut / "log.txt").write_text((full / "log.txt").read_text().splitlines()[0] + "\n")
+    _run_inprocess(script, [*argv, "--output_dir", str(cut), "--epochs", "2", "--save_ckpt_freq", "1"])
+    a = [json.loads(line) for line in (full / "log.txt").read_text().splitlines()]
+    b = [json.loads(line) for line in (cut / "log.txt").read_text().splitlines()]
+    assert len(a) == len(b) == 2
+    assert a[1] == b[1], f"resumed epoch differs:\n{a[1]}\n{b[1]}"
+
+
+def test_resume_gives_the_same_metrics_pretraining(tmp_path, repo_root):
+    pre = make_pretrain(tmp_path)
+    vq = tmp_path / "vq"
+    _run_inprocess(
+        SCRIPTS[0], [*TINY_VQ, "--output_dir", str(vq), "--dataset_dir", str(pre), "--epochs", "1", *COMMON]
+    )
+    # Dropout and masking draw from the RNG every step: a resumed run must draw the same.
+    argv = ["--model", "HeartLang_tiny", "--tokenizer_model", "vqhbr_tiny", "--tokenizer_weight",
+            str(vq / "checkpoint.pth"), "--codebook_size", "64", "--codebook_dim", "16", "--dataset_dir", str(pre),
+            "--update_freq", "2", *COMMON]  # fmt: skip
+    _resume_matches(tmp_path, SCRIPTS[1], argv)
+
+
+def test_resume_gives_the_same_metrics_finetuning_all(tmp_path):
+    down = make_downstream(tmp_path)
+    argv = ["--model", "HeartLang_finetune_tiny", "--trainable", "all", "--nb_classes", "3", "--is_binary",
+            "--dataset_dir", str(down), *COMMON]  # fmt: skip
+    _resume_matches(tmp_path, SCRIPTS[2], argv)
+
+
+def test_eval_without_best_checkpoint_names_the_file(tmp_path):
+    down = make_downstream(tmp_path)
+    with pytest.raises(FileNotFoundError, match="checkpoint-best.pth"):
+        _run_inprocess(SCRIPTS[2], ["--model", "HeartLang_finetune_tiny", "--eval", "--nb_classes", "3",
+                       "--dataset_dir", str(down), "--output_dir", str(tmp_path / "none"), *COMMON])  # fmt: skip
