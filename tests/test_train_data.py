@@ -1,0 +1,124 @@
+"""Training data and metrics: memory-mapped sentence datasets, label-fraction sampling, masking, AUC."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from datasets.ecg_dataset import (
+    ConcatSentenceDataset,
+    SentenceDataset,
+    build_sentence_dataset,
+    subsample_indices,
+)
+from engine.pretrain import random_masking, random_masking_real_words
+from tests._train_data import make_downstream, make_pretrain, write_qrs_split
+from utils.metrics import classification_report, format_table
+
+
+def test_batch_folders_concatenate_lazily_in_numeric_order(tmp_path):
+    root = tmp_path / "MIMIC-IV_QRS"
+    for k, n in ((0, 3), (2, 2), (10, 4)):
+        write_qrs_split(root / f"batch_{k}", "train", n, None, seed=k)
+    ds = build_sentence_dataset(root, "train", with_labels=False)
+    assert isinstance(ds, ConcatSentenceDataset) and len(ds) == 9
+    assert [p.root.name for p in ds.parts] == ["batch_0", "batch_2", "batch_10"]
+    assert all(isinstance(p.data, np.memmap) for p in ds.parts)
+    x, c, t, y = ds[8]
+    last = np.load(root / "batch_10" / "train_data.npy")[3]
+    assert torch.equal(x, torch.from_numpy(last)) and y == -1
+    assert x.shape == (256, 96) and c.dtype == torch.int64 and t.shape == (256,)
+    assert torch.equal(ds[-1][0], x)
+
+
+def test_missing_files_name_the_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        build_sentence_dataset(tmp_path / "nope", "train")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="train_data.npy"):
+        build_sentence_dataset(tmp_path / "empty", "train")
+    folder = make_downstream(tmp_path)
+    (folder / "val_labels.npy").unlink()
+    with pytest.raises(FileNotFoundError, match="val_labels.npy"):
+        SentenceDataset(folder, "val")
+
+
+def test_labelled_items_are_float_multi_hot(tmp_path):
+    ds = SentenceDataset(make_downstream(tmp_path), "train")
+    x, c, t, y = ds[0]
+    assert y.dtype == torch.float32 and y.shape == (3,) and set(y.tolist()) <= {0.0, 1.0}
+
+
+def _labels(n=1000, c=6, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.random((n, c)) < np.linspace(0.02, 0.5, c)).astype(np.int64)
+
+
+@pytest.mark.parametrize("method", ["random", "stratified"])
+@pytest.mark.parametrize("ratio", [0.01, 0.1, 1.0])
+def test_split_ratio_sizes_and_seeding(method, ratio):
+    labels = _labels()
+    idx = subsample_indices(labels, ratio, method, seed=0)
+    assert abs(len(idx) - ratio * len(labels)) <= max(2, 0.02 * ratio * len(labels))
+    assert len(np.unique(idx)) == len(idx) and np.all(np.diff(idx) > 0)
+    np.testing.assert_array_equal(idx, subsample_indices(labels, ratio, method, seed=0))
+    if ratio < 1:
+        assert not np.array_equal(idx, subsample_indices(labels, ratio, method, seed=1))
+
+
+def test_stratified_keeps_label_shares_better_than_random():
+    labels = _labels(2000, 6, seed=3)
+    full = labels.mean(0)
+    err = {}
+    for method in ("random", "stratified"):
+        errs = [
+            np.abs(labels[subsample_indices(labels, 0.1, method, s)].mean(0) - full).max() for s in range(5)
+        ]
+        err[method] = float(np.mean(errs))
+    assert err["stratified"] < err["random"]
+    assert err["stratified"] < 0.01
+
+
+def test_bad_ratio_and_method_raise():
+    with pytest.raises(ValueError, match="split_ratio"):
+        subsample_indices(_labels(), 0.0, "random", 0)
+    with pytest.raises(ValueError, match="sampling_method"):
+        subsample_indices(_labels(), 0.5, "balanced", 0)
+
+
+def test_random_masking_matches_the_original_bit_for_bit(ref_fixtures):
+    io = torch.load(ref_fixtures / "tiny_heartlang_io.pt", weights_only=True)
+    torch.manual_seed(int(io["mask_seed"]))
+    mask = random_masking(io["x"], 0.5)
+    assert torch.equal(mask, io["mask"])
+    assert mask.sum(1).tolist() == [128] * io["x"].shape[0]  # padding positions included
+
+
+def test_real_word_masking_never_masks_padding(tmp_path):
+    ds = SentenceDataset(make_pretrain(tmp_path) / "batch_0", "train", with_labels=False)
+    c = torch.stack([ds[i][1] for i in range(len(ds))])
+    x = torch.zeros(*c.shape, 96)
+    mask = random_masking_real_words(x, c, 0.5)
+    assert not mask[c == 0].any()
+    assert mask.sum(1).tolist() == ((c > 0).sum(1) // 2).tolist()
+
+
+def test_metrics_report_classes_without_positives_instead_of_crashing():
+    targets = np.array([[1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 0]])
+    scores = np.array([[3.0, -1, -1], [-2, 2, -1], [1, 1, -1], [-1, -3, -1]])
+    rep = classification_report(targets, scores, is_binary=True)
+    assert rep.undefined_classes == [2]
+    assert np.isnan(rep.per_class_auc[2]) and rep.macro_auc == pytest.approx(1.0)
+    assert "n/a" in format_table(rep, ["a", "b", "c"]) and "left out of the macro: c" in format_table(
+        rep, ["a", "b", "c"]
+    )
+    assert rep.accuracy == pytest.approx(1.0)
+
+
+def test_single_label_metrics_use_softmax_and_top1():
+    targets = np.eye(3)[[0, 1, 2, 0]]
+    scores = np.array([[2.0, 0, 0], [0, 2, 0], [2, 0, 1], [1, 0, 0]])
+    rep = classification_report(targets, scores, is_binary=False)
+    assert rep.accuracy == pytest.approx(0.75)
+    assert rep.undefined_classes == []
