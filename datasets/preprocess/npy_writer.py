@@ -32,6 +32,10 @@ class ChunkedNpyWriter:
         self.n_written = 0
         self._buffer = np.empty((chunk_rows, *self.row_shape), dtype=self.dtype)
         self._n_buffered = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.capacity == 0:  # mmap cannot map zero bytes; an empty array needs no rows anyway
+            np.save(self.path, np.zeros((0, *self.row_shape), dtype=self.dtype))
+            return
         mm = np.lib.format.open_memmap(
             self.path, mode="w+", dtype=self.dtype, shape=(self.capacity, *self.row_shape)
         )
@@ -62,6 +66,9 @@ class ChunkedNpyWriter:
     def close(self) -> int:
         self._flush_buffer()
         if self.n_written < self.capacity:
+            if self.n_written == 0:
+                np.save(self.path, np.zeros((0, *self.row_shape), dtype=self.dtype))
+                return 0
             shrink_npy(self.path, self.n_written, self.chunk_rows)
         return self.n_written
 

@@ -1,0 +1,198 @@
+"""Shared driver of the labelled 500 Hz sources, CPSC2018 and CSN (DESIGN.md section 1; paper Sec. 4.1).
+
+A source module finds its records, reads their labels and names its signal chain; this module
+then makes (or reads) the train/val/test split, runs the chain over a process pool and streams
+the rows into
+
+    <output_path>/{train,val,test}_data.npy     (N, 12, 1000) float32
+                  {train,val,test}_labels.npy   (N, C) int64 multi-hot
+                  {train,val,test}_records.json record names, row order
+                  classes.json, splits/{train,val,test}.csv, skipped_records.csv, summary.json
+
+The written ``splits/*.csv`` have the format ``--split_files`` accepts, so a run is repeatable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from datasets.preprocess.labels import labels_summary, multi_hot, write_classes
+from datasets.preprocess.npy_writer import ChunkedNpyWriter
+from datasets.preprocess.records import (
+    SkipLog,
+    default_num_workers,
+    parallel_map,
+    read_icbeb_mat,
+    read_wfdb,
+    write_summary,
+)
+from datasets.preprocess.signal import STANDARD_LEADS, TARGET_LEN, SignalError, reorder_leads
+from datasets.preprocess.splits import (
+    DEFAULT_FRACTIONS,
+    SPLIT_NAMES,
+    iterative_stratification,
+    read_split_csv,
+    write_split_csv,
+)
+
+SOURCE_FS = 500.0
+
+
+@dataclass(frozen=True)
+class RecordRef:
+    """One raw record: ``kind`` is "wfdb" (``path`` without extension) or "icbeb_mat" (``path`` to the .mat)."""
+
+    name: str
+    path: str
+    kind: str
+
+
+def add_common_args(p: argparse.ArgumentParser, default_out: str) -> argparse.ArgumentParser:
+    p.add_argument("--dataset_path", required=True, type=Path, help="folder searched recursively for records")
+    p.add_argument("--output_path", default=Path(default_out), type=Path)
+    p.add_argument(
+        "--split_files",
+        nargs=3,
+        type=Path,
+        default=None,
+        metavar=("TRAIN_CSV", "VAL_CSV", "TEST_CSV"),
+        help="published split files (record name + one 0/1 column per class); labels and classes come from them",
+    )
+    p.add_argument("--fractions", nargs=3, type=float, default=list(DEFAULT_FRACTIONS), help="train val test")
+    p.add_argument("--seed", default=42, type=int, help="seed of the stratified split")
+    p.add_argument("--num_workers", default=default_num_workers(), type=int)
+    return p
+
+
+def load_standard_500hz(ref: RecordRef) -> np.ndarray:
+    """Raw record -> (12, T) float64 in mV, standard lead order, checked to be 500 Hz and finite."""
+    if ref.kind == "icbeb_mat":
+        sig = read_icbeb_mat(ref.path)  # stored in standard order, 500 Hz
+    else:
+        sig, names, fs, _ = read_wfdb(ref.path)
+        if fs != SOURCE_FS:
+            raise SignalError("wrong_fs", f"{ref.path}: fs {fs:g} Hz, expected {SOURCE_FS:g}")
+        sig = reorder_leads(sig, names)
+    if not np.isfinite(sig).all():
+        raise SignalError("nonfinite_samples", f"{ref.path}: NaN/inf samples")
+    return sig
+
+
+def _process(
+    task: tuple[RecordRef, Callable[[np.ndarray], np.ndarray]],
+) -> tuple[np.ndarray | None, str, str]:
+    ref, chain = task
+    try:
+        out = chain(load_standard_500hz(ref))
+        return out.astype(np.float32), "", ""
+    except SignalError as exc:
+        return None, exc.reason, exc.detail or ref.path
+
+
+def plan_splits(
+    args, refs: Sequence[RecordRef], labels: dict[str, list[str]], classes: Sequence[str], skipped: SkipLog
+) -> tuple[dict[str, list[RecordRef]], dict[str, np.ndarray], list[str], str]:
+    """Records and multi-hot labels per split, from --split_files or a stratified split."""
+    by_name = {r.name: r for r in refs}
+    if args.split_files:
+        plan, ys, classes_seen = {}, {}, None
+        for split, path in zip(SPLIT_NAMES, args.split_files):
+            names, y, cls = read_split_csv(path)
+            if classes_seen is not None and cls != classes_seen:
+                raise SystemExit(f"split file {path} has other class columns than {args.split_files[0]}")
+            classes_seen = cls
+            present = [i for i, n in enumerate(names) if n in by_name]
+            for n in names:
+                if n not in by_name:
+                    skipped.add(
+                        n, "missing_file", f"listed in {path.name}, not found under {args.dataset_path}"
+                    )
+            plan[split] = [by_name[names[i]] for i in present]
+            ys[split] = y[present]
+        listed = {r.name for rs in plan.values() for r in rs}
+        for r in refs:
+            if r.name not in listed:
+                skipped.add(r.name, "not_in_split_files", r.path)
+        return plan, ys, list(classes_seen), "split_files"
+    labelled = [r for r in refs if labels.get(r.name)]
+    for r in refs:
+        if not labels.get(r.name):
+            skipped.add(r.name, "no_label", f"{r.path}: no label among the classes")
+    y = multi_hot([labels[r.name] for r in labelled], classes)
+    folds = iterative_stratification(y, args.fractions, args.seed) if labelled else [np.arange(0)] * 3
+    plan = {s: [labelled[i] for i in idx] for s, idx in zip(SPLIT_NAMES, folds)}
+    ys = {s: y[idx] for s, idx in zip(SPLIT_NAMES, folds)}
+    return (
+        plan,
+        ys,
+        list(classes),
+        f"iterative_stratification seed={args.seed} fractions={list(args.fractions)}",
+    )
+
+
+def build(
+    args,
+    source: str,
+    refs: Sequence[RecordRef],
+    labels: dict[str, list[str]],
+    classes: Sequence[str],
+    chain: Callable[[np.ndarray], np.ndarray],
+    extra: dict | None = None,
+    class_names: dict[str, str] | None = None,
+) -> dict:
+    """Split, process and write one labelled source; returns (and writes) the summary."""
+    t0 = time.time()
+    out: Path = args.output_path
+    skipped = SkipLog()
+    plan, ys, classes, split_source = plan_splits(args, refs, labels, classes, skipped)
+    n_planned = sum(len(v) for v in plan.values())
+    if n_planned == 0:
+        raise SystemExit(
+            f"{source}: no usable record under {args.dataset_path} (see {out}/skipped_records.csv)"
+        )
+    counts, label_counts = {}, {}
+    with tqdm(total=n_planned, desc=source, unit="rec", dynamic_ncols=True) as pbar:
+        for split in SPLIT_NAMES:
+            refs_s, y = plan[split], ys[split]
+            writer = ChunkedNpyWriter(
+                out / f"{split}_data.npy", len(refs_s), (len(STANDARD_LEADS), TARGET_LEN)
+            )
+            keep = np.zeros(len(refs_s), dtype=bool)
+            tasks = [(r, chain) for r in refs_s]
+            for i, (arr, reason, detail) in enumerate(parallel_map(_process, tasks, args.num_workers)):
+                if arr is None:
+                    skipped.add(refs_s[i].name, reason, detail)
+                else:
+                    writer.append(arr)
+                    keep[i] = True
+                pbar.update(1)
+            counts[split] = writer.close()
+            names = [r.name for r, k in zip(refs_s, keep) if k]
+            np.save(out / f"{split}_labels.npy", y[keep].astype(np.int64))
+            (out / f"{split}_records.json").write_text(json.dumps(names) + "\n")
+            write_split_csv(out / "splits" / f"{split}.csv", names, y[keep], classes)
+            label_counts[split] = labels_summary(y[keep], classes, {split: np.arange(keep.sum())})[split]
+    write_classes(out, classes, class_names)
+    skipped.write(out / "skipped_records.csv")
+    summary = {
+        "source": source,
+        "records_in": len(refs),
+        "records_out": counts,
+        "n_classes": len(classes),
+        "split": split_source,
+        "skipped": len(skipped.rows),
+        "skipped_by_reason": skipped.counts(),
+        "label_counts": label_counts,
+        **(extra or {}),
+        "seconds": round(time.time() - t0, 2),
+    }
+    write_summary(out / "summary.json", summary)
+    return summary
