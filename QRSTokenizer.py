@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from datasets.qrs_detect import DETECTORS
 from datasets.qrs_tokenizer import NAN_POLICIES
 
 
@@ -50,6 +51,14 @@ def get_args_parser() -> argparse.ArgumentParser:
         default="official",
         help="official: as the original (NaN in the detection lead -> empty sentence, NaN copied into words); "
         "interpolate: fill NaN/inf by linear interpolation first",
+    )
+
+    tok.add_argument(
+        "--detector",
+        choices=DETECTORS,
+        default="xqrs",
+        help="xqrs: wfdb xqrs_detect as the original; xqrs_fast: the same algorithm with a vectorised "
+        "peak search (identical R peaks on all shared records, about 2x faster detection)",
     )
 
     run = p.add_argument_group("run")

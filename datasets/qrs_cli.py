@@ -98,6 +98,7 @@ def _settings(args, used_channels, shape) -> dict:
         "max_len": args.max_len,
         "token_len": args.token_len,
         "nan_policy": args.nan_policy,
+        "detector": args.detector,
     }
 
 
@@ -151,6 +152,7 @@ def tokenize_dataset(args) -> dict:
                 max_len=args.max_len,
                 token_len=args.token_len,
                 nan_policy=args.nan_policy,
+                detector=args.detector,
                 n_leads=n_leads,
                 layout=args.layout,
                 progress=not args.no_progress,
@@ -193,5 +195,6 @@ def _plot_subset(args, src: Path, plot_dir: Path, subset: str, split: str, used:
             max_len=args.max_len,
             token_len=args.token_len,
             nan_policy=args.nan_policy,
+            detector=args.detector,
         )
         print(f"plot: {out}")

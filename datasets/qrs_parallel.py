@@ -112,6 +112,7 @@ def tokenize_array(
     max_len: int = 256,
     token_len: int = 96,
     nan_policy: str = "official",
+    detector: str = "xqrs",
     n_leads: int = 12,
     layout: str = "auto",
     progress: bool = True,
@@ -140,7 +141,14 @@ def tokenize_array(
     chunk_size = max(1, int(chunk_size))
     # No more processes than chunks: a small split is faster in-process than paying pool start-up.
     num_workers = max(1, min(int(num_workers or os.cpu_count() or 1), -(-N // chunk_size)))
-    params = dict(used_channels=chans, fs=fs, max_len=max_len, token_len=token_len, nan_policy=nan_policy)
+    params = dict(
+        used_channels=chans,
+        fs=fs,
+        max_len=max_len,
+        token_len=token_len,
+        nan_policy=nan_policy,
+        detector=detector,
+    )
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -204,6 +212,7 @@ def tokenize_array(
         max_len=max_len,
         token_len=token_len,
         nan_policy=nan_policy,
+        detector=detector,
         num_workers=num_workers,
         chunk_size=chunk_size,
         seconds=round(seconds, 3),

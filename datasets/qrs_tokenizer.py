@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from datasets.qrs_detect import DETECTORS, run_detector
+
 NAN_POLICIES = ("official", "interpolate")
 
 # Reasons why a record yields an empty (all-padding) sentence.
@@ -62,19 +64,19 @@ def _interpolate_nonfinite(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def detect_r_peaks(lead: np.ndarray, fs: int = 100) -> tuple[np.ndarray, str | None]:
-    """R-peak sample indices of one lead with the reference detector (``wfdb`` xqrs).
+def detect_r_peaks(lead: np.ndarray, fs: int = 100, detector: str = "xqrs") -> tuple[np.ndarray, str | None]:
+    """R-peak sample indices of one lead with ``wfdb`` xqrs (``detector``: see datasets/qrs_detect.py).
 
     lead: (T,) float. Returns ``(qrs_inds (B,) int64, error)``; on a detector exception the peaks
     are empty and ``error`` holds the message (e.g. records shorter than the filter pad length).
     """
-    from wfdb import processing  # imported lazily: wfdb import costs ~0.5 s per worker
-
+    if detector not in DETECTORS:
+        raise ValueError(f"detector must be one of {DETECTORS}, got {detector!r}")
     try:
         # NaN/inf make xqrs's filters output NaN, so it finds no peak: the original did the same.
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
-            qrs = processing.xqrs_detect(sig=lead, fs=fs, verbose=False)
+            qrs = run_detector(lead, fs, detector)
     except Exception as exc:  # noqa: BLE001 - a bad record must never stop a corpus-wide run
         return np.zeros(0, dtype=np.int64), f"{type(exc).__name__}: {exc}"
     return np.asarray(qrs, dtype=np.int64), None
@@ -125,13 +127,15 @@ def tokenize_record(
     max_len: int = 256,
     token_len: int = 96,
     nan_policy: str = "official",
+    detector: str = "xqrs",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, RecordInfo]:
     """Tokenize one record into an ECG sentence.
 
     signal: (n_leads, T) float (12 x 1000 at 100 Hz in the pipeline). used_channels: lead indices
     into ``signal`` (default all); the first one drives R-peak detection.
     Returns ``data (max_len, token_len) float32, in_chans (max_len,) int32, in_times (max_len,)
-    int32, info``. Never raises on record content (NaN, flat, no beat, detector failure).
+    int32, info``. ``detector``: "xqrs" (reference) or "xqrs_fast" (same peaks, ~2x faster).
+    Never raises on record content (NaN, flat, no beat, detector failure).
     """
     if nan_policy not in NAN_POLICIES:
         raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
@@ -156,7 +160,7 @@ def tokenize_record(
     in_chans = np.zeros(max_len, dtype=np.int32)
     in_times = np.zeros(max_len, dtype=np.int32)
 
-    qrs, info.error = detect_r_peaks(x[0], fs)
+    qrs, info.error = detect_r_peaks(x[0], fs, detector)
     info.qrs_inds = qrs
     info.num_beats = int(qrs.size)
     if qrs.size == 0:

@@ -47,7 +47,7 @@ def test_segmentation_corner_cases(ref, case):
     # in_chans / in_times for the same peaks, via the full function with the detector patched out.
     orig = qt.detect_r_peaks
     try:
-        qt.detect_r_peaks = lambda lead, fs=100: (q.astype(np.int64), None)
+        qt.detect_r_peaks = lambda lead, fs=100, detector="xqrs": (q.astype(np.int64), None)
         data, chans, times, info = tokenize_record(x)
     finally:
         qt.detect_r_peaks = orig
@@ -130,7 +130,7 @@ def test_robustness_rules_never_raise(ref):
 
 
 def test_single_beat_record(ref, monkeypatch):
-    monkeypatch.setattr(qt, "detect_r_peaks", lambda lead, fs=100: (np.array([500]), None))
+    monkeypatch.setattr(qt, "detect_r_peaks", lambda lead, fs=100, detector="xqrs": (np.array([500]), None))
     data, chans, times, info = tokenize_record(ref["input"][0], [0, 1, 7])
     assert info.num_beats == 1 and info.num_words == 3 and info.reason is None
     assert chans.tolist()[:4] == [1, 2, 8, 0] and times.tolist()[:4] == [6, 6, 6, 0]
