@@ -109,10 +109,11 @@ def evaluate(
 
 
 def describe_dataset_dir(dataset_dir: str) -> tuple[str, str]:
-    """``datasets/ecg_datasets/PTBXL_QRS/form`` -> ("PTBXL", "form")."""
+    """``.../PTBXL_QRS/form`` -> ("PTBXL", "form"); ``.../CPSC2018_QRS`` (no subset) -> ("CPSC2018", "all")."""
     p = Path(dataset_dir.rstrip("/"))
-    name = p.parent.name
-    return (name[: -len("_QRS")] if name.endswith("_QRS") else name), p.name
+    if "_QRS" in p.name:
+        return p.name.split("_QRS")[0], "all"
+    return p.parent.name.split("_QRS")[0], p.name
 
 
 RESULT_FIELDS = [

@@ -188,3 +188,35 @@ def test_eval_without_best_checkpoint_names_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="checkpoint-best.pth"):
         _run_inprocess(SCRIPTS[2], ["--model", "HeartLang_finetune_tiny", "--eval", "--nb_classes", "3",
                        "--dataset_dir", str(down), "--output_dir", str(tmp_path / "none"), *COMMON])  # fmt: skip
+
+
+def test_generated_scripts_are_current_and_every_command_parses(repo_root):
+    sys.path.insert(0, str(repo_root / "scripts"))
+    import make_finetune_scripts as gen
+
+    assert gen.main(["--check"]) == 0, (
+        "scripts/finetune is stale: run python scripts/make_finetune_scripts.py"
+    )
+    shells = sorted((repo_root / "scripts").rglob("*.sh"))
+    seen = 0
+    env = {"NPROC": "1", "RATIO": "0.1", "SAMPLING": "random", "TRAINABLE": "linear", "SEED": "0",
+           "FINETUNE": "x.pth", "NAME": "n"}  # fmt: skip
+    for path in shells:
+        text = path.read_text().replace("\\\n", " ")
+        for line in text.splitlines():
+            if "torchrun" not in line:
+                continue
+            line = re.sub(r"\$\{?(\w+|@)\}?", lambda m: env.get(m.group(1), ""), line)
+            tokens = [t for t in shlex.split(line) if t]
+            script = next(t for t in tokens if t.endswith(".py"))
+            _parser(script).parse_args(tokens[tokens.index(script) + 1 :])
+            seen += 1
+    assert seen == 2 + 2 * len(gen.all_scripts())
+
+
+def test_describe_dataset_dir():
+    from engine.finetune import describe_dataset_dir
+
+    assert describe_dataset_dir("datasets/ecg_datasets/PTBXL_QRS/form/") == ("PTBXL", "form")
+    assert describe_dataset_dir("datasets/ecg_datasets/PTBXL_QRS_3Leads/rhythm") == ("PTBXL", "rhythm")
+    assert describe_dataset_dir("datasets/ecg_datasets/CPSC2018_QRS") == ("CPSC2018", "all")
