@@ -21,14 +21,19 @@ import json
 import os
 import time
 import warnings
-from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from datasets.qrs_tokenizer import tokenize_record
+from datasets.qrs_tokenizer import (
+    REASON_DETECTOR_ERROR,
+    REASON_FLAT,
+    REASON_NO_BEAT,
+    REASON_NONFINITE,
+    tokenize_record,
+)
 
 OUTPUT_SUFFIXES = ("_data.npy", "_data_in_chans.npy", "_data_in_times.npy")
 SUMMARY_SUFFIX = "_tokenizer_summary.json"
@@ -59,20 +64,44 @@ def infer_layout(shape: tuple[int, ...], n_leads: int = 12, layout: str = "auto"
     )
 
 
+# Per-record statistics, ~16 bytes a record (a list of Python objects would be ~10x larger on MIMIC-IV).
+REASONS = (REASON_NONFINITE, REASON_FLAT, REASON_NO_BEAT, REASON_DETECTOR_ERROR)
+STATS_DTYPE = np.dtype(
+    [
+        ("num_beats", np.int32),
+        ("num_words", np.int32),
+        ("reason", np.int8),  # index into REASONS, -1 = the sentence has words
+        ("truncated", np.bool_),
+        ("nonfinite_input", np.bool_),
+        ("nonfinite_words", np.int16),
+        ("flat_leads", np.int16),
+    ]
+)
+MAX_LISTED = 10  # record indices / error messages listed per category in the summary
+
+
 def _tokenize_chunk(chunk: np.ndarray, start: int, params: dict):
-    """Worker: chunk (n, leads, T) -> (start, data (n,256,96), chans (n,256), times (n,256), stats)."""
+    """Worker: chunk (n, leads, T) -> (start, data (n,256,96), chans (n,256), times (n,256), stats (n,), errors)."""
     n = chunk.shape[0]
     data = np.zeros((n, params["max_len"], params["token_len"]), dtype=np.float32)
     chans = np.zeros((n, params["max_len"]), dtype=np.int32)
     times = np.zeros((n, params["max_len"]), dtype=np.int32)
-    stats = []
+    stats = np.zeros(n, dtype=STATS_DTYPE)
+    errors = []
     for i in range(n):  # one record at a time: xqrs is a per-record sequential detector
         data[i], chans[i], times[i], info = tokenize_record(chunk[i], **params)
-        stats.append(
-            (info.num_beats, info.num_words, info.truncated, info.reason, info.error)
-            + (info.nonfinite_input, info.nonfinite_words, info.flat_leads)
+        stats[i] = (
+            info.num_beats,
+            info.num_words,
+            REASONS.index(info.reason) if info.reason else -1,
+            info.truncated,
+            info.nonfinite_input,
+            min(info.nonfinite_words, np.iinfo(np.int16).max),
+            info.flat_leads,
         )
-    return start, data, chans, times, stats
+        if info.error and len(errors) < MAX_LISTED:
+            errors.append((start + i, info.error))
+    return start, data, chans, times, stats, errors
 
 
 def _temp(path: Path) -> Path:
@@ -162,7 +191,8 @@ def tokenize_array(
         np.lib.format.open_memmap(p, mode="w+", dtype=d, shape=s) for p, d, s in zip(temps, dtypes, shapes)
     ]
 
-    stats: list = [None] * N
+    stats = np.zeros(N, dtype=STATS_DTYPE)
+    errors: list = []
     starts = list(range(0, N, chunk_size))
 
     def chunk_of(s: int) -> np.ndarray:
@@ -170,11 +200,12 @@ def tokenize_array(
         return block if lay == "nct" else block.transpose(0, 2, 1)
 
     def store(result) -> None:
-        s, data, c, t, st = result
+        s, data, c, t, st, err = result
         outs[0][s : s + len(st)] = data
         outs[1][s : s + len(st)] = c
         outs[2][s : s + len(st)] = t
         stats[s : s + len(st)] = st
+        errors[:] = sorted(errors + err)[:MAX_LISTED]  # smallest indices: independent of completion order
         bar.update(len(st))
 
     t0 = time.perf_counter()
@@ -201,7 +232,7 @@ def tokenize_array(
         os.replace(tmp, final)
     outs.clear()
 
-    summary = summarize(stats, max_len)
+    summary = summarize(stats, errors, max_len)
     summary.update(
         split=split,
         source=source,
@@ -226,30 +257,31 @@ def tokenize_array(
     return summary
 
 
-def summarize(stats: list, max_len: int = 256) -> dict:
-    """Aggregate per-record stats tuples (see ``_tokenize_chunk``) into the summary dict."""
-    beats = np.array([s[0] for s in stats], dtype=np.int64)
-    words = np.array([s[1] for s in stats], dtype=np.int64)
-    reasons = Counter(s[3] for s in stats if s[3] is not None)
-    examples: dict[str, list[int]] = {}
-    for i, s in enumerate(stats):
-        if s[3] is not None and len(examples.setdefault(s[3], [])) < 10:
-            examples[s[3]].append(i)
-    errors = [{"index": i, "error": s[4]} for i, s in enumerate(stats) if s[4]][:10]
+def summarize(stats: np.ndarray, errors: list, max_len: int = 256) -> dict:
+    """Aggregate per-record ``stats`` (N,) STATS_DTYPE and ``errors`` [(index, message)] into the summary."""
+    beats = stats["num_beats"].astype(np.int64)
+    words = stats["num_words"].astype(np.int64)
+    reason = stats["reason"]
+    by_reason = {REASONS[k]: int((reason == k).sum()) for k in range(len(REASONS)) if (reason == k).any()}
+    examples = {
+        REASONS[k]: np.flatnonzero(reason == k)[:MAX_LISTED].tolist()
+        for k in range(len(REASONS))
+        if (reason == k).any()
+    }
     return {
-        "records": len(stats),
+        "records": int(stats.size),
         "words_per_sentence": _describe(np.minimum(words, max_len)),
         "words_before_truncation": _describe(words),
         "beats_per_record": _describe(beats),
-        "truncated_sentences": int(sum(bool(s[2]) for s in stats)),
-        "empty_sentences": int(sum(reasons.values())),
-        "empty_by_reason": dict(sorted(reasons.items())),
-        "empty_examples": examples,
-        "detector_errors": errors,
+        "truncated_sentences": int(stats["truncated"].sum()),
+        "empty_sentences": int((reason >= 0).sum()),
+        "empty_by_reason": dict(sorted(by_reason.items())),
+        "empty_examples": dict(sorted(examples.items())),
+        "detector_errors": [{"index": int(i), "error": e} for i, e in errors],
         "single_beat_records": int((beats == 1).sum()),
-        "records_with_nonfinite_input": int(sum(bool(s[5]) for s in stats)),
-        "records_with_nonfinite_words": int(sum(s[6] > 0 for s in stats)),
-        "records_with_flat_leads": int(sum(s[7] > 0 for s in stats)),
+        "records_with_nonfinite_input": int(stats["nonfinite_input"].sum()),
+        "records_with_nonfinite_words": int((stats["nonfinite_words"] > 0).sum()),
+        "records_with_flat_leads": int((stats["flat_leads"] > 0).sum()),
     }
 
 

@@ -170,3 +170,17 @@ def test_cli_reports_bad_layout(tmp_path, repo_root):
     )
     assert run.returncode != 0 and "no axis of 12 leads" in run.stderr
     assert not (tmp_path / "BAD_QRS" / "s" / "train_data.npy").exists()
+
+
+def test_summary_lists_detector_errors(tmp_path):
+    x = np.random.default_rng(0).normal(size=(3, 12, 10)).astype(np.float32)  # too short for xqrs
+    s = tokenize_array(x, tmp_path, "train", num_workers=1, chunk_size=2, progress=False, verbose=False)
+    assert s["empty_by_reason"] == {"detector_error": 3} and s["empty_examples"]["detector_error"] == [
+        0,
+        1,
+        2,
+    ]
+    assert [e["index"] for e in s["detector_errors"]] == [0, 1, 2] and "padlen" in s["detector_errors"][0][
+        "error"
+    ]
+    assert not np.load(tmp_path / "train_data.npy").any()
