@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import wfdb
+from scipy import signal as sps
 
 from datasets.preprocess import ptbxl
 
@@ -115,3 +116,20 @@ def test_scaler_fitted_on_train_only(processed, ptbxl_root):
         test, (raw["test"] - raw["train"].mean()) / raw["train"].std(), rtol=1e-5, atol=1e-5
     )
     assert abs(test.mean()) > 1e-4  # fitted on train, so the test split is not exactly centred
+
+
+def test_500hz_records_are_resampled(ptbxl_root, shared_data, tmp_path):
+    (ptbxl_root / "records500").symlink_to(shared_data / "ptbxl" / "records500")
+    out = tmp_path / "hr"
+    argv = ["--dataset_path", str(ptbxl_root), "--output_path", str(out), "--sampling_rate", "500"]
+    summary = ptbxl.main(argv + ["--subsets", "superdiagnostic", "--num_workers", "2"])
+    db = pd.read_csv(shared_data / "ptbxl" / "ptbxl_database.csv")
+    n_hr = sum((shared_data / "ptbxl" / f"{f}.hea").is_file() for f in db["filename_hr"])
+    assert summary["records_read"] == n_hr
+    assert summary["skipped_by_reason"] == {"missing_file": 303 - n_hr}
+    sub = out / "superdiagnostic"
+    scaler = json.loads((sub / "scaler.json").read_text())
+    ids = np.load(sub / "train_ecg_ids.npy")
+    raw = wfdb.rdsamp(str(ptbxl_root / f"records500/00000/{ids[0]:05d}_hr"))[0].T
+    want = (sps.resample(raw, 1000, axis=1) - scaler["mean"]) / scaler["std"]
+    np.testing.assert_allclose(np.load(sub / "train_data.npy")[0], want, rtol=1e-5, atol=1e-5)
