@@ -51,7 +51,7 @@ class RecordInfo:
 def _interpolate_nonfinite(x: np.ndarray) -> np.ndarray:
     """Replace NaN/inf samples of each lead by linear interpolation between finite neighbours.
 
-    x: (L, T) float32. Samples before the first / after the last finite one take its value; a lead
+    x: (L, T) float. Samples before the first / after the last finite one take its value; a lead
     with no finite sample becomes all zero.
     """
     x = x.copy()
@@ -145,28 +145,31 @@ def tokenize_record(
     chans = np.arange(signal.shape[0]) if used_channels is None else np.asarray(used_channels, dtype=np.int64)
     if chans.ndim != 1 or chans.size == 0 or chans.min() < 0 or chans.max() >= signal.shape[0]:
         raise ValueError(f"used_channels {chans.tolist()} out of range for a {signal.shape[0]}-lead signal")
-    x = signal[chans].astype(np.float32, copy=False)  # (L, T)
+    src = signal[chans]  # (L, T) in the caller's dtype: the original ran xqrs on it as given
+    if not np.issubdtype(src.dtype, np.floating):
+        src = src.astype(np.float64)
 
     info = RecordInfo()
-    finite = np.isfinite(x)
-    info.nonfinite_input = not bool(finite.all())
+    info.nonfinite_input = not bool(np.isfinite(src).all())
     if info.nonfinite_input and nan_policy == "interpolate":
-        x = _interpolate_nonfinite(x)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN leads: nanmax is NaN, not flat
-        info.flat_leads = int((np.nanmax(x, axis=1) == np.nanmin(x, axis=1)).sum())
+        src = _interpolate_nonfinite(src)
+    x = src.astype(np.float32, copy=False)  # words are float32, as the original's saved arrays
+    if x.shape[1] > 0:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN leads: nanmax is NaN, not flat
+            info.flat_leads = int((np.nanmax(x, axis=1) == np.nanmin(x, axis=1)).sum())
 
     data = np.zeros((max_len, token_len), dtype=np.float32)
     in_chans = np.zeros(max_len, dtype=np.int32)
     in_times = np.zeros(max_len, dtype=np.int32)
 
-    qrs, info.error = detect_r_peaks(x[0], fs, detector)
+    qrs, info.error = detect_r_peaks(src[0], fs, detector)
     info.qrs_inds = qrs
     info.num_beats = int(qrs.size)
     if qrs.size == 0:
         # Official behaviour: a record without R peaks becomes an all-padding sentence.
-        lead0 = x[0]
-        if info.error is not None:
+        lead0 = src[0]
+        if info.error is not None or lead0.size == 0:
             info.reason = REASON_DETECTOR_ERROR
         elif not np.isfinite(lead0).all():
             info.reason = REASON_NONFINITE
