@@ -24,6 +24,7 @@ def ptbxl_root(shared_data, tmp_path_factory):
     ghost = db.iloc[[0]].copy()
     ghost["ecg_id"] = 99999
     ghost["filename_lr"] = "records100/99000/99999_lr"
+    ghost["filename_hr"] = "records500/99000/99999_hr"
     pd.concat([db, ghost]).to_csv(root / "ptbxl_database.csv", index=False)
     return root
 
