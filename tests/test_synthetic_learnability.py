@@ -14,7 +14,7 @@ from datasets.synthetic import simulate_cohort
 from datasets.synthetic_signal import RHYTHMS, SUPERCLASSES
 
 FS = 100
-N_TRAIN, N_TEST = 240, 120
+N_TRAIN, N_TEST = 200, 100
 
 
 @pytest.fixture(scope="module")
