@@ -50,6 +50,7 @@ def _row(out, subset, ecg_id):
 def test_missing_file_is_reported(processed):
     out, summary = processed
     assert summary["records_in"] == 303 and summary["records_read"] == 302
+    assert summary["records_on_disk_without_row"] == 1569 - 302
     assert summary["skipped_by_reason"] == {"missing_file": 1}
     assert "99999" in (out / "skipped_records.csv").read_text()
 

@@ -120,6 +120,17 @@ def _read_one(task: tuple[str, int]) -> tuple[np.ndarray | None, str, str]:
         return None, exc.reason, exc.detail
 
 
+def count_unlisted(root: Path, listed: pd.Series) -> int:
+    """Records of the chosen rate present on disk but without a database row (ignored, unlabelled)."""
+    folder = root / str(listed.iloc[0]).split("/")[0] if len(listed) else root
+    on_disk = (
+        {str(p.relative_to(root).with_suffix("")) for p in folder.rglob("*.hea")}
+        if folder.is_dir()
+        else set()
+    )
+    return len(on_disk - set(listed.astype(str)))
+
+
 def fit_scalar_scaler(data: np.ndarray, chunk: int = 1024) -> tuple[float, float]:
     """StandardScaler on all values of ``data`` (N, 12, 1000), flattened: returns (mean, std).
 
@@ -162,6 +173,7 @@ def run(args) -> dict:
         "sampling_rate": args.sampling_rate,
         "records_in": len(db),
         "records_read": len(ok_ids),
+        "records_on_disk_without_row": count_unlisted(args.dataset_path, db[column]),
         "skipped": len(skipped.rows),
         "skipped_by_reason": skipped.counts(),
         "subsets": {},
