@@ -86,7 +86,8 @@ def cohort(tmp_path_factory):
 
 
 def _run(root: Path, out: Path, **kw) -> dict:
-    argv = ["--dataset_path", str(root), "--output_path", str(out), "--batch_size", "4", "--num_workers", "2"]
+    kw = {"batch_size": 4, "num_workers": 2, **kw}
+    argv = ["--dataset_path", str(root), "--output_path", str(out)]
     for k, v in kw.items():
         argv += [f"--{k}", str(v)]
     return mimic.main(argv)
@@ -175,3 +176,11 @@ def test_val_assignment_is_seeded():
     assert a.sum() == 10010
     np.testing.assert_array_equal(a, mimic.val_mask(100100, 3, 42, 0.1))
     assert not np.array_equal(a, mimic.val_mask(100100, 4, 42, 0.1))
+
+
+def test_max_records_and_single_process(cohort, tmp_path):
+    root, expected = cohort
+    summary = _run(root, tmp_path / "few", max_records=3, num_workers=1)
+    assert summary["records_in"] == 3 and len(summary["batches"]) == 1
+    assert summary["records_out"]["train"] + summary["records_out"]["val"] == 3
+    assert np.load(tmp_path / "few/batch_0/train_data.npy").shape[1:] == (12, 1000)
