@@ -116,7 +116,7 @@ def test_robustness_rules_never_raise(ref):
     one_inf = rec.copy()
     one_inf[0, 500] = np.inf
     assert tokenize_record(one_inf)[3].reason == qt.REASON_NONFINITE
-    # too short for xqrs's filters: the exception is caught and reported
+    # too short for xqrs's filters: the original crashed here (wfdb raises); ours catches and reports it
     data, _, _, info = tokenize_record(rec[:, :10])
     assert info.reason == qt.REASON_DETECTOR_ERROR and "padlen" in info.error and not data.any()
     # short but filterable: no beat found

@@ -173,6 +173,8 @@ def test_cli_reports_bad_layout(tmp_path, repo_root):
 
 
 def test_summary_lists_detector_errors(tmp_path):
+    # Two things the original crashed on: fewer than 5 records (its unconditional
+    # np.random.choice(bs, 5, replace=False)) and records too short for xqrs. Ours finishes and reports.
     x = np.random.default_rng(0).normal(size=(3, 12, 10)).astype(np.float32)  # too short for xqrs
     s = tokenize_array(x, tmp_path, "train", num_workers=1, chunk_size=2, progress=False, verbose=False)
     assert s["empty_by_reason"] == {"detector_error": 3} and s["empty_examples"]["detector_error"] == [
