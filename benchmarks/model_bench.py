@@ -141,6 +141,8 @@ def main() -> None:
         print(json.dumps(run_one(name, int(batch), impl, args.warmup, args.iters)))
         return
 
+    # Other processes on the machine skew the timings: the load average is recorded next to them.
+    load_at_start = os.getloadavg()
     rows = []
     for batch in args.batch_sizes:
         for name in args.models:
@@ -178,6 +180,8 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
+        "loadavg_at_start": load_at_start,
+        "loadavg_at_end": os.getloadavg(),
         "sdpa_vs_plain_max_abs_diff": attention_agreement(),
         "rows": rows,
     }
