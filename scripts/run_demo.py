@@ -1,0 +1,234 @@
+"""One-command demo of the whole HeartLang pipeline (paper Sec. 3.1-3.3 and the Sec. 4 linear probe).
+
+    python scripts/run_demo.py [--output_dir demo_output] [--size smoke|small|medium]
+
+Stages (each prints the exact command it runs, so the real CLIs can be copied from the log):
+
+1. ``python -m datasets.synthetic``            synthetic cohort in the raw MIMIC-IV-ECG / PTB-XL formats
+2. ``mimic_preprocess.py``                     MIMIC-IV path (500 Hz WFDB -> batch_k/{train,val}_data.npy)
+   ``python -m datasets.preprocess.ptbxl``     PTB-XL path (Strodthoff folds and label sets)
+3. ``QRSTokenizer.py`` for both                ECG sentences of heartbeat words (+ ``--plot``)
+4. ``torchrun run_vqhbr_training.py``          VQ-HBR heartbeat tokenizer (``vqhbr_small``)
+5. ``torchrun run_heartlang_pretraining.py``   masked sentence pre-training (``HeartLang_small``)
+6. ``torchrun run_class_finetuning.py``        linear probe at split ratio 0.01 / 0.1 / 1 for the
+   pre-trained AND a randomly initialised encoder, then ``--eval`` of each (results CSV)
+7. table (task, ratio, init, test macro AUC) and plots (training curves, codebook usage, a tokenised record)
+
+Everything goes under ``--output_dir``. Runs on CPU (1 process per ~2 cores) or on every visible GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from scripts.demo_report import collect_results, format_table, write_plots  # noqa: E402
+
+# Cohort and schedule per --size. "small" is the default demo (< 10 min on 2 CPU cores, measured in
+# docs/end_to_end.md); "smoke" is the integration test's (seconds per stage, numbers meaningless).
+SIZES: dict[str, dict] = {
+    "smoke": dict(n_mimic=24, n_ptbxl=60, vq_epochs=1, pt_epochs=1, ft_epochs=2, ft_warmup=1, batch=16,
+                  ratios=(1.0,), tasks=("superdiagnostic",), vq_model="vqhbr_tiny",
+                  pt_model="HeartLang_tiny", ft_model="HeartLang_finetune_tiny"),
+    "small": dict(n_mimic=400, n_ptbxl=600, vq_epochs=8, pt_epochs=12, ft_epochs=30, ft_warmup=3, batch=32,
+                  ratios=(0.01, 0.1, 1.0), tasks=("superdiagnostic", "rhythm"), vq_model="vqhbr_small",
+                  pt_model="HeartLang_small", ft_model="HeartLang_finetune_small"),
+    "medium": dict(n_mimic=2000, n_ptbxl=2000, vq_epochs=20, pt_epochs=40, ft_epochs=60, ft_warmup=5,
+                   batch=64, ratios=(0.01, 0.1, 1.0), tasks=("superdiagnostic", "rhythm"),
+                   vq_model="vqhbr_small", pt_model="HeartLang_small", ft_model="HeartLang_finetune_small"),
+}  # fmt: skip
+
+TASK_CLASSES = {
+    "superdiagnostic": 5,
+    "subdiagnostic": 23,
+    "form": 19,
+    "rhythm": 12,
+    "diagnostic": 44,
+    "all": 71,
+}
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser("HeartLang end-to-end demo on a synthetic cohort")
+    p.add_argument("--output_dir", default="demo_output", type=Path, help="every artifact goes here")
+    p.add_argument("--size", default="small", choices=sorted(SIZES), help="cohort size and schedule preset")
+    p.add_argument("--smoke", action="store_const", const="smoke", dest="size", help="= --size smoke")
+    p.add_argument("--tasks", nargs="+", default=None, help="PTB-XL label sets probed (default: per size)")
+    p.add_argument("--seed", default=0, type=int)
+    p.add_argument("--nproc", default=None, type=int, help="torchrun processes (default: GPUs, else 1)")
+    p.add_argument("--num_workers", default=None, type=int, help="data processes (default: CPU cores)")
+    p.add_argument("--fresh", action="store_true", help="delete --output_dir first (default: resume)")
+    p.add_argument("--dry_run", action="store_true", help="print the commands, run nothing")
+    return p
+
+
+class Runner:
+    """Prints and runs the stage commands with the repository on PYTHONPATH; stops on the first failure."""
+
+    def __init__(self, dry_run: bool, threads: int):
+        self.dry_run = dry_run
+        self.env = dict(
+            os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+        )
+        self.env.setdefault("OMP_NUM_THREADS", str(threads))
+        self.env.setdefault("HEARTLANG_NO_PROGRESS", "1")
+        self.timings: list[tuple[str, float]] = []
+
+    def stage(self, title: str) -> None:
+        print(f"\n=== {title} ===", flush=True)
+
+    def run(self, cmd: list[str], label: str) -> None:
+        print("$ " + shlex.join(cmd), flush=True)
+        if self.dry_run:
+            return
+        t0 = time.time()
+        proc = subprocess.run(
+            cmd, cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        dt = time.time() - t0
+        self.timings.append((label, dt))
+        lines = proc.stdout.strip().splitlines()
+        if proc.returncode != 0:
+            print("\n".join(lines[-60:]))
+            raise SystemExit(f"demo stage '{label}' failed with exit code {proc.returncode} (command above)")
+        # Keep the console readable: the last lines of each stage (the full logs are in output_dir).
+        for line in lines[-4:]:
+            print("  | " + line)
+        print(f"  ({dt:.1f} s)", flush=True)
+
+
+def torchrun_prefix(nproc: int) -> list[str]:
+    """``torchrun --standalone`` (a free rendezvous port: several demos can run side by side)."""
+    exe = Path(sys.executable).with_name("torchrun")
+    head = [str(exe)] if exe.is_file() else [sys.executable, "-m", "torch.distributed.run"]
+    return [*head, "--standalone", f"--nproc_per_node={nproc}"]
+
+
+def probe_batch_size(task_dir: Path, ratio: float, batch: int, nproc: int, args) -> int:
+    """Per-process batch that gives at least one step per epoch on the ``ratio`` share of the train split.
+
+    The training loader drops the last incomplete batch, and 1 % of a small cohort is a handful of records.
+    """
+    import numpy as np
+
+    from datasets.ecg_dataset import subsample_indices
+
+    labels_file = task_dir / "train_labels.npy"
+    if args.dry_run and not labels_file.is_file():
+        return batch
+    n_keep = len(subsample_indices(np.load(labels_file, mmap_mode="r"), ratio, "random", args.seed))
+    return max(1, min(batch, n_keep // nproc))
+
+
+def default_nproc() -> int:
+    import torch
+
+    return max(torch.cuda.device_count(), 1)
+
+
+def main(args) -> list[dict]:
+    cfg = dict(SIZES[args.size])
+    tasks = tuple(args.tasks or cfg["tasks"])
+    out = args.output_dir.resolve()
+    if args.fresh and out.exists() and not args.dry_run:
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cores = os.cpu_count() or 1
+    nproc = args.nproc or default_nproc()
+    workers = args.num_workers or cores
+    run = Runner(args.dry_run, threads=max(cores // nproc, 1))
+    py, tr = sys.executable, torchrun_prefix(nproc)
+    raw, data = out / "raw", out / "ecg_datasets"
+    ckpt, results_csv = out / "checkpoints", out / "results" / "finetune_results.csv"
+    t_start = time.time()
+    print(f"HeartLang demo: size {args.size}, {nproc} process(es), output {out}")
+
+    run.stage("1/7 synthetic cohort (raw MIMIC-IV-ECG and PTB-XL formats)")
+    if not (raw / "ptbxl" / "ptbxl_database.csv").is_file():
+        run.run([py, "-m", "datasets.synthetic", "--output_dir", str(raw), "--n_mimic", str(cfg["n_mimic"]),
+                 "--n_ptbxl", str(cfg["n_ptbxl"]), "--seed", str(args.seed), "--num_workers", str(workers)], "synthetic")  # fmt: skip
+
+    run.stage("2/7 preprocessing: MIMIC-IV path and PTB-XL path")
+    if not (data / "MIMIC-IV" / "batch_0" / "val_data.npy").is_file():
+        run.run([py, "mimic_preprocess.py", "--dataset_path", str(raw / "mimic_iv_ecg"), "--output_path",
+                 str(data / "MIMIC-IV"), "--num_workers", str(workers)], "mimic_preprocess")  # fmt: skip
+    if not all((data / "PTBXL" / t / "test_data.npy").is_file() for t in tasks):
+        run.run([py, "-m", "datasets.preprocess.ptbxl", "--dataset_path", str(raw / "ptbxl"), "--output_path",
+                 str(data / "PTBXL"), "--subsets", *tasks, "--num_workers", str(workers)], "ptbxl_preprocess")  # fmt: skip
+
+    run.stage("3/7 QRS tokenizer: ECG sentences of heartbeat words")
+    common_tok = ["--data_root", str(data), "--num_workers", str(workers), "--no_progress"]
+    run.run([py, "QRSTokenizer.py", "--dataset_name", "MIMIC-IV", *common_tok], "tokenize_mimic")
+    run.run([py, "QRSTokenizer.py", "--dataset_name", "PTBXL", "--subsets", *tasks, "--plot", "1", *common_tok],
+            "tokenize_ptbxl")  # fmt: skip
+
+    stage_common = ["--batch_size", str(cfg["batch"]), "--num_workers", "0", "--seed", str(args.seed)]
+    vq_dir, pt_dir = ckpt / "vqhbr", ckpt / "pretrain"
+    vq_model = __import__("modeling").get_config(cfg["vq_model"])
+    run.stage(f"4/7 VQ-HBR tokenizer ({cfg['vq_model']}, {vq_model.n_code} codes)")
+    run.run([*tr, "run_vqhbr_training.py", "--model", cfg["vq_model"], "--codebook_n_emd", str(vq_model.n_code),
+             "--codebook_emd_dim", str(vq_model.code_dim), "--quantize_kmeans_init", "--dataset_dir",
+             str(data / "MIMIC-IV_QRS"), "--output_dir", str(vq_dir), "--log_dir", str(out / "log" / "vqhbr"),
+             "--epochs", str(cfg["vq_epochs"]), "--warmup_epochs", "1", "--lr", "1e-3", "--min_lr", "1e-4",
+             "--val_freq", str(cfg["vq_epochs"]), "--save_ckpt_freq", str(cfg["vq_epochs"]), *stage_common],
+            "vqhbr")  # fmt: skip
+    vq_ckpt = vq_dir / f"checkpoint-{cfg['vq_epochs']}.pth"
+
+    run.stage(f"5/7 masked ECG-sentence pre-training ({cfg['pt_model']})")
+    run.run([*tr, "run_heartlang_pretraining.py", "--model", cfg["pt_model"], "--tokenizer_model", cfg["vq_model"],
+             "--tokenizer_weight", str(vq_ckpt), "--codebook_size", str(vq_model.n_code), "--codebook_dim",
+             str(vq_model.code_dim), "--dataset_dir", str(data / "MIMIC-IV_QRS"), "--output_dir", str(pt_dir),
+             "--log_dir", str(out / "log" / "pretrain"), "--epochs", str(cfg["pt_epochs"]), "--warmup_epochs", "1",
+             "--lr", "1e-3", "--clip_grad", "3.0", "--save_ckpt_freq", str(cfg["pt_epochs"]), *stage_common],
+            "pretrain")  # fmt: skip
+    pt_ckpt = pt_dir / f"checkpoint-{cfg['pt_epochs']}.pth"
+
+    run.stage("6/7 linear probe: pre-trained vs randomly initialised encoder, then --eval")
+    for task in tasks:
+        for ratio in cfg["ratios"]:
+            for init in ("pretrained", "random"):
+                name = f"{task}_{init}_{ratio:g}"
+                batch = probe_batch_size(data / "PTBXL_QRS" / task, ratio, cfg["batch"], nproc, args)
+                ft = [*tr, "run_class_finetuning.py", "--model", cfg["ft_model"], "--dataset_dir",
+                      str(data / "PTBXL_QRS" / task), "--output_dir", str(ckpt / "finetune" / name), "--trainable",
+                      "linear", "--split_ratio", f"{ratio:g}", "--sampling_method", "random", "--is_binary",
+                      "--nb_classes", str(TASK_CLASSES[task]), "--batch_size", str(batch), "--num_workers", "0",
+                      "--seed", str(args.seed)]  # fmt: skip
+                if init == "pretrained":
+                    # Also given to --eval (which loads checkpoint-best.pth over it) so that the results
+                    # CSV's "finetune" column records which encoder the probe was trained on.
+                    ft += ["--finetune", str(pt_ckpt)]
+                train = [*ft, "--lr", "5e-3", "--epochs", str(cfg["ft_epochs"]), "--warmup_epochs",
+                         str(cfg["ft_warmup"]), "--save_ckpt_freq", str(cfg["ft_epochs"]),
+                         "--log_dir", str(out / "log" / "finetune" / name)]  # fmt: skip
+                if not (ckpt / "finetune" / name / f"checkpoint-{cfg['ft_epochs']}.pth").is_file():
+                    run.run(train, f"probe {name}")
+                run.run([*ft, "--eval", "--results_csv", str(results_csv)], f"eval {name}")
+
+    run.stage("7/7 results and plots")
+    if args.dry_run:
+        return []
+    rows = collect_results(results_csv, ckpt / "finetune")
+    table = format_table(rows)
+    print(table)
+    (out / "results" / "demo_table.md").write_text(table + "\n")
+    for path in write_plots(out, vq_ckpt, data / "PTBXL_QRS"):
+        print(f"plot: {path}")
+    total = time.time() - t_start
+    timing = "\n".join(f"  {label:<40s} {dt:7.1f} s" for label, dt in run.timings)
+    print(f"\nstage times:\n{timing}\ntotal {total:.1f} s; everything is under {out}")
+    return rows
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

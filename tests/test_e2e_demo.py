@@ -1,0 +1,76 @@
+"""End-to-end demo (scripts/run_demo.py --smoke): every stage of paper Sec. 3-4 through torchrun on CPU."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from scripts.demo_report import collect_results, format_table
+
+
+@pytest.mark.slow
+def test_demo_smoke_runs_every_stage_and_reports(tmp_path, repo_root):
+    out = tmp_path / "demo"
+    env = dict(os.environ, OMP_NUM_THREADS="1", HEARTLANG_NO_PROGRESS="1", PYTHONPATH=str(repo_root))
+    proc = subprocess.run(
+        [sys.executable, "scripts/run_demo.py", "--smoke", "--output_dir", str(out), "--num_workers", "2"],
+        cwd=repo_root, env=env, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    log = proc.stdout
+    # Each stage prints the real command it runs.
+    for cli in ("datasets.synthetic", "mimic_preprocess.py", "datasets.preprocess.ptbxl", "QRSTokenizer.py",
+                "run_vqhbr_training.py", "run_heartlang_pretraining.py", "run_class_finetuning.py", "--eval"):  # fmt: skip
+        assert cli in log, cli
+    assert "torchrun" in log or "torch.distributed.run" in log
+
+    for path in ("ecg_datasets/MIMIC-IV/batch_0/train_data.npy", "ecg_datasets/MIMIC-IV_QRS/batch_0/train_data.npy",
+                 "ecg_datasets/PTBXL_QRS/superdiagnostic/test_labels.npy", "checkpoints/vqhbr/checkpoint-1.pth",
+                 "checkpoints/pretrain/checkpoint-1.pth", "plots/training_curves.png", "plots/codebook_usage.png",
+                 "plots/linear_probe_val_auc.png", "results/demo_table.md"):  # fmt: skip
+        assert (out / path).is_file(), path
+    assert list((out / "plots").glob("tokenised_record_*.png"))
+
+    rows = collect_results(out / "results" / "finetune_results.csv", out / "checkpoints" / "finetune")
+    assert {(r["task"], r["ratio"], r["init"]) for r in rows} == {
+        ("superdiagnostic", 1.0, "pre-trained"),
+        ("superdiagnostic", 1.0, "random init"),
+    }
+    assert all(math.isfinite(r["macro_auc"]) and 0 <= r["macro_auc"] <= 1 and r["n_test"] > 0 for r in rows)
+    table = (out / "results" / "demo_table.md").read_text()
+    assert table.strip() == format_table(rows).strip()
+    assert (
+        "| superdiagnostic | 1 | pre-trained |" in table and "| superdiagnostic | 1 | random init |" in table
+    )
+
+
+def test_demo_table_pairs_pretrained_and_random(tmp_path):
+    csv_path = tmp_path / "r.csv"
+    head = "dataset,subset,leads,ratio,sampling,seed,trainable,model,finetune,macro_auc,macro_f1,accuracy,n_test,classes_without_auc,output_dir\n"
+    rows = [
+        "PTBXL,rhythm,12,0.01,random,0,linear,m,/p.pth,0.700000,0,0,50,,{d}/a\n",
+        "PTBXL,rhythm,12,0.01,random,0,linear,m,,0.600000,0,0,50,,{d}/b\n",
+        "PTBXL,rhythm,12,0.01,random,0,linear,m,,0.550000,0,0,50,,{d}/b\n",  # re-run: the last row counts
+        "PTBXL,rhythm,12,0.01,random,0,linear,m,,0.990000,0,0,50,,/elsewhere/c\n",  # another demo's row
+    ]
+    csv_path.write_text(head + "".join(r.format(d=tmp_path / "ft") for r in rows))
+    got = collect_results(csv_path, tmp_path / "ft")
+    assert [(r["init"], r["macro_auc"]) for r in got] == [("pre-trained", 0.7), ("random init", 0.55)]
+    table = format_table(got)
+    assert "| rhythm (n_test 50) | 0.01 | 0.7000 | 0.5500 | +0.1500 |" in table
+
+
+def test_demo_dry_run_prints_commands_without_running(tmp_path, repo_root):
+    proc = subprocess.run(
+        [sys.executable, "scripts/run_demo.py", "--dry_run", "--output_dir", str(tmp_path / "d")],
+        cwd=repo_root, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        proc.stdout.count("run_class_finetuning.py") == 2 * 2 * 3 * 2
+    )  # tasks x inits x ratios x (train, eval)
+    assert not (tmp_path / "d" / "raw").exists()
