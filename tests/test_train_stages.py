@@ -117,7 +117,7 @@ def test_pipeline_under_torchrun_two_processes(tmp_path, repo_root):
     log = json.loads((pt_dir / "log.txt").read_text())
     assert 0 <= log["train_mlm_acc"] <= 1 and log["train_loss"] > 0
 
-    ft_args = ["--model", "HeartLang_finetune_tiny", "--trainable", "linear", "--nb_classes", "3", "--is_binary",
+    ft_args = ["--model", "HeartLang_finetune_tiny", "--trainable", "all", "--nb_classes", "3", "--is_binary",
                "--output_dir", str(ft_dir), "--dataset_dir", str(down), "--seed", "0", *COMMON]  # fmt: skip
     _torchrun(
         repo_root, SCRIPTS[2], [*ft_args, "--finetune", str(pt_dir / "checkpoint.pth"), "--epochs", "1"]
@@ -147,22 +147,24 @@ def _run_inprocess(script: str, argv: list[str]) -> None:
     module.main(module.get_args_parser().parse_args(argv))
 
 
-def _resume_matches(tmp_path: Path, script: str, argv: list[str]) -> None:
+def _resume_matches(tmp_path: Path, script: str, argv: list[str], run=None) -> None:
     """2 uninterrupted epochs == 1 epoch, killed, resumed from what it left (checkpoint-1.pth) to 2."""
+    run = run or _run_inprocess
     full, cut = tmp_path / f"{script}_full", tmp_path / f"{script}_cut"
-    _run_inprocess(script, [*argv, "--output_dir", str(full), "--epochs", "2", "--save_ckpt_freq", "1"])
+    run(script, [*argv, "--output_dir", str(full), "--epochs", "2", "--save_ckpt_freq", "1"])
     cut.mkdir()
-    shutil.copy(
-        full / "checkpoint-1.pth", cut / "checkpoint-1.pth"
-    )  # all that a run killed in epoch 2 leaves
+    # All that a run killed during epoch 2 leaves behind: checkpoint-1.pth and one log line.
+    shutil.copy(full / "checkpoint-1.pth", cut / "checkpoint-1.pth")
     (cut / "log.txt").write_text((full / "log.txt").read_text().splitlines()[0] + "\n")
-    _run_inprocess(script, [*argv, "--output_dir", str(cut), "--epochs", "2", "--save_ckpt_freq", "1"])
+    run(script, [*argv, "--output_dir", str(cut), "--epochs", "2", "--save_ckpt_freq", "1"])
     a = [json.loads(line) for line in (full / "log.txt").read_text().splitlines()]
     b = [json.loads(line) for line in (cut / "log.txt").read_text().splitlines()]
     assert len(a) == len(b) == 2
     assert a[1] == b[1], f"resumed epoch differs:\n{a[1]}\n{b[1]}"
 
 
+@pytest.mark.dist
+@pytest.mark.slow
 def test_resume_gives_the_same_metrics_pretraining(tmp_path, repo_root):
     pre = make_pretrain(tmp_path)
     vq = tmp_path / "vq"
@@ -173,12 +175,13 @@ def test_resume_gives_the_same_metrics_pretraining(tmp_path, repo_root):
     argv = ["--model", "HeartLang_tiny", "--tokenizer_model", "vqhbr_tiny", "--tokenizer_weight",
             str(vq / "checkpoint.pth"), "--codebook_size", "64", "--codebook_dim", "16", "--dataset_dir", str(pre),
             "--update_freq", "2", *COMMON]  # fmt: skip
-    _resume_matches(tmp_path, SCRIPTS[1], argv)
+    # Two ranks: each must get back its own masking / dropout stream, not rank 0's.
+    _resume_matches(tmp_path, SCRIPTS[1], argv, run=lambda script, a: _torchrun(repo_root, script, a))
 
 
-def test_resume_gives_the_same_metrics_finetuning_all(tmp_path):
+def test_resume_gives_the_same_metrics_linear_probe(tmp_path):
     down = make_downstream(tmp_path)
-    argv = ["--model", "HeartLang_finetune_tiny", "--trainable", "all", "--nb_classes", "3", "--is_binary",
+    argv = ["--model", "HeartLang_finetune_tiny", "--trainable", "linear", "--nb_classes", "3", "--is_binary",
             "--dataset_dir", str(down), *COMMON]  # fmt: skip
     _resume_matches(tmp_path, SCRIPTS[2], argv)
 

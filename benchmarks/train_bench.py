@@ -1,0 +1,201 @@
+"""Training throughput of the three stages at full model size (paper Sec. 3.2, 3.3, 4).
+
+    python benchmarks/train_bench.py [--batch_size 2] [--steps 3] [--device cpu|cuda]
+
+For each stage (VQ-HBR, masked pre-training, linear probe, full fine-tuning) it times
+* ``engine``: our ``engine.common.train_one_epoch`` (autocast, accumulation logic, lr schedule,
+  clipping, meters) over an in-memory loader, and
+* ``baseline``: a bare PyTorch loop doing the same forward / backward / AdamW step,
+so the engine's overhead is visible. Model FLOPs per step are counted once with
+``torch.utils.flop_counter`` and turned into achieved TFLOP/s; on CUDA also into model FLOPs
+utilisation against ``--peak_tflops`` (default: H100 SXM dense bf16, 989). Results go to
+benchmarks/results/train_bench.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from argparse import Namespace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine.common import Amp, train_one_epoch  # noqa: E402
+from engine.finetune import FinetuneStep, set_train_mode, set_trainable  # noqa: E402
+from engine.pretrain import PretrainStep  # noqa: E402
+from engine.vqhbr import vqhbr_step  # noqa: E402
+from modeling import create_model  # noqa: E402
+from utils.optim import create_optimizer  # noqa: E402
+
+
+def make_batches(n: int, batch_size: int, n_classes: int, device: torch.device, seed: int = 0) -> list[tuple]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        x = torch.randn(batch_size, 256, 96, generator=g)
+        c = torch.randint(1, 13, (batch_size, 256), generator=g)
+        t = torch.randint(1, 11, (batch_size, 256), generator=g)
+        y = (torch.rand(batch_size, n_classes, generator=g) < 0.3).float()
+        out.append(tuple(v.to(device) for v in (x, c, t, y)))
+    return out
+
+
+def stages(device: torch.device):
+    """name -> (model factory, step_fn factory, train-mode setter)."""
+
+    def tokenizer():
+        return create_model("vqhbr").to(device).eval().requires_grad_(False)
+
+    def vq():
+        return create_model("vqhbr").to(device), lambda: lambda m, b: vqhbr_step(m, b, device), None
+
+    def pretrain():
+        tok = tokenizer()
+        return create_model("HeartLang").to(device), lambda: PretrainStep(tok, device), None
+
+    def finetune(trainable):
+        def build():
+            m = create_model("HeartLang_finetune_base", num_classes=5).to(device)
+            set_trainable(m, trainable)
+            return m, lambda: FinetuneStep(device, True), lambda mm: set_train_mode(mm, trainable)
+
+        return build
+
+    return {
+        "vqhbr": vq,
+        "pretrain": pretrain,
+        "finetune_linear": finetune("linear"),
+        "finetune_all": finetune("all"),
+    }
+
+
+def count_flops(model, step_fn, batch, amp: Amp) -> int:
+    with FlopCounterMode(display=False) as counter:
+        with amp.autocast():
+            loss, _ = step_fn(model, batch)
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+    return int(counter.get_total_flops())
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_engine(model, step_fn, batches, amp, args_ns, set_mode) -> float:
+    opt = create_optimizer(args_ns, model, layer_decay=0.9)
+    lr_values = np.full(len(batches), args_ns.lr)
+    (set_mode or (lambda m: m.train()))(model)
+    train_one_epoch(model, batches[:1], opt, amp, 0, args_ns, step_fn, lr_values, 1)  # warm-up
+    sync(amp_device(amp))
+    t0 = time.perf_counter()
+    train_one_epoch(model, batches, opt, amp, 0, args_ns, step_fn, lr_values, len(batches))
+    sync(amp_device(amp))
+    return time.perf_counter() - t0
+
+
+def amp_device(amp: Amp) -> torch.device:
+    return torch.device(amp.device_type)
+
+
+def time_baseline(model, step_fn, batches, amp, args_ns, set_mode) -> float:
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args_ns.lr, weight_decay=args_ns.weight_decay)
+    (set_mode or (lambda m: m.train()))(model)
+
+    def one(batch):
+        with amp.autocast():
+            loss, _ = step_fn(model, batch)
+        amp.scaler.scale(loss).backward()
+        amp.scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(params, args_ns.clip_grad)
+        amp.scaler.step(opt)
+        amp.scaler.update()
+        opt.zero_grad(set_to_none=True)
+
+    one(batches[0])
+    sync(amp_device(amp))
+    t0 = time.perf_counter()
+    for b in batches:
+        one(b)
+    sync(amp_device(amp))
+    return time.perf_counter() - t0
+
+
+def main() -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batch_size", type=int, default=2)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=2, help="interleaved timing rounds (best kept)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--amp", default="bf16", choices=["bf16", "fp16", "none"])
+    p.add_argument("--peak_tflops", type=float, default=989.0)
+    p.add_argument("--stages", nargs="+", default=None)
+    p.add_argument(
+        "--out", type=Path, default=Path(__file__).resolve().parent / "results" / "train_bench.json"
+    )
+    args = p.parse_args()
+    device = torch.device(args.device)
+    amp = Amp(device, args.amp)
+    ns = Namespace(
+        opt="adamw",
+        lr=1e-4,
+        weight_decay=0.05,
+        opt_betas=[0.9, 0.98],
+        opt_eps=1e-8,
+        clip_grad=3.0,
+        update_freq=1,
+    )
+    batches = make_batches(args.steps, args.batch_size, 5, device)
+    results = {
+        "device": str(device), "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
+        "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+        "torch": torch.__version__, "precision": amp.name, "batch_size": args.batch_size, "steps": args.steps, "rounds": args.rounds,
+        "stages": {},
+    }  # fmt: skip
+    for name, build in stages(device).items():
+        if args.stages and name not in args.stages:
+            continue
+        model, make_step, set_mode = build()
+        step_fn = make_step()
+        (set_mode or (lambda m: m.train()))(model)
+        flops = count_flops(model, step_fn, batches[0], amp)
+        # Interleaved rounds, best of each: the machine may be shared, so single timings are noisy.
+        t_base, t_eng = float("inf"), float("inf")
+        for _ in range(args.rounds):
+            t_base = min(t_base, time_baseline(model, step_fn, batches, amp, ns, set_mode))
+            t_eng = min(t_eng, time_engine(model, step_fn, batches, amp, ns, set_mode))
+        r = {
+            "params_M": sum(q.numel() for q in model.parameters()) / 1e6,
+            "trainable_params_M": sum(q.numel() for q in model.parameters() if q.requires_grad) / 1e6,
+            "gflop_per_step": flops / 1e9,
+            "engine_steps_per_s": args.steps / t_eng, "engine_samples_per_s": args.steps * args.batch_size / t_eng,
+            "baseline_steps_per_s": args.steps / t_base,
+            "baseline_samples_per_s": args.steps * args.batch_size / t_base,
+            "engine_over_baseline_time": t_eng / t_base,
+            "engine_tflops": flops * args.steps / t_eng / 1e12,
+        }  # fmt: skip
+        if device.type == "cuda":
+            r["mfu"] = r["engine_tflops"] / args.peak_tflops
+        results["stages"][name] = r
+        print(f"{name:16s} {r['engine_steps_per_s']:.3f} steps/s  {r['engine_samples_per_s']:.2f} samples/s  "
+              f"(bare loop {r['baseline_steps_per_s']:.3f} steps/s; engine/bare time {r['engine_over_baseline_time']:.2f})  "
+              f"{r['gflop_per_step']:.1f} GFLOP/step  {r['engine_tflops'] * 1e3:.1f} GFLOP/s", flush=True)  # fmt: skip
+        del model, step_fn
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
