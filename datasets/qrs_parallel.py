@@ -8,10 +8,11 @@ training code reads::
     {split}_data_in_times.npy  (N, 256)     int32
     {split}_tokenizer_summary.json           statistics; written last, it marks the split as complete
 
-Records are processed in chunks by a process pool; the main process writes each finished chunk
-into memory-mapped output files (``np.lib.format.open_memmap``) and keeps at most
-``2 * num_workers`` chunks in flight, so memory stays flat whatever N is (MIMIC-IV: ~800 000
-records). Every record lands at its own index, so the output does not depend on the number of
+Records are processed in chunks by a process pool. The main process allocates the output files
+(``np.lib.format.open_memmap``); each task reads its rows from the memory-mapped input and writes
+its rows straight into the memory-mapped outputs, so the main process moves no signal data and at
+most ``2 * num_workers`` chunks are in flight: memory stays flat whatever N is (MIMIC-IV:
+~800 000 records). Every record lands at its own index, so the output does not depend on the number of
 workers. Outputs are written under temporary names and renamed only when complete.
 """
 
@@ -80,8 +81,14 @@ STATS_DTYPE = np.dtype(
 MAX_LISTED = 10  # record indices / error messages listed per category in the summary
 
 
-def _tokenize_chunk(chunk: np.ndarray, start: int, params: dict):
-    """Worker: chunk (n, leads, T) -> (start, data (n,256,96), chans (n,256), times (n,256), stats (n,), errors)."""
+def _tokenize_chunk(source, start: int, stop: int, layout: str, out_paths: list, params: dict):
+    """Worker: tokenize records [start, stop) and write them straight into the output .npy files.
+
+    source: the input .npy path (memory-mapped here, so the main process moves no signal data)
+    or the block ``array[start:stop]`` itself. Returns ``(start, stats (n,), errors)``.
+    """
+    block = np.load(source, mmap_mode="r")[start:stop] if isinstance(source, str) else source
+    chunk = np.asarray(block) if layout == "nct" else np.asarray(block).transpose(0, 2, 1)  # (n, leads, T)
     n = chunk.shape[0]
     data = np.zeros((n, params["max_len"], params["token_len"]), dtype=np.float32)
     chans = np.zeros((n, params["max_len"]), dtype=np.int32)
@@ -101,7 +108,12 @@ def _tokenize_chunk(chunk: np.ndarray, start: int, params: dict):
         )
         if info.error and len(errors) < MAX_LISTED:
             errors.append((start + i, info.error))
-    return start, data, chans, times, stats, errors
+    for path, values in zip(out_paths, (data, chans, times)):
+        out = np.load(path, mmap_mode="r+")  # disjoint row ranges per task: no locking needed
+        out[start:stop] = values
+        out.flush()
+        del out
+    return start, stats, errors
 
 
 def _temp(path: Path) -> Path:
@@ -152,9 +164,10 @@ def tokenize_array(
     Returns the summary dict (also written to ``{split}_tokenizer_summary.json`` and printed when
     ``verbose``). ``num_workers`` defaults to all cores; 1 runs in-process.
     """
-    source = str(array) if isinstance(array, (str, os.PathLike)) else "<array>"
-    if isinstance(array, (str, os.PathLike)):
-        array = np.load(array, mmap_mode="r")  # never read a whole split into RAM
+    path = str(array) if isinstance(array, (str, os.PathLike)) else None
+    source = path or "<array>"
+    if path is not None:
+        array = np.load(path, mmap_mode="r")  # never read a whole split into RAM
     lay = infer_layout(array.shape, n_leads, layout)
     N = array.shape[0]
     n_in, T = (array.shape[1], array.shape[2]) if lay == "nct" else (array.shape[2], array.shape[1])
@@ -187,23 +200,21 @@ def tokenize_array(
     temps = [_temp(p) for p in finals]
     shapes = [(N, max_len, token_len), (N, max_len), (N, max_len)]
     dtypes = [np.float32, np.int32, np.int32]
-    outs = [
-        np.lib.format.open_memmap(p, mode="w+", dtype=d, shape=s) for p, d, s in zip(temps, dtypes, shapes)
-    ]
+    for p, d, shp in zip(temps, dtypes, shapes):  # allocate (sparse) files; workers fill them
+        out = np.lib.format.open_memmap(p, mode="w+", dtype=d, shape=shp)
+        del out
+    tmp_names = [str(p) for p in temps]
 
     stats = np.zeros(N, dtype=STATS_DTYPE)
     errors: list = []
     starts = list(range(0, N, chunk_size))
 
-    def chunk_of(s: int) -> np.ndarray:
-        block = np.asarray(array[s : s + chunk_size])
-        return block if lay == "nct" else block.transpose(0, 2, 1)
+    def task(s: int) -> tuple:
+        e = min(s + chunk_size, N)
+        return (path if path is not None else array[s:e], s, e, lay, tmp_names, params)
 
     def store(result) -> None:
-        s, data, c, t, st, err = result
-        outs[0][s : s + len(st)] = data
-        outs[1][s : s + len(st)] = c
-        outs[2][s : s + len(st)] = t
+        s, st, err = result
         stats[s : s + len(st)] = st
         errors[:] = sorted(errors + err)[:MAX_LISTED]  # smallest indices: independent of completion order
         bar.update(len(st))
@@ -212,12 +223,12 @@ def tokenize_array(
     with tqdm(total=N, unit="rec", desc=f"tokenize {split}", disable=not progress, smoothing=0.1) as bar:
         if num_workers == 1:
             for s in starts:
-                store(_tokenize_chunk(chunk_of(s), s, params))
+                store(_tokenize_chunk(*task(s)))
         else:
             with ProcessPoolExecutor(max_workers=num_workers) as pool:
                 pending, todo = set(), iter(starts)
                 for s in todo:  # sliding window: at most 2 chunks per worker in flight
-                    pending.add(pool.submit(_tokenize_chunk, chunk_of(s), s, params))
+                    pending.add(pool.submit(_tokenize_chunk, *task(s)))
                     if len(pending) >= 2 * num_workers:
                         done, pending = wait(pending, return_when=FIRST_COMPLETED)
                         for fut in done:
@@ -226,11 +237,8 @@ def tokenize_array(
                     store(fut.result())
     seconds = time.perf_counter() - t0
 
-    for out, tmp, final in zip(outs, temps, finals):
-        out.flush()
-        del out
+    for tmp, final in zip(temps, finals):  # every task flushed its rows: publish under the final names
         os.replace(tmp, final)
-    outs.clear()
 
     summary = summarize(stats, errors, max_len)
     summary.update(
