@@ -96,13 +96,16 @@ def make_loader(
             seed=args.seed,
             drop_last=train,
         )
+    # Training drops the last partial batch, except when a rank has less than one batch in all: a
+    # 1 % label fraction (e.g. 70 PTB-XL form records with --batch_size 256) must still train.
+    drop_last = train and len(sampler) >= args.batch_size
     return DataLoader(
         dataset,
         batch_size=args.batch_size,
         sampler=sampler,
         num_workers=args.num_workers,
         pin_memory=bool(args.pin_mem and info.device.type == "cuda"),
-        drop_last=train,
+        drop_last=drop_last,
         persistent_workers=False,
     )
 

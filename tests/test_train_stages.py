@@ -223,3 +223,14 @@ def test_describe_dataset_dir():
     assert describe_dataset_dir("datasets/ecg_datasets/PTBXL_QRS/form/") == ("PTBXL", "form")
     assert describe_dataset_dir("datasets/ecg_datasets/PTBXL_QRS_3Leads/rhythm") == ("PTBXL", "rhythm")
     assert describe_dataset_dir("datasets/ecg_datasets/CPSC2018_QRS") == ("CPSC2018", "all")
+
+
+def test_label_fraction_smaller_than_one_batch_still_trains(tmp_path):
+    """1 % of a training set can be fewer records than --batch_size (256 in the seed): one partial batch."""
+    down = make_downstream(tmp_path)
+    out = tmp_path / "small"
+    _run_inprocess(SCRIPTS[2], ["--model", "HeartLang_finetune_tiny", "--nb_classes", "3", "--is_binary",
+                   "--dataset_dir", str(down), "--output_dir", str(out), "--split_ratio", "0.5",
+                   "--sampling_method", "random", "--batch_size", "256", "--num_workers", "0", "--epochs", "1"])  # fmt: skip
+    log = json.loads((out / "log.txt").read_text())
+    assert log["train_loss"] > 0 and (out / "checkpoint-best.pth").is_file()
