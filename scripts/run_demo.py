@@ -40,8 +40,8 @@ SIZES: dict[str, dict] = {
     "smoke": dict(n_mimic=24, n_ptbxl=60, vq_epochs=1, pt_epochs=1, ft_epochs=2, ft_warmup=1, batch=16,
                   ratios=(1.0,), tasks=("superdiagnostic",), vq_model="vqhbr_tiny",
                   pt_model="HeartLang_tiny", ft_model="HeartLang_finetune_tiny"),
-    "small": dict(n_mimic=400, n_ptbxl=600, vq_epochs=8, pt_epochs=12, ft_epochs=30, ft_warmup=3, batch=32,
-                  ratios=(0.01, 0.1, 1.0), tasks=("superdiagnostic", "rhythm"), vq_model="vqhbr_small",
+    "small": dict(n_mimic=400, n_ptbxl=600, vq_epochs=8, pt_epochs=12, ft_epochs=10, ft_warmup=1, batch=32,
+                  ratios=(0.01, 0.1, 1.0), tasks=("superdiagnostic",), vq_model="vqhbr_small",
                   pt_model="HeartLang_small", ft_model="HeartLang_finetune_small"),
     "medium": dict(n_mimic=2000, n_ptbxl=2000, vq_epochs=20, pt_epochs=40, ft_epochs=60, ft_warmup=5,
                    batch=64, ratios=(0.01, 0.1, 1.0), tasks=("superdiagnostic", "rhythm"),
@@ -87,9 +87,13 @@ class Runner:
     def stage(self, title: str) -> None:
         print(f"\n=== {title} ===", flush=True)
 
-    def run(self, cmd: list[str], label: str) -> None:
+    def run(self, cmd: list[str], label: str, done: Path | None = None) -> None:
+        """Run ``cmd``; skipped (printed, not run) when ``done`` exists: a re-run resumes after the last stage."""
         print("$ " + shlex.join(cmd), flush=True)
         if self.dry_run:
+            return
+        if done is not None and done.exists():
+            print(f"  (skipped: {done} exists)")
             return
         t0 = time.time()
         proc = subprocess.run(
@@ -175,14 +179,15 @@ def main(args) -> list[dict]:
     stage_common = ["--batch_size", str(cfg["batch"]), "--num_workers", "0", "--seed", str(args.seed)]
     vq_dir, pt_dir = ckpt / "vqhbr", ckpt / "pretrain"
     vq_model = __import__("modeling").get_config(cfg["vq_model"])
+    vq_ckpt = vq_dir / f"checkpoint-{cfg['vq_epochs']}.pth"
+    pt_ckpt = pt_dir / f"checkpoint-{cfg['pt_epochs']}.pth"
     run.stage(f"4/7 VQ-HBR tokenizer ({cfg['vq_model']}, {vq_model.n_code} codes)")
     run.run([*tr, "run_vqhbr_training.py", "--model", cfg["vq_model"], "--codebook_n_emd", str(vq_model.n_code),
              "--codebook_emd_dim", str(vq_model.code_dim), "--quantize_kmeans_init", "--dataset_dir",
              str(data / "MIMIC-IV_QRS"), "--output_dir", str(vq_dir), "--log_dir", str(out / "log" / "vqhbr"),
              "--epochs", str(cfg["vq_epochs"]), "--warmup_epochs", "1", "--lr", "1e-3", "--min_lr", "1e-4",
              "--val_freq", str(cfg["vq_epochs"]), "--save_ckpt_freq", str(cfg["vq_epochs"]), *stage_common],
-            "vqhbr")  # fmt: skip
-    vq_ckpt = vq_dir / f"checkpoint-{cfg['vq_epochs']}.pth"
+            "vqhbr", done=vq_ckpt)  # fmt: skip
 
     run.stage(f"5/7 masked ECG-sentence pre-training ({cfg['pt_model']})")
     run.run([*tr, "run_heartlang_pretraining.py", "--model", cfg["pt_model"], "--tokenizer_model", cfg["vq_model"],
@@ -190,8 +195,7 @@ def main(args) -> list[dict]:
              str(vq_model.code_dim), "--dataset_dir", str(data / "MIMIC-IV_QRS"), "--output_dir", str(pt_dir),
              "--log_dir", str(out / "log" / "pretrain"), "--epochs", str(cfg["pt_epochs"]), "--warmup_epochs", "1",
              "--lr", "1e-3", "--clip_grad", "3.0", "--save_ckpt_freq", str(cfg["pt_epochs"]), *stage_common],
-            "pretrain")  # fmt: skip
-    pt_ckpt = pt_dir / f"checkpoint-{cfg['pt_epochs']}.pth"
+            "pretrain", done=pt_ckpt)  # fmt: skip
 
     run.stage("6/7 linear probe: pre-trained vs randomly initialised encoder, then --eval")
     for task in tasks:
@@ -211,8 +215,7 @@ def main(args) -> list[dict]:
                 train = [*ft, "--lr", "5e-3", "--epochs", str(cfg["ft_epochs"]), "--warmup_epochs",
                          str(cfg["ft_warmup"]), "--save_ckpt_freq", str(cfg["ft_epochs"]),
                          "--log_dir", str(out / "log" / "finetune" / name)]  # fmt: skip
-                if not (ckpt / "finetune" / name / f"checkpoint-{cfg['ft_epochs']}.pth").is_file():
-                    run.run(train, f"probe {name}")
+                run.run(train, f"probe {name}", done=ckpt / "finetune" / name / f"checkpoint-{cfg['ft_epochs']}.pth")
                 run.run([*ft, "--eval", "--results_csv", str(results_csv)], f"eval {name}")
 
     run.stage("7/7 results and plots")

@@ -1,0 +1,181 @@
+"""Reproduce the paper's linear-probe table (Table 1, paper Sec. 4.2) from a pre-trained HeartLang checkpoint.
+
+    python scripts/reproduce_paper.py --finetune checkpoints/heartlang.pth --seeds 0 1 2
+    python scripts/reproduce_paper.py --table_only            # re-assemble the table from the results CSV
+
+For every task (PTB-XL super / sub / form / rhythm, CPSC2018, CSN) x label ratio (1 %, 10 %, 100 %) x seed it
+runs the seed's linear-probe command (``torchrun run_class_finetuning.py --trainable linear ...`` with
+the flags of ``scripts/finetune/*/12Leads/*linear_prob.sh``), then the same command with ``--eval``, which
+appends the test macro AUC to ``--results_csv``. Finished runs are skipped, so an interrupted
+reproduction resumes. Finally the rows are collected into one Markdown table, mean +- std over seeds
+in %, with the paper's numbers (DESIGN.md Sec. 5) beside ours, written to ``<output_dir>/table.md``.
+
+Data: the tokenised folders under ``--data_root`` (``PTBXL_QRS/<subset>``, ``CPSC2018_QRS``, ``CSN_QRS``),
+made by the preprocessing scripts and ``QRSTokenizer.py`` (docs/preprocessing.md, docs/tokenizer.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+# key -> (row label, dataset folder under --data_root, paper Table 1 linear probe {ratio: macro AUC %}).
+TASKS: dict[str, tuple[str, str, dict[float, float]]] = {
+    "ptbxl_super": ("PTB-XL super", "PTBXL_QRS/superdiagnostic", {0.01: 78.94, 0.1: 85.59, 1.0: 87.52}),
+    "ptbxl_sub": ("PTB-XL sub", "PTBXL_QRS/subdiagnostic", {0.01: 64.68, 0.1: 79.34, 1.0: 88.91}),
+    "ptbxl_form": ("PTB-XL form", "PTBXL_QRS/form", {0.01: 58.70, 0.1: 63.99, 1.0: 80.23}),
+    "ptbxl_rhythm": ("PTB-XL rhythm", "PTBXL_QRS/rhythm", {0.01: 62.08, 0.1: 76.22, 1.0: 90.34}),
+    "cpsc2018": ("CPSC2018", "CPSC2018_QRS", {0.01: 60.44, 0.1: 66.26, 1.0: 77.87}),
+    "csn": ("CSN", "CSN_QRS", {0.01: 57.94, 0.1: 68.93, 1.0: 82.49}),
+}
+RATIOS = (0.01, 0.1, 1.0)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser("Reproduce the HeartLang linear-probe table")
+    p.add_argument("--finetune", default="checkpoints/heartlang_base/checkpoint-200.pth",
+                   help="pre-trained HeartLang checkpoint (ours or the released one)")  # fmt: skip
+    p.add_argument("--model", default="HeartLang_finetune_base", help="classifier registry name")
+    p.add_argument("--data_root", default="datasets/ecg_datasets", type=Path)
+    p.add_argument("--output_dir", default="checkpoints/reproduce", type=Path, help="one folder per run")
+    p.add_argument("--results_csv", default=None, type=Path, help="default: <output_dir>/results.csv")
+    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    p.add_argument("--ratios", nargs="+", default=list(RATIOS), type=float)
+    p.add_argument("--seeds", nargs="+", default=[0, 1, 2], type=int)
+    p.add_argument("--sampling_method", default="random", choices=["random", "stratified"])
+    p.add_argument("--nproc", default=None, type=int, help="torchrun processes (default: GPUs, else 1)")
+    s = p.add_argument_group("schedule (the seed's linear-probe flags)")
+    s.add_argument("--epochs", default=100, type=int)
+    s.add_argument("--warmup_epochs", default=10, type=int)
+    s.add_argument("--batch_size", default=256, type=int)
+    s.add_argument("--lr", default=5e-3, type=float)
+    s.add_argument("--weight_decay", default=0.05, type=float)
+    s.add_argument("--num_workers", default=4, type=int)
+    s.add_argument("--extra", default="", help="more flags for run_class_finetuning.py, one quoted string")
+    p.add_argument("--dry_run", action="store_true", help="print the commands only")
+    p.add_argument("--table_only", action="store_true", help="only assemble the table from the CSV")
+    return p
+
+
+def run_name(task: str, ratio: float, seed: int) -> str:
+    return f"{task}_linear_{ratio:g}_seed{seed}"
+
+
+def probe_commands(args, task: str, ratio: float, seed: int, nproc: int) -> tuple[list[str], list[str], Path]:
+    """(train command, eval command, the checkpoint that marks a finished training run)."""
+    _, folder, _ = TASKS[task]
+    dataset_dir = args.data_root / folder
+    out = args.output_dir / run_name(task, ratio, seed)
+    labels = dataset_dir / "train_labels.npy"
+    if not labels.is_file() and not args.dry_run:
+        raise FileNotFoundError(f"{labels}: tokenise {folder} first (QRSTokenizer.py; docs/tokenizer.md)")
+    # The class count is read from the data (the seed scripts hard-code the full data sets' counts).
+    n_classes = int(np.load(labels, mmap_mode="r").shape[1]) if labels.is_file() else 0
+    exe = Path(sys.executable).with_name("torchrun")
+    head = [str(exe)] if exe.is_file() else [sys.executable, "-m", "torch.distributed.run"]
+    common = [*head, "--standalone", f"--nproc_per_node={nproc}", "run_class_finetuning.py",
+              "--dataset_dir", str(dataset_dir), "--output_dir", str(out), "--model", args.model,
+              "--finetune", str(args.finetune), "--trainable", "linear", "--split_ratio", f"{ratio:g}",
+              "--sampling_method", args.sampling_method, "--batch_size", str(args.batch_size),
+              "--seed", str(seed), "--is_binary", "--nb_classes", str(n_classes),
+              "--num_workers", str(args.num_workers), "--world_size", str(nproc)]  # fmt: skip
+    train = [*common, "--lr", str(args.lr), "--weight_decay", str(args.weight_decay), "--update_freq", "1",
+             "--warmup_epochs", str(args.warmup_epochs), "--epochs", str(args.epochs), "--layer_decay", "0.9",
+             "--save_ckpt_freq", str(args.epochs), *shlex.split(args.extra)]  # fmt: skip
+    evaluate = [*common, "--eval", "--results_csv", str(args.results_csv)]
+    return train, evaluate, out / f"checkpoint-{args.epochs}.pth"
+
+
+def collect(results_csv: Path, output_dir: Path) -> dict[tuple[str, float], list[float]]:
+    """{(task key, ratio): [test macro AUC % per seed]} from the rows of runs under ``output_dir``
+    (the last row per run folder: a re-evaluated run replaces its earlier row)."""
+    if not Path(results_csv).is_file():
+        raise FileNotFoundError(f"{results_csv}: no results yet; run without --table_only first")
+    by_folder = {folder.replace("_QRS", "").lower(): key for key, (_, folder, _) in TASKS.items()}
+    latest: dict[str, tuple[str, float, float]] = {}
+    with open(results_csv, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            out = Path(row["output_dir"])
+            if out.resolve().parent != Path(output_dir).resolve():
+                continue
+            folder = row["dataset"] if row["subset"] == "all" else f"{row['dataset']}/{row['subset']}"
+            key = by_folder.get(folder.lower())
+            if key is None:
+                raise ValueError(f"{results_csv}: row of {out} has an unknown data set {folder!r}")
+            latest[str(out.resolve())] = (key, float(row["ratio"]), 100.0 * float(row["macro_auc"]))
+    table: dict[tuple[str, float], list[float]] = {}
+    for key, ratio, auc in latest.values():
+        table.setdefault((key, ratio), []).append(auc)
+    return table
+
+
+def format_table(results: dict[tuple[str, float], list[float]], ratios=RATIOS) -> str:
+    """Markdown: one row per task, per ratio 'ours mean +- std (n) | paper'."""
+    head = "| task | " + " | ".join(f"{r * 100:g} % ours | {r * 100:g} % paper" for r in ratios) + " |"
+    lines = [head, "|---|" + "---|---|" * len(ratios)]
+    for key, (label, _, paper) in TASKS.items():
+        if not any((key, r) in results for r in ratios):
+            continue
+        cells = []
+        for r in ratios:
+            vals = results.get((key, r), [])
+            if vals:
+                std = float(np.std(vals, ddof=1)) if len(vals) > 1 else math.nan
+                ours = (
+                    f"{np.mean(vals):.2f} +- {std:.2f} (n={len(vals)})"
+                    if len(vals) > 1
+                    else f"{vals[0]:.2f} (n=1)"
+                )
+            else:
+                ours = "-"
+            cells.append(f"{ours} | {paper.get(r, math.nan):.2f}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(args) -> str | None:
+    args.results_csv = args.results_csv or args.output_dir / "results.csv"
+    if not args.table_only:
+        import torch
+
+        nproc = args.nproc or max(torch.cuda.device_count(), 1)
+        env = dict(
+            os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+        )
+        for task in args.tasks:
+            for ratio in args.ratios:
+                for seed in args.seeds:
+                    train, evaluate, done = probe_commands(args, task, ratio, seed, nproc)
+                    for cmd, skip in ((train, done.is_file()), (evaluate, False)):
+                        print("$ " + shlex.join(cmd), flush=True)
+                        if skip:
+                            print(f"  (skipped: {done} exists)")
+                        if args.dry_run or skip:
+                            continue
+                        proc = subprocess.run(cmd, cwd=REPO, env=env)
+                        if proc.returncode != 0:
+                            raise SystemExit(f"{run_name(task, ratio, seed)} failed (exit {proc.returncode})")
+    if args.dry_run:
+        return None
+    table = format_table(collect(args.results_csv, args.output_dir), tuple(sorted(set(args.ratios))))
+    note = (f"Linear probe, test macro ROC-AUC %, mean +- std over seeds; pre-trained checkpoint "
+            f"{args.finetune}; paper: HeartLang Table 1 (one seed).")  # fmt: skip
+    text = f"{note}\n\n{table}\n"
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    (args.output_dir / "table.md").write_text(text)
+    print(text)
+    return table
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
