@@ -71,7 +71,7 @@ def load_ptbxl(n: int) -> np.ndarray:
     """Up to n real PTB-XL 100 Hz records as (n, 12, 1000) float32, in sorted path order."""
     import wfdb
 
-    heads = sorted((SHARED / "data" / "ptbxl" / "records100").rglob("*_lr.hea"))[:n]
+    heads = sorted((SHARED / "data" / "ptbxl" / "records100").rglob("*_lr.hea"))[: n or None]
     if not heads:
         raise SystemExit(f"no PTB-XL records under {SHARED / 'data' / 'ptbxl'}")
     return np.stack([wfdb.rdsamp(str(h.with_suffix("")))[0].T.astype(np.float32) for h in heads])
@@ -135,7 +135,7 @@ def identity_check() -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--records", type=int, default=512)
+    p.add_argument("--records", type=int, default=0, help="PTB-XL records to time (0 = all shared ones)")
     p.add_argument("--workers", type=int, default=os.cpu_count())
     p.add_argument("--chunk_size", type=int, default=32)
     p.add_argument("--skip_identity", action="store_true")
@@ -149,12 +149,14 @@ def main() -> None:
         "records": N,
         "input": "PTB-XL records100, 12 leads x 1000, raw mV",
         "cpu_count": os.cpu_count(),
+        "load_average_at_start": [round(v, 2) for v in os.getloadavg()],  # shared machines skew timings
     }
     run_detector(X[0, 0], 100)  # import wfdb / warm caches outside the timings
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     ref_out = [reference_tokenize(x, used) for x in X]
     res["reference_loops_rec_s"] = round(N / (time.perf_counter() - t0), 1)
+    res["reference_loops_cpu_ms_per_record"] = round(1e3 * (time.process_time() - cpu0) / N, 3)
 
     # Where the time goes inside one record: detection vs everything else.
     t_det = t_cut = 0.0
@@ -170,10 +172,13 @@ def main() -> None:
     res["ms_per_record"] = {"xqrs_detect": round(1e3 * t_det / N, 3), "cut_words": round(1e3 * t_cut / N, 3)}
 
     with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "input_data.npy"  # a .npy path, as QRSTokenizer.py passes it (workers mmap it)
+        np.save(src, X)
         for det in ("xqrs", "xqrs_fast"):
             for workers in sorted({1, args.workers}):
+                cpu0 = time.process_time()  # CPU of this process: all of it when workers == 1
                 s = tokenize_array(
-                    X,
+                    src,
                     tmp,
                     f"{det}_{workers}",
                     num_workers=workers,
@@ -184,6 +189,10 @@ def main() -> None:
                 )
                 assert s["num_workers"] == workers, "too few records for the workers: lower --chunk_size"
                 res[f"ours_{det}_{workers}w_rec_s"] = s["records_per_s"]
+                # Load-independent cost: CPU ms per record in-process, and (more workers) what the
+                # main process itself spends per record, which bounds the scaling with cores.
+                key = "cpu_ms_per_record" if workers == 1 else "main_process_cpu_ms_per_record"
+                res.setdefault(key, {})[det] = round(1e3 * (time.process_time() - cpu0) / N, 3)
                 data = np.load(Path(tmp) / f"{det}_{workers}_data.npy", mmap_mode="r")
                 chans = np.load(Path(tmp) / f"{det}_{workers}_data_in_chans.npy", mmap_mode="r")
                 same = all(
