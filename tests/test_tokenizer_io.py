@@ -186,3 +186,15 @@ def test_summary_lists_detector_errors(tmp_path):
         "error"
     ]
     assert not np.load(tmp_path / "train_data.npy").any()
+
+
+def test_empty_split_and_edge_plots(ref, tmp_path):
+    s = tokenize_array(np.zeros((0, 12, 1000), np.float32), tmp_path, "val", progress=False, verbose=False)
+    data, chans, _ = _load(tmp_path, "val", mmap=False)
+    assert s["records"] == 0 and data.shape == (0, 256, 96) and chans.shape == (0, 256)
+
+    from datasets.qrs_plot import plot_record
+
+    for k in (0, 3):  # flat record (no R peak) and a record with NaN words: plotting must not fail
+        png = plot_record(ref["edge_input"][k], tmp_path / f"edge{k}.png", title=str(ref["edge_names"][k]))
+        assert png.stat().st_size > 10_000
