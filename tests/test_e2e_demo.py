@@ -70,7 +70,6 @@ def test_demo_dry_run_prints_commands_without_running(tmp_path, repo_root):
         cwd=repo_root, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert (
-        proc.stdout.count("run_class_finetuning.py") == 2 * 2 * 3 * 2
-    )  # tasks x inits x ratios x (train, eval)
+    # default: one task x (pre-trained, random) x 3 ratios x (train, --eval)
+    assert proc.stdout.count("run_class_finetuning.py") == 2 * 3 * 2
     assert not (tmp_path / "d" / "raw").exists()
