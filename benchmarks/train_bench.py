@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -160,7 +161,7 @@ def main() -> dict:
         "device": str(device), "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
         "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
         "torch": torch.__version__, "precision": amp.name, "batch_size": args.batch_size, "steps": args.steps, "rounds": args.rounds,
-        "stages": {},
+        "stages": {}, "load_average_before": list(os.getloadavg()),
     }  # fmt: skip
     for name, build in stages(device).items():
         if args.stages and name not in args.stages:
@@ -191,6 +192,8 @@ def main() -> dict:
               f"(bare loop {r['baseline_steps_per_s']:.3f} steps/s; engine/bare time {r['engine_over_baseline_time']:.2f})  "
               f"{r['gflop_per_step']:.1f} GFLOP/step  {r['engine_tflops'] * 1e3:.1f} GFLOP/s", flush=True)  # fmt: skip
         del model, step_fn
+    results["load_average_after"] = list(os.getloadavg())
+    results["note"] = "best of --rounds interleaved rounds; on a shared CPU machine the numbers are noisy"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")
