@@ -37,6 +37,7 @@ from engine.finetune import (
     count_leads,
     describe_dataset_dir,
     evaluate,
+    extract_features,
     set_train_mode,
     set_trainable,
 )
@@ -61,6 +62,11 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--is_binary", action="store_true", help="multi-label: BCE-with-logits (else cross-entropy)"
     )
     m.add_argument("--layer_decay", default=0.9, type=float)
+    m.add_argument(
+        "--cache_features",
+        action="store_true",
+        help="linear probe: compute the frozen backbone's CLS features once and train mlp_head on them",
+    )
     m.add_argument("--update_freq", "--gradient_accumulation_steps", dest="update_freq", default=1, type=int)
     d = parser.add_argument_group("data")
     d.add_argument("--dataset_dir", default="datasets/ecg_datasets/PTBXL_QRS/super_class", type=str)
@@ -134,6 +140,10 @@ def main(args) -> dict:
         destroy_distributed()
         return out
 
+    if args.cache_features and args.trainable != "linear":
+        raise ValueError(
+            "--cache_features needs --trainable linear: a backbone that trains changes its features"
+        )
     set_trainable(model, args.trainable)
     train_full = build_sentence_dataset(args.dataset_dir, "train")
     keep = subsample_indices(np.asarray(train_full.labels), args.split_ratio, args.sampling_method, args.seed)
@@ -161,12 +171,34 @@ def main(args) -> dict:
         else (0, None)
     )
     best_auc = float(ckpt.get("best_val_auc", -math.inf)) if ckpt else -math.inf
+    train_model = model
+    if args.cache_features:
+        # The frozen backbone in eval mode gives the same CLS feature every epoch: compute it once (after
+        # resuming, from the weights actually used) and train mlp_head alone on the cached features.
+        train_set = extract_features(
+            model,
+            make_loader(
+                train_set,
+                args,
+                info,
+                train=False,
+                sampler=ShardSampler(len(train_set), info.rank, info.world_size),
+            ),
+            info.device,
+            amp,
+        )
+        val_set = extract_features(model, val_loader, info.device, amp)
+        train_loader = make_loader(train_set, args, info, train=True)
+        val_loader = make_loader(
+            val_set, args, info, train=False, sampler=ShardSampler(len(val_set), info.rank, info.world_size)
+        )
+        train_model = model.mlp_head
     ddp = (
         torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[info.local_rank] if info.device.type == "cuda" else None
+            train_model, device_ids=[info.local_rank] if info.device.type == "cuda" else None
         )
         if info.distributed
-        else model
+        else train_model
     )
     save_args(args, args.output_dir, model_config)
     tb = TensorboardLogger(args.log_dir)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import Dataset
 
 from engine.common import Amp, gather_predictions, unwrap
 from utils.logging import MetricLogger
@@ -47,8 +48,9 @@ def set_trainable(model: nn.Module, trainable: str) -> list[str]:
 def set_train_mode(model: nn.Module, trainable: str) -> None:
     """model.train(), but a frozen backbone (linear probe) stays in eval mode (no dropout)."""
     model.train()
-    if trainable == "linear":
-        unwrap(model).backbone.eval()
+    net = unwrap(model)
+    if trainable == "linear" and hasattr(net, "backbone"):  # (with cached features only the head is here)
+        net.backbone.eval()
 
 
 def compute_loss(logits: torch.Tensor, y: torch.Tensor, is_binary: bool) -> torch.Tensor:
@@ -59,6 +61,16 @@ def compute_loss(logits: torch.Tensor, y: torch.Tensor, is_binary: bool) -> torc
     return F.cross_entropy(logits, y.argmax(dim=-1) if y.ndim == 2 else y.long())
 
 
+def forward_batch(model, batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits (B, C), labels) of one batch: sentences ``(x, c, t, y)`` through the classifier, or cached
+    CLS features ``(f, y)`` through the head alone (``--cache_features``)."""
+    *inputs, y = (v.to(device, non_blocking=True) for v in batch)
+    if len(inputs) == 1:
+        return model(inputs[0]), y
+    x, c, t = inputs
+    return model(x, in_chan_matrix=c, in_time_matrix=t), y
+
+
 class FinetuneStep:
     """``step_fn`` for :func:`engine.common.train_one_epoch`."""
 
@@ -67,13 +79,41 @@ class FinetuneStep:
         self.is_binary = is_binary
 
     def __call__(self, model, batch):
-        x, c, t, y = batch
-        x = x.to(self.device, non_blocking=True)
-        c = c.to(self.device, non_blocking=True)
-        t = t.to(self.device, non_blocking=True)
-        y = y.to(self.device, non_blocking=True)
-        logits = model(x, in_chan_matrix=c, in_time_matrix=t)
+        logits, y = forward_batch(model, batch, self.device)
         return compute_loss(logits, y, self.is_binary), {}
+
+
+class FeatureDataset(Dataset):
+    """Cached CLS features (N, D) and labels (N, C); items ``(feature, label)``."""
+
+    def __init__(self, features: np.ndarray, labels: np.ndarray):
+        self.features = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
+        self.labels = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.float32))
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, i: int):
+        return self.features[i], self.labels[i]
+
+
+@torch.no_grad()
+def extract_features(model, loader, device: torch.device, amp: Amp) -> FeatureDataset:
+    """CLS features of a whole split from the frozen backbone (eval mode), gathered over ranks so that
+    every rank holds the complete cached split. The loader must use a ShardSampler."""
+    net = unwrap(model)
+    net.eval()
+    feats, labels = [], []
+    for x, c, t, y in MetricLogger().log_every(loader, "Caching features"):
+        with amp.autocast():
+            f = net.forward_features(x.to(device), c.to(device), t.to(device))
+        feats.append(f.float().cpu().numpy())
+        labels.append(y.numpy())
+    dim = net.config.embed_dim
+    f = np.concatenate(feats) if feats else np.zeros((0, dim), np.float32)
+    y = np.concatenate(labels) if labels else np.zeros((0, net.config.num_classes), np.float32)
+    f, y = gather_predictions(list(loader.sampler), f, y)
+    return FeatureDataset(f, y)
 
 
 @torch.no_grad()
@@ -84,14 +124,14 @@ def predict(model, loader, device: torch.device, amp: Amp, is_binary: bool, head
     model.eval()
     logger = MetricLogger()
     all_logits, all_labels = [], []
-    for x, c, t, y in logger.log_every(loader, header):
-        x, c, t, y = x.to(device), c.to(device), t.to(device), y.to(device)
+    for batch in logger.log_every(loader, header):
         with amp.autocast():
-            logits = model(x, in_chan_matrix=c, in_time_matrix=t)
+            logits, y = forward_batch(model, batch, device)
         logger.update(loss=compute_loss(logits, y, is_binary))
         all_logits.append(logits.float().cpu().numpy())
         all_labels.append(y.cpu().numpy())
-    n_cls = unwrap(model).mlp_head.out_features
+    net = unwrap(model)
+    n_cls = net.out_features if isinstance(net, nn.Linear) else net.mlp_head.out_features
     logits = np.concatenate(all_logits) if all_logits else np.zeros((0, n_cls), np.float32)
     labels = np.concatenate(all_labels) if all_labels else np.zeros((0, n_cls), np.float32)
     logits, labels = gather_predictions(list(loader.sampler), logits, labels)

@@ -6,7 +6,8 @@
 Grid: PTB-XL {1, 3, 6, 12} leads x {super, sub, form, rhythm}, CPSC2018 and CSN with 12 leads. Each
 script runs linear probing for the label fractions 1 %, 10 %, 100 % (train, then --eval into the
 results CSV). Hyper-parameters are the seed README's fine-tuning command. Environment variables
-override the common choices at run time: NPROC, RATIOS, SAMPLING, TRAINABLE, SEED, FINETUNE.
+override the common choices at run time: NPROC, RATIOS, SAMPLING, TRAINABLE, SEED, FINETUNE,
+EXTRA_ARGS (more flags for the training command).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ SAMPLING=${{SAMPLING:-random}}
 TRAINABLE=${{TRAINABLE:-linear}}
 SEED=${{SEED:-0}}
 FINETUNE=${{FINETUNE:-checkpoints/heartlang_base/checkpoint-200.pth}}
+EXTRA_ARGS=${{EXTRA_ARGS:-}}  # e.g. "--cache_features" (linear probe on cached CLS features)
 for RATIO in $RATIOS; do
     NAME={name}_base_${{TRAINABLE}}_${{RATIO}}_${{SAMPLING}}
     torchrun --nnodes=1 --master_port=2025 --nproc_per_node=$NPROC run_class_finetuning.py \\
@@ -61,7 +63,7 @@ for RATIO in $RATIOS; do
         --seed $SEED \\
         --is_binary \\
         --nb_classes {nb_classes} \\
-        --world_size $NPROC
+        --world_size $NPROC $EXTRA_ARGS
     torchrun --nnodes=1 --master_port=2025 --nproc_per_node=$NPROC run_class_finetuning.py \\
         --dataset_dir {data_dir} \\
         --output_dir checkpoints/finetune/{ckpt_group}/finetune_$NAME/ \\

@@ -234,3 +234,20 @@ def test_label_fraction_smaller_than_one_batch_still_trains(tmp_path):
                    "--sampling_method", "random", "--batch_size", "256", "--num_workers", "0", "--epochs", "1"])  # fmt: skip
     log = json.loads((out / "log.txt").read_text())
     assert log["train_loss"] > 0 and (out / "checkpoint-best.pth").is_file()
+
+
+def test_cached_features_linear_probe_equals_the_plain_one(tmp_path):
+    down = make_downstream(tmp_path)
+    argv = ["--model", "HeartLang_finetune_tiny", "--trainable", "linear", "--nb_classes", "3", "--is_binary",
+            "--dataset_dir", str(down), "--epochs", "2", *COMMON]  # fmt: skip
+    _run_inprocess(SCRIPTS[2], [*argv, "--output_dir", str(tmp_path / "plain")])
+    _run_inprocess(SCRIPTS[2], [*argv, "--output_dir", str(tmp_path / "cached"), "--cache_features"])
+    a = [json.loads(line) for line in (tmp_path / "plain" / "log.txt").read_text().splitlines()]
+    b = [json.loads(line) for line in (tmp_path / "cached" / "log.txt").read_text().splitlines()]
+    for x, y in zip(a, b):
+        for key in ("train_loss", "val_loss", "val_macro_auc", "train_lr"):
+            assert y[key] == pytest.approx(x[key], rel=1e-5, abs=1e-6), key
+    with pytest.raises(ValueError, match="--trainable linear"):
+        _run_inprocess(
+            SCRIPTS[2], [*argv[:3], "all", *argv[4:], "--output_dir", str(tmp_path / "x"), "--cache_features"]
+        )

@@ -9,6 +9,7 @@ SAMPLING=${SAMPLING:-random}
 TRAINABLE=${TRAINABLE:-linear}
 SEED=${SEED:-0}
 FINETUNE=${FINETUNE:-checkpoints/heartlang_base/checkpoint-200.pth}
+EXTRA_ARGS=${EXTRA_ARGS:-}  # e.g. "--cache_features" (linear probe on cached CLS features)
 for RATIO in $RATIOS; do
     NAME=super_6leads_base_${TRAINABLE}_${RATIO}_${SAMPLING}
     torchrun --nnodes=1 --master_port=2025 --nproc_per_node=$NPROC run_class_finetuning.py \
@@ -31,7 +32,7 @@ for RATIO in $RATIOS; do
         --seed $SEED \
         --is_binary \
         --nb_classes 5 \
-        --world_size $NPROC
+        --world_size $NPROC $EXTRA_ARGS
     torchrun --nnodes=1 --master_port=2025 --nproc_per_node=$NPROC run_class_finetuning.py \
         --dataset_dir datasets/ecg_datasets/PTBXL_QRS_6Leads/superdiagnostic \
         --output_dir checkpoints/finetune/ptbxl/finetune_$NAME/ \
