@@ -128,7 +128,7 @@ def probe_batch_size(task_dir: Path, ratio: float, batch: int, nproc: int, args)
     from datasets.ecg_dataset import subsample_indices
 
     labels_file = task_dir / "train_labels.npy"
-    if args.dry_run and not labels_file.is_file():
+    if getattr(args, "dry_run", False) and not labels_file.is_file():
         return batch
     n_keep = len(subsample_indices(np.load(labels_file, mmap_mode="r"), ratio, "random", args.seed))
     return max(1, min(batch, n_keep // nproc))
