@@ -224,7 +224,15 @@ def main(args) -> dict:
             state = build_state(
                 model, epoch, args, optimizer, amp.scaler, model_config, best_val_auc=best_auc
             )
-            if improved:
+            # A val split where no class has both positives and negatives has no AUC in any epoch: keep
+            # the last epoch as the "best" so --eval still works, and say so loudly.
+            no_auc_ever = math.isinf(best_auc) and epoch == args.epochs - 1
+            if no_auc_ever:
+                print0(
+                    f"WARNING: validation macro AUC was undefined in every epoch ({args.dataset_dir} val split "
+                    "has no class with both positive and negative records); checkpoint-best.pth = last epoch"
+                )
+            if improved or no_auc_ever:
                 save_checkpoint(args.output_dir, "checkpoint-best.pth", state)
             save_epoch_checkpoints(args.output_dir, epoch, args.epochs, args.save_ckpt_freq, state)
         append_jsonl(Path(args.output_dir) / "log.txt", stats)

@@ -251,3 +251,24 @@ def test_cached_features_linear_probe_equals_the_plain_one(tmp_path):
         _run_inprocess(
             SCRIPTS[2], [*argv[:3], "all", *argv[4:], "--output_dir", str(tmp_path / "x"), "--cache_features"]
         )
+
+
+def test_undefined_val_auc_keeps_last_epoch_as_best(tmp_path, capsys):
+    """A val split where every class is all-positive or all-negative has no AUC: --eval must still work."""
+    import numpy as np
+
+    down = make_downstream(tmp_path)
+    labels = np.load(down / "val_labels.npy")
+    np.save(down / "val_labels.npy", np.ones_like(labels))  # no negatives -> AUC undefined for every class
+    out = tmp_path / "noauc"
+    argv = ["--model", "HeartLang_finetune_tiny", "--trainable", "linear", "--nb_classes", "3", "--is_binary",
+            "--dataset_dir", str(down), "--output_dir", str(out), "--epochs", "2", *COMMON]  # fmt: skip
+    _run_inprocess(SCRIPTS[2], argv)
+    assert "undefined in every epoch" in capsys.readouterr().out
+    best = json.loads((out / "log.txt").read_text().splitlines()[-1])
+    assert best["epoch"] == 1
+    import torch
+
+    assert torch.load(out / "checkpoint-best.pth", weights_only=True)["epoch"] == 1
+    _run_inprocess(SCRIPTS[2], [*argv, "--eval", "--results_csv", str(tmp_path / "r.csv")])
+    assert (tmp_path / "r.csv").is_file()
