@@ -28,6 +28,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HEARTLANG_NO_PROGRESS", "1")  # timing output stays readable (no tqdm bars)
 
 from engine.common import Amp, train_one_epoch  # noqa: E402
 from engine.finetune import FinetuneStep, set_train_mode, set_trainable  # noqa: E402
