@@ -38,8 +38,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--ptbxl", default=REPO.parent / "shared" / "data" / "ptbxl", type=Path)
     p.add_argument("--output_dir", default=Path("real_check_output"), type=Path)
     p.add_argument("--vq_epochs", default=8, type=int)
-    p.add_argument("--pt_epochs", default=4, type=int)
-    p.add_argument("--ft_epochs", default=10, type=int)
+    p.add_argument("--pt_epochs", default=12, type=int)
+    p.add_argument("--ft_epochs", default=100, type=int, help="linear-probe epochs (the seed's 100)")
     p.add_argument("--ratios", nargs="+", default=[0.1, 1.0], type=float)
     p.add_argument("--batch_size", default=32, type=int)
     p.add_argument("--max_unlabeled", default=0, type=int, help="use only the first N unlabeled records")
@@ -123,7 +123,7 @@ def main(args) -> dict:
                   "--is_binary", "--nb_classes", str(n_classes), "--batch_size", str(batch), "--num_workers", "0",
                   "--seed", str(args.seed)]  # fmt: skip
             ft += ["--finetune", str(pt_ckpt)] if init == "pretrained" else []
-            run.run([*ft, "--lr", "5e-3", "--epochs", str(args.ft_epochs), "--warmup_epochs", "1", "--save_ckpt_freq",
+            run.run([*ft, "--cache_features", "--lr", "5e-3", "--epochs", str(args.ft_epochs), "--warmup_epochs", "1", "--save_ckpt_freq",
                      str(args.ft_epochs)], f"probe {name}",
                     done=ckpt / "finetune" / name / f"checkpoint-{args.ft_epochs}.pth")  # fmt: skip
             run.run([*ft, "--eval", "--results_csv", str(results_csv)], f"eval {name}")
