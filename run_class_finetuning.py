@@ -28,8 +28,10 @@ from engine.common import (
     make_loader,
     print_run_header,
     reseed_epoch,
+    setup_optimization,
     steps_per_epoch,
     train_one_epoch,
+    wrap_ddp,
 )
 from engine.finetune import (
     FinetuneStep,
@@ -43,11 +45,10 @@ from engine.finetune import (
 )
 from modeling import create_model
 from modeling.checkpoint import load_checkpoint_file, load_pretrained_into_classifier, load_state_dict_strict
-from utils.checkpoint import auto_resume, build_state, save_checkpoint, save_epoch_checkpoints
+from utils.checkpoint import build_state, save_checkpoint, save_epoch_checkpoints
 from utils.dist import destroy_distributed, init_distributed_mode, is_main_process, print0, seed_everything
 from utils.logging import TensorboardLogger, append_jsonl, save_args
 from utils.metrics import format_table
-from utils.optim import cosine_scheduler, create_optimizer
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -159,17 +160,9 @@ def main(args) -> dict:
     niter = steps_per_epoch(train_loader, args.update_freq, args.max_steps_per_epoch)
     print_run_header(args, info, len(train_set), niter, amp, print0)
 
-    optimizer = create_optimizer(
-        args, model, layer_decay=args.layer_decay if args.trainable == "all" else 1.0
-    )
-    lr_values = cosine_scheduler(
-        args.lr, args.min_lr, args.epochs, niter, args.warmup_epochs, args.warmup_lr, args.warmup_steps
-    )
-    start_epoch, ckpt = (
-        auto_resume(args.output_dir, model, optimizer, amp.scaler, resume=args.resume or None)
-        if args.auto_resume or args.resume
-        else (0, None)
-    )
+    # Layer decay only matters when the blocks train (--trainable all); the linear probe trains mlp_head.
+    layer_decay = args.layer_decay if args.trainable == "all" else 1.0
+    optimizer, lr_values, start_epoch, ckpt = setup_optimization(args, model, niter, amp, layer_decay)
     best_auc = float(ckpt.get("best_val_auc", -math.inf)) if ckpt else -math.inf
     train_model = model
     if args.cache_features:
@@ -193,13 +186,7 @@ def main(args) -> dict:
             val_set, args, info, train=False, sampler=ShardSampler(len(val_set), info.rank, info.world_size)
         )
         train_model = model.mlp_head
-    ddp = (
-        torch.nn.parallel.DistributedDataParallel(
-            train_model, device_ids=[info.local_rank] if info.device.type == "cuda" else None
-        )
-        if info.distributed
-        else train_model
-    )
+    ddp = wrap_ddp(train_model, info)
     save_args(args, args.output_dir, model_config)
     tb = TensorboardLogger(args.log_dir)
     step_fn = FinetuneStep(info.device, args.is_binary)

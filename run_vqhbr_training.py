@@ -14,8 +14,6 @@ import json
 import time
 from pathlib import Path
 
-import torch
-
 from datasets.ecg_dataset import build_sentence_dataset
 from engine.common import (
     Amp,
@@ -24,15 +22,16 @@ from engine.common import (
     make_loader,
     print_run_header,
     reseed_epoch,
+    setup_optimization,
     steps_per_epoch,
     train_one_epoch,
+    wrap_ddp,
 )
 from engine.vqhbr import ema_usage_stats, evaluate, vqhbr_step
 from modeling import create_model
-from utils.checkpoint import auto_resume, build_state, save_epoch_checkpoints
+from utils.checkpoint import build_state, save_epoch_checkpoints
 from utils.dist import destroy_distributed, init_distributed_mode, print0, seed_everything
 from utils.logging import TensorboardLogger, append_jsonl, save_args
-from utils.optim import cosine_scheduler, create_optimizer
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -76,22 +75,8 @@ def main(args) -> dict:
     print_run_header(args, info, len(train_set), niter, amp, print0)
     print0(f"model {args.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
 
-    optimizer = create_optimizer(args, model)
-    lr_values = cosine_scheduler(
-        args.lr, args.min_lr, args.epochs, niter, args.warmup_epochs, args.warmup_lr, args.warmup_steps
-    )
-    start_epoch, _ = (
-        auto_resume(args.output_dir, model, optimizer, amp.scaler, resume=args.resume or None)
-        if args.auto_resume or args.resume
-        else (0, None)
-    )
-    ddp = (
-        torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[info.local_rank] if info.device.type == "cuda" else None
-        )
-        if info.distributed
-        else model
-    )
+    optimizer, lr_values, start_epoch, _ = setup_optimization(args, model, niter, amp)
+    ddp = wrap_ddp(model, info)
     save_args(args, args.output_dir, model_config)
     tb = TensorboardLogger(args.log_dir)
     step_fn = lambda net, batch: vqhbr_step(net, batch, info.device)  # noqa: E731

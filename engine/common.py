@@ -21,9 +21,10 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from utils.checkpoint import auto_resume
 from utils.dist import DistInfo, get_world_size, is_dist_avail_and_initialized
 from utils.logging import MetricLogger, TensorboardLogger
-from utils.optim import adjust_learning_rate
+from utils.optim import adjust_learning_rate, cosine_scheduler, create_optimizer
 
 
 def add_common_args(parser) -> None:
@@ -240,4 +241,31 @@ def print_run_header(args, info: DistInfo, n_train: int, niter_per_ep: int, amp:
     print0(
         f"batch {args.batch_size} per process x update_freq {update_freq} x world {info.world_size} "
         f"= effective batch {eff}; lr {args.lr:.3e} (min {args.min_lr:.3e}, warm-up {args.warmup_epochs} ep)"
+    )
+
+
+def setup_optimization(args, model: torch.nn.Module, niter_per_ep: int, amp: Amp, layer_decay: float = 1.0):
+    """AdamW (layer-decay groups), the per-step lr schedule, and auto-resume: shared by the three stages.
+
+    Returns ``(optimizer, lr_values, start_epoch, checkpoint)``; ``checkpoint`` is the resumed dict
+    (stage extras such as the best validation AUC) or None when training starts from scratch.
+    """
+    optimizer = create_optimizer(args, model, layer_decay=layer_decay)
+    lr_values = cosine_scheduler(
+        args.lr, args.min_lr, args.epochs, niter_per_ep, args.warmup_epochs, args.warmup_lr, args.warmup_steps
+    )
+    start_epoch, ckpt = (
+        auto_resume(args.output_dir, model, optimizer, amp.scaler, resume=args.resume or None)
+        if args.auto_resume or args.resume
+        else (0, None)
+    )
+    return optimizer, lr_values, start_epoch, ckpt
+
+
+def wrap_ddp(module: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
+    """DistributedDataParallel when running under torchrun with several processes, else the module."""
+    if not info.distributed:
+        return module
+    return torch.nn.parallel.DistributedDataParallel(
+        module, device_ids=[info.local_rank] if info.device.type == "cuda" else None
     )
