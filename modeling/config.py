@@ -126,6 +126,4 @@ class VQHBRConfig:
         _check_positive(self, ("seq_len", "time_window", "embed_dim", "encoder_depth", "decoder_depth"))
         _check_positive(self, ("heads", "dim_head", "mlp_dim", "n_code", "code_dim", "decoder_out_dim"))
         _check_positive(self, ("num_lead_ids", "num_time_ids"))
-        _check_probability(self, ("dropout", "emb_dropout"))
-        if not 0.0 <= float(self.decay) < 1.0:
-            raise ValueError(f"VQHBRConfig.decay must be in [0, 1), got {self.decay!r}")
+        _check_probability(self, ("dropout", "emb_dropout", "decay"))
