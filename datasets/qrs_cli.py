@@ -55,7 +55,6 @@ def _natural_key(name: str):
 def find_splits(folder: Path) -> list[str]:
     """Splits with a ``{split}_data.npy`` in ``folder``: train, val, test first, then the rest sorted."""
     found = [m.group(1) for p in folder.iterdir() if p.is_file() and (m := _INPUT_RE.match(p.name))]
-    found = [s for s in found if not _OUTPUT_RE.search(f"{s}_data.npy")]
     return [s for s in SPLIT_ORDER if s in found] + sorted(set(found) - set(SPLIT_ORDER))
 
 
