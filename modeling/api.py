@@ -25,16 +25,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import load_checkpoint_file, load_pretrained_into_classifier, load_state_dict_strict
+from .checkpoint import (
+    load_pretrained_into_classifier,
+    load_state_dict_strict,
+    read_checkpoint,
+    state_dict_of,
+)
 from .heartlang import HeartLang, HeartLangClassifier
 from .registry import MODEL_CONFIGS, create_model, get_config
 
 POOLS = ("cls", "mean", "both")
 
 
-def read_checkpoint_meta(path: str | os.PathLike) -> dict:
-    """``{"model_name", "model_config"}`` stored by our training scripts; empty values for released files."""
-    obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+def checkpoint_meta(obj: object) -> dict:
+    """``{"model_name", "model_config"}`` of a loaded checkpoint, as our training scripts store them;
+    empty values for released files."""
     meta = {"model_name": None, "model_config": None}
     if isinstance(obj, Mapping):
         args = obj.get("args")
@@ -67,8 +72,10 @@ def load_pretrained(
         does (backbone only; ``mlp_head`` keeps its initial values and is not used for features).
     overrides: config fields (e.g. ``num_classes``) on top of the stored / registry config.
     """
-    state_dict = load_checkpoint_file(checkpoint)
-    meta = read_checkpoint_meta(checkpoint)
+    source = os.fspath(checkpoint)
+    obj = read_checkpoint(source)  # read once: state_dict and meta come from the same object
+    state_dict = state_dict_of(obj, source)
+    meta = checkpoint_meta(obj)
     name = model or meta["model_name"]
     if name is None:
         raise ValueError(
@@ -96,7 +103,6 @@ def load_pretrained(
         config["vocab_size"] = int(state_dict[head].shape[0])
     config.update(overrides)
     net = create_model(name, **config)
-    source = os.fspath(checkpoint)
     if cls is HeartLangClassifier and kind == "heartlang":
         load_pretrained_into_classifier(net, state_dict, source=source)
     elif cls is HeartLang and kind == "classifier":

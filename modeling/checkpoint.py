@@ -11,6 +11,7 @@ import fnmatch
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -41,19 +42,28 @@ def strip_wrapper_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, 
     return out
 
 
-def load_checkpoint_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a checkpoint (``{"model": state_dict, ...}`` or a bare state_dict) with weights_only=True."""
+def read_checkpoint(path: str | os.PathLike) -> Any:
+    """The whole object stored in a checkpoint file, read on CPU with weights_only=True."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def state_dict_of(obj: Any, source: str) -> dict[str, torch.Tensor]:
+    """The model state_dict of a loaded checkpoint (``{"model": state_dict, ...}`` or a bare state_dict)."""
     if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
         obj = obj["model"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ValueError(
-            f"checkpoint {path} holds neither {{'model': state_dict}} nor a bare state_dict of tensors"
+            f"checkpoint {source} holds neither {{'model': state_dict}} nor a bare state_dict of tensors"
         )
     return strip_wrapper_prefixes(obj)
+
+
+def load_checkpoint_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a checkpoint (``{"model": state_dict, ...}`` or a bare state_dict) with weights_only=True."""
+    return state_dict_of(read_checkpoint(path), os.fspath(path))
 
 
 def _matches(key: str, patterns: Iterable[str]) -> bool:
