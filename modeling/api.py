@@ -31,6 +31,7 @@ from .checkpoint import (
     read_checkpoint,
     state_dict_of,
 )
+from .embedding import padding_positions
 from .heartlang import HeartLang, HeartLangClassifier
 from .registry import MODEL_CONFIGS, create_model, get_config
 
@@ -147,9 +148,7 @@ def embed_sentences(
     backbone.eval()
     feats = backbone(x, None, c, t, return_all_tokens=True)  # (B, 257, D), final LayerNorm applied
     cls = feats[:, 0]
-    # Real words: lead id != 0 when ids are given, else words that are not all zero (the padding rule
-    # the VQ-HBR encoder uses).
-    real = (c != 0) if c is not None else x.abs().sum(-1) > 0  # (B, 256)
+    real = ~padding_positions(x, c)  # (B, 256): the padding rule of padding_attention_mask
     weights = real.to(feats.dtype).unsqueeze(-1)
     mean = (feats[:, 1:] * weights).sum(1) / weights.sum(1).clamp(min=1.0)
     out = {"cls": cls, "mean": mean, "both": torch.stack([cls, mean], dim=1)}[pool]

@@ -60,6 +60,11 @@ def padding_words(x: torch.Tensor) -> torch.Tensor:
     return (x == 0).all(dim=-1)
 
 
+def padding_positions(x: torch.Tensor, in_chan_matrix: torch.Tensor | None = None) -> torch.Tensor:
+    """Padding words: lead id 0 when ids are given, else all-zero words. -> (B, N) bool."""
+    return in_chan_matrix == 0 if in_chan_matrix is not None else padding_words(x)
+
+
 class SentenceBackbone(nn.Module):
     """Embedding + pre-norm transformer + final LayerNorm. Subclasses add heads.
 
@@ -107,7 +112,7 @@ class SentenceBackbone(nn.Module):
         if not self.padding_attention_mask:
             return None
         if padding_mask is None:
-            padding_mask = in_chan_matrix == 0 if in_chan_matrix is not None else padding_words(x)
+            padding_mask = padding_positions(x, in_chan_matrix)
         keep = torch.cat([padding_mask.new_ones(padding_mask.shape[0], 1), ~padding_mask.bool()], dim=1)
         return keep[:, None, None, :]
 
