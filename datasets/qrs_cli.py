@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from datasets.preprocess.signal import STANDARD_LEADS
 from datasets.qrs_parallel import SUMMARY_SUFFIX, format_summary, is_complete, tokenize_array
-from datasets.qrs_plot import LEAD_NAMES, lead_name, plot_record
+from datasets.qrs_plot import lead_name, plot_record
 
 SPLIT_ORDER = ("train", "val", "test")
 _INPUT_RE = re.compile(r"^(?!\.)(.+)_data\.npy$")
@@ -29,7 +30,7 @@ def parse_channels(tokens) -> list[int] | None:
     """``["0", "1,7"]`` or lead names (``["I", "V2"]``) -> ``[0, 1, 7]``; None/empty -> None (all leads)."""
     if not tokens:
         return None
-    names = {n.lower(): i for i, n in enumerate(LEAD_NAMES)}
+    names = {n.lower(): i for i, n in enumerate(STANDARD_LEADS)}
     out = []
     for tok in ",".join(str(t) for t in tokens).split(","):
         tok = tok.strip()
@@ -41,7 +42,7 @@ def parse_channels(tokens) -> list[int] | None:
             out.append(names[tok.lower()])
         else:
             raise ValueError(
-                f"unknown lead {tok!r} in --used_channels (use indices 0-11 or names {LEAD_NAMES})"
+                f"unknown lead {tok!r} in --used_channels (use indices 0-11 or names {STANDARD_LEADS})"
             )
     if len(set(out)) != len(out):
         raise ValueError(f"--used_channels lists a lead twice: {out}")

@@ -10,13 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
+from datasets.preprocess.signal import STANDARD_LEADS
 from datasets.qrs_tokenizer import tokenize_record, word_bounds
-
-LEAD_NAMES = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 
 
 def lead_name(index: int) -> str:
-    return LEAD_NAMES[index] if 0 <= index < len(LEAD_NAMES) else f"lead {index}"
+    return STANDARD_LEADS[index] if 0 <= index < len(STANDARD_LEADS) else f"lead {index}"
 
 
 def plot_record(

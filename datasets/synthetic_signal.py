@@ -26,7 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
+from datasets.preprocess.signal import STANDARD_LEADS
+
+LEADS = STANDARD_LEADS  # the rows of LEAD_AXES: the lead order of every array the pipeline writes
 SUPERCLASSES = ("NORM", "MI", "STTC", "CD", "HYP")
 # SCP-ECG diagnostic statements the model can draw, with their PTB-XL superclass.
 DIAGNOSTIC_CODES = {
