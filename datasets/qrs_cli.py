@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from datasets.preprocess.signal import STANDARD_LEADS
-from datasets.qrs_parallel import SUMMARY_SUFFIX, format_summary, is_complete, tokenize_array
+from datasets.qrs_parallel import SUMMARY_SUFFIX, format_summary, infer_layout, is_complete, tokenize_array
 from datasets.qrs_plot import lead_name, plot_record
 
 SPLIT_ORDER = ("train", "val", "test")
@@ -177,8 +177,6 @@ def tokenize_dataset(args) -> dict:
 
 
 def _plot_subset(args, src: Path, plot_dir: Path, subset: str, split: str, used: list[int]) -> None:
-    from datasets.qrs_parallel import infer_layout
-
     arr = np.load(src / f"{split}_data.npy", mmap_mode="r")
     lay = infer_layout(arr.shape, args.n_leads, args.layout)
     picks = np.unique(np.linspace(0, len(arr) - 1, num=min(args.plot, len(arr))).astype(int))
