@@ -11,10 +11,10 @@ State-dict keys are the original's: ``cluster_size`` (buffer, EMA code usage), `
 ``embedding.initted`` (buffer).
 
 Distributed training: usage counts and cluster sums are summed over ranks by an injected
-``all_reduce_fn`` (default: ``torch.distributed.all_reduce`` when a process group with more than one
-process exists, otherwise nothing is called); k-means runs on rank 0 and is broadcast by
-``broadcast_fn`` so that every rank starts from the same codebook (the original ran it on every rank
-independently, so the ranks disagreed).
+``all_reduce_fn`` (default: ``utils.dist.all_reduce_sum_``, i.e. ``torch.distributed.all_reduce`` when
+a process group with more than one process exists, otherwise nothing is called); k-means runs on
+rank 0 and is broadcast by ``broadcast_fn`` so that every rank starts from the same codebook (the
+original ran it on every rank independently, so the ranks disagreed).
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from utils.dist import all_reduce_sum_, get_rank, get_world_size
+
 TensorFn = Callable[[torch.Tensor], None]
 
 
@@ -33,19 +35,9 @@ def l2norm(t: torch.Tensor) -> torch.Tensor:
     return F.normalize(t, p=2, dim=-1)
 
 
-def _multi_process() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def default_all_reduce(tensor: torch.Tensor) -> None:
-    """In-place sum over ranks; a no-op (no collective at all) with one process or no process group."""
-    if _multi_process():
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-
-
 def default_broadcast(tensor: torch.Tensor) -> None:
     """In-place broadcast from rank 0; a no-op with one process or no process group."""
-    if _multi_process():
+    if get_world_size() > 1:
         dist.broadcast(tensor, src=0)
 
 
@@ -120,7 +112,7 @@ class NormEMAVectorQuantizer(nn.Module):
         self.kmeans_iters = kmeans_iters
         self.register_buffer("cluster_size", torch.zeros(n_embed))
         self.embedding = EmbeddingEMA(n_embed, embedding_dim, kmeans_init)
-        self.all_reduce_fn: TensorFn = all_reduce_fn or default_all_reduce
+        self.all_reduce_fn: TensorFn = all_reduce_fn or all_reduce_sum_
         self.broadcast_fn: TensorFn = broadcast_fn or default_broadcast
 
     @torch.no_grad()
@@ -132,7 +124,7 @@ class NormEMAVectorQuantizer(nn.Module):
         """
         if bool(self.embedding.initted.item()):
             return
-        rank = dist.get_rank() if _multi_process() else 0
+        rank = get_rank()
         weight = torch.empty_like(self.embedding.weight)
         bins = torch.empty_like(self.embedding.cluster_size)
         if rank == 0:
