@@ -93,11 +93,8 @@ def labels_summary(y: np.ndarray, classes: Sequence[str], split_rows: dict[str, 
 def save_labelled_split(
     out: Path, split: str, x: np.ndarray, y: np.ndarray, ids: np.ndarray, id_name: str
 ) -> None:
-    """Write ``{split}_data.npy`` (N, 12, 1000) float32, ``{split}_labels.npy`` (N, C) int64 and the row ids.
-
-    Row ids go to ``{split}_{id_name}.npy`` (numbers) or ``{split}_{id_name}.json`` (names), so no
-    file but data and labels matches the ``*_data*`` / ``*labels*`` patterns of the tokenizer.
-    """
+    """Write ``{split}_data.npy`` (N, 12, 1000) float32, ``{split}_labels.npy`` (N, C) int64 and
+    ``{split}_{id_name}.npy`` (N,) int64, the source id of each row (PTB-XL's ``ecg_id``)."""
     out.mkdir(parents=True, exist_ok=True)
     if x.ndim != 3 or x.shape[1:] != (12, 1000) or len(x) != len(y):
         raise ValueError(
@@ -105,11 +102,7 @@ def save_labelled_split(
         )
     np.save(out / f"{split}_data.npy", np.ascontiguousarray(x, dtype=np.float32))
     np.save(out / f"{split}_labels.npy", np.asarray(y, dtype=np.int64))
-    ids = np.asarray(ids)
-    if ids.dtype.kind in "iu":
-        np.save(out / f"{split}_{id_name}.npy", ids.astype(np.int64))
-    else:
-        (out / f"{split}_{id_name}.json").write_text(json.dumps([str(i) for i in ids]) + "\n")
+    np.save(out / f"{split}_{id_name}.npy", np.asarray(ids).astype(np.int64))
 
 
 def write_classes(out: Path, classes: Sequence[str], names: dict[str, str] | None = None) -> None:
