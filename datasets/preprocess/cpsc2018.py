@@ -21,11 +21,10 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import wfdb
 
 from datasets.preprocess.downstream import RecordRef, add_common_args, build
 from datasets.preprocess.labels import CPSC_CLASSES, CPSC_REFERENCE_NUMBERS, CPSC_SNOMED
-from datasets.preprocess.records import parse_dx
+from datasets.preprocess.records import read_header_dx
 from datasets.preprocess.signal import TARGET_LEN, minmax_scale, resample_fft
 
 KEEP_SAMPLES = 2500  # 5 s at 500 Hz
@@ -94,10 +93,7 @@ def collect_labels(
     for ref in refs:
         from_header: list[str] = []
         if ref.kind == "wfdb":
-            try:
-                codes = parse_dx(wfdb.rdheader(ref.path).comments)
-            except Exception:  # unreadable header: the signal read will report it
-                codes = []
+            codes = read_header_dx(ref.path) or []  # unreadable header: the signal read reports it
             from_header = sorted({CPSC_SNOMED[c] for c in codes if c in CPSC_SNOMED})
             unmapped.update(c for c in codes if c not in CPSC_SNOMED)
         if from_header:

@@ -23,11 +23,10 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import wfdb
 
 from datasets.preprocess.downstream import RecordRef, add_common_args, build
 from datasets.preprocess.labels import SNOMED_NAMES
-from datasets.preprocess.records import parse_dx
+from datasets.preprocess.records import read_header_dx
 from datasets.preprocess.signal import TARGET_LEN, SignalError, bandpass, minmax_scale, resample_fft
 
 EXPECTED_LEN = 5000
@@ -73,10 +72,10 @@ def read_codes(refs: list[RecordRef]) -> tuple[dict[str, list[str]], list[str]]:
     """{record name: Dx codes} from the headers; names of records whose header cannot be read."""
     codes, bad = {}, []
     for ref in refs:
-        try:
-            codes[ref.name] = parse_dx(wfdb.rdheader(ref.path).comments)
-        except Exception:  # reported again (as unreadable) when the signal is read
-            codes[ref.name], _ = [], bad.append(ref.name)
+        dx = read_header_dx(ref.path)
+        if dx is None:  # reported again (as unreadable) when the signal is read
+            bad.append(ref.name)
+        codes[ref.name] = dx or []
     return codes, bad
 
 

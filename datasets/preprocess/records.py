@@ -77,6 +77,17 @@ def parse_dx(comments: Sequence[str]) -> list[str]:
     return [c.strip() for c in value.split(",") if c.strip()]
 
 
+def read_header_dx(path: str | os.PathLike) -> list[str] | None:
+    """``parse_dx`` of a WFDB header (``path`` without extension); None if the header cannot be read.
+
+    Only the labels are read here; an unreadable record is reported when its signal is read.
+    """
+    try:
+        return parse_dx(wfdb.rdheader(str(path)).comments)
+    except Exception:  # wfdb raises many types (ValueError, OSError, parse errors)
+        return None
+
+
 class SkipLog:
     """Collects skipped records (path, reason, detail) and writes them as CSV."""
 
