@@ -97,9 +97,11 @@ def collect_labels(
             from_header = sorted({CPSC_SNOMED[c] for c in codes if c in CPSC_SNOMED})
             unmapped.update(c for c in codes if c not in CPSC_SNOMED)
         if from_header:
-            labels[ref.name], origin["header_dx"] = from_header, origin["header_dx"] + 1
+            labels[ref.name] = from_header
+            origin["header_dx"] += 1
         elif reference.get(ref.name):
-            labels[ref.name], origin["reference_csv"] = reference[ref.name], origin["reference_csv"] + 1
+            labels[ref.name] = reference[ref.name]
+            origin["reference_csv"] += 1
     return labels, {"label_origin": dict(origin), "unmapped_dx_codes": dict(unmapped)}
 
 
