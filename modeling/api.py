@@ -83,8 +83,7 @@ def load_pretrained(
             f"{checkpoint} stores no model name (a released checkpoint?): pass model=, e.g. 'HeartLang' "
             f"or 'HeartLang_finetune_base'; known names: {', '.join(MODEL_CONFIGS)}"
         )
-    if name not in MODEL_CONFIGS:
-        raise KeyError(f"unknown model {name!r}; known models: {', '.join(MODEL_CONFIGS)}")
+    base = get_config(name)  # KeyError naming the known models for an unknown name
     cls = MODEL_CONFIGS[name][0]
     kind = _checkpoint_kind(state_dict)
     if kind == "vqhbr" or cls not in (HeartLang, HeartLangClassifier):
@@ -94,7 +93,7 @@ def load_pretrained(
         )
     # Our checkpoints carry the exact config; keep the fields the target class knows (a pre-training
     # config has vocab_size, a classifier config num_classes).
-    valid = set(get_config(name).__dataclass_fields__)
+    valid = set(base.__dataclass_fields__)
     config = {k: v for k, v in (meta["model_config"] or {}).items() if k in valid}
     if cls is HeartLangClassifier and kind == "classifier":
         config["num_classes"] = int(state_dict["mlp_head.weight"].shape[0])
