@@ -137,13 +137,9 @@ def embed_sentences(
         raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
     backbone = _backbone(model)
     device = next(backbone.parameters()).device
-    x = (
-        torch.as_tensor(np.asarray(x, dtype=np.float32) if isinstance(x, np.ndarray) else x)
-        .float()
-        .to(device)
-    )
-    c = None if in_chans is None else torch.as_tensor(np.asarray(in_chans)).long().to(device)
-    t = None if in_times is None else torch.as_tensor(np.asarray(in_times)).long().to(device)
+    x = torch.as_tensor(x, dtype=torch.float32, device=device)
+    c = None if in_chans is None else torch.as_tensor(in_chans, dtype=torch.long, device=device)
+    t = None if in_times is None else torch.as_tensor(in_times, dtype=torch.long, device=device)
     backbone.eval()
     feats = backbone(x, None, c, t, return_all_tokens=True)  # (B, 257, D), final LayerNorm applied
     cls = feats[:, 0]
