@@ -164,16 +164,12 @@ def main() -> None:
                     f"(+{row['step_peak_extra_mib']:.0f} during steps)",
                     flush=True,
                 )
-    for row in rows:
-        if row["attention"] == "sdpa":
-            plain = next(
-                r
-                for r in rows
-                if r["attention"] == "plain"
-                and (r["model"], r["batch_size"]) == (row["model"], row["batch_size"])
-            )
-            row["speedup_vs_plain"] = row["samples_per_s"] / plain["samples_per_s"]
-            row["extra_mem_saved_mib"] = plain["step_peak_extra_mib"] - row["step_peak_extra_mib"]
+    # Each SDPA row next to the plain-attention row of the same model and batch size.
+    plain_of = {(r["model"], r["batch_size"]): r for r in rows if r["attention"] == "plain"}
+    pairs = [(r, plain_of[r["model"], r["batch_size"]]) for r in rows if r["attention"] == "sdpa"]
+    for row, plain in pairs:
+        row["speedup_vs_plain"] = row["samples_per_s"] / plain["samples_per_s"]
+        row["extra_mem_saved_mib"] = plain["step_peak_extra_mib"] - row["step_peak_extra_mib"]
     result = {
         "device": "cpu",
         "torch": torch.__version__,
@@ -190,15 +186,7 @@ def main() -> None:
     out.write_text(json.dumps(result, indent=2))
     print("\n| model | batch | SDPA samples/s | plain samples/s | speed-up | SDPA +MiB | plain +MiB |")
     print("|---|---|---|---|---|---|---|")
-    for row in rows:
-        if row["attention"] != "sdpa":
-            continue
-        plain = next(
-            r
-            for r in rows
-            if r["attention"] == "plain"
-            and (r["model"], r["batch_size"]) == (row["model"], row["batch_size"])
-        )
+    for row, plain in pairs:
         print(
             f"| {row['model']} | {row['batch_size']} | {row['samples_per_s']:.2f} | {plain['samples_per_s']:.2f} | "
             f"{row['speedup_vs_plain']:.2f}x | {row['step_peak_extra_mib']:.0f} | {plain['step_peak_extra_mib']:.0f} |"
