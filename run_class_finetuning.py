@@ -23,7 +23,6 @@ from torch.utils.data import Subset
 from datasets.ecg_dataset import build_sentence_dataset, load_class_names, subsample_indices
 from engine.common import (
     Amp,
-    ShardSampler,
     add_common_args,
     make_loader,
     print_run_header,
@@ -106,9 +105,7 @@ def run_eval(args, info, model, amp) -> dict:
         raise FileNotFoundError(f"--eval needs {best}: train first with the same --output_dir")
     load_state_dict_strict(model, load_checkpoint_file(best))
     test_set = build_sentence_dataset(args.dataset_dir, "test")
-    loader = make_loader(
-        test_set, args, info, train=False, sampler=ShardSampler(len(test_set), info.rank, info.world_size)
-    )
+    loader = make_loader(test_set, args, info, train=False)
     stats, report = evaluate(model, loader, info.device, amp, args.is_binary, "Test")
     names = load_class_names(args.dataset_dir, args.nb_classes)
     print0(
@@ -154,9 +151,7 @@ def main(args) -> dict:
         f"training on {len(train_set)} of {len(train_full)} records ({args.sampling_method}, ratio {args.split_ratio})"
     )
     train_loader = make_loader(train_set, args, info, train=True)
-    val_loader = make_loader(
-        val_set, args, info, train=False, sampler=ShardSampler(len(val_set), info.rank, info.world_size)
-    )
+    val_loader = make_loader(val_set, args, info, train=False)
     niter = steps_per_epoch(train_loader, args.update_freq, args.max_steps_per_epoch)
     print_run_header(args, info, len(train_set), niter, amp, print0)
 
@@ -168,23 +163,10 @@ def main(args) -> dict:
     if args.cache_features:
         # The frozen backbone in eval mode gives the same CLS feature every epoch: compute it once (after
         # resuming, from the weights actually used) and train mlp_head alone on the cached features.
-        train_set = extract_features(
-            model,
-            make_loader(
-                train_set,
-                args,
-                info,
-                train=False,
-                sampler=ShardSampler(len(train_set), info.rank, info.world_size),
-            ),
-            info.device,
-            amp,
-        )
+        train_set = extract_features(model, make_loader(train_set, args, info, train=False), info.device, amp)
         val_set = extract_features(model, val_loader, info.device, amp)
         train_loader = make_loader(train_set, args, info, train=True)
-        val_loader = make_loader(
-            val_set, args, info, train=False, sampler=ShardSampler(len(val_set), info.rank, info.world_size)
-        )
+        val_loader = make_loader(val_set, args, info, train=False)
         train_model = model.mlp_head
     ddp = wrap_ddp(train_model, info)
     save_args(args, args.output_dir, model_config)

@@ -18,7 +18,6 @@ import torch
 from datasets.ecg_dataset import build_sentence_dataset
 from engine.common import (
     Amp,
-    ShardSampler,
     add_common_args,
     make_loader,
     print_run_header,
@@ -118,9 +117,7 @@ def main(args) -> dict:
     val_loader = None
     if args.val_freq > 0:
         val_set = build_sentence_dataset(args.dataset_dir, "val", with_labels=False)
-        val_loader = make_loader(
-            val_set, args, info, train=False, sampler=ShardSampler(len(val_set), info.rank, info.world_size)
-        )
+        val_loader = make_loader(val_set, args, info, train=False)
     stats: dict = {}
     t0 = time.time()
     for epoch in range(start_epoch, args.epochs):

@@ -17,7 +17,6 @@ from pathlib import Path
 from datasets.ecg_dataset import build_sentence_dataset
 from engine.common import (
     Amp,
-    ShardSampler,
     add_common_args,
     make_loader,
     print_run_header,
@@ -67,9 +66,7 @@ def main(args) -> dict:
     train_set = build_sentence_dataset(args.dataset_dir, "train", with_labels=False)
     val_set = build_sentence_dataset(args.dataset_dir, "val", with_labels=False)
     train_loader = make_loader(train_set, args, info, train=True)
-    val_loader = make_loader(
-        val_set, args, info, train=False, sampler=ShardSampler(len(val_set), info.rank, info.world_size)
-    )
+    val_loader = make_loader(val_set, args, info, train=False)
     niter = steps_per_epoch(train_loader, args.update_freq, args.max_steps_per_epoch)
     amp = Amp(info.device, args.amp)
     print_run_header(args, info, len(train_set), niter, amp, print0)

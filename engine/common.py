@@ -2,8 +2,8 @@
 
 * Mixed precision through ONE code path: ``torch.autocast(device_type)`` with bf16 (default where
   supported) or fp16 + ``GradScaler`` on CUDA, and autocast disabled (fp32) on CPU.
-* Data loaders over a ``DistributedSampler`` (also for one process, so 1..N ranks see the same
-  order logic), workers, pinned memory on GPU.
+* Data loaders over a ``DistributedSampler`` for training (also for one process, so 1..N ranks see the
+  same order logic) and a :class:`ShardSampler` for evaluation, workers, pinned memory on GPU.
 * :func:`train_one_epoch`: per-step lr from the cosine schedule, gradient accumulation with
   ``DDP.no_sync`` between boundaries, gradient clipping, smoothed meters, TensorBoard scalars.
   The stage supplies ``step_fn(model, batch) -> (loss, {name: value})``.
@@ -84,19 +84,20 @@ class Amp:
         return torch.autocast(device_type=self.device_type, dtype=self.dtype, enabled=self.enabled)
 
 
-def make_loader(
-    dataset: Dataset, args, info: DistInfo, train: bool, sampler: Sampler | None = None
-) -> DataLoader:
-    """DistributedSampler over ``dataset`` (shuffled and seeded by ``args.seed`` for training)."""
-    if sampler is None:
+def make_loader(dataset: Dataset, args, info: DistInfo, train: bool) -> DataLoader:
+    """Training: a DistributedSampler over ``dataset`` (shuffled and seeded by ``args.seed``).
+    Evaluation: a :class:`ShardSampler` (every sample exactly once over the ranks, for exact metrics)."""
+    if train:
         sampler = DistributedSampler(
             dataset,
             num_replicas=info.world_size,
             rank=info.rank,
-            shuffle=train,
+            shuffle=True,
             seed=args.seed,
-            drop_last=train,
+            drop_last=True,
         )
+    else:
+        sampler = ShardSampler(len(dataset), info.rank, info.world_size)
     # Training drops the last partial batch, except when a rank has less than one batch in all: a
     # 1 % label fraction (e.g. 70 PTB-XL form records with --batch_size 256) must still train.
     drop_last = train and len(sampler) >= args.batch_size

@@ -100,7 +100,8 @@ class FeatureDataset(Dataset):
 @torch.no_grad()
 def extract_features(model, loader, device: torch.device, amp: Amp) -> FeatureDataset:
     """CLS features of a whole split from the frozen backbone (eval mode), gathered over ranks so that
-    every rank holds the complete cached split. The loader must use a ShardSampler."""
+    every rank holds the complete cached split. The loader must use a ShardSampler
+    (``make_loader(train=False)``)."""
     net = unwrap(model)
     net.eval()
     feats, labels = [], []
@@ -120,7 +121,8 @@ def extract_features(model, loader, device: torch.device, amp: Amp) -> FeatureDa
 def predict(model, loader, device: torch.device, amp: Amp, is_binary: bool, header: str = "Eval"):
     """Logits and labels of the whole split, gathered over ranks in sample order, plus the mean loss.
 
-    The loader must use :class:`engine.common.ShardSampler` (every sample exactly once)."""
+    The loader must use :class:`engine.common.ShardSampler` (``make_loader(train=False)``: every sample
+    exactly once)."""
     model.eval()
     logger = MetricLogger()
     all_logits, all_labels = [], []
