@@ -25,7 +25,6 @@ import argparse
 import ast
 import datetime as dt
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +32,7 @@ import pandas as pd
 import wfdb
 from scipy.signal import resample_poly
 
+from datasets.preprocess.records import parallel_map
 from datasets.synthetic_labels import report_text, sample_statements, scp_statements_frame, superclasses_of
 from datasets.synthetic_signal import DIAGNOSTIC_CODES, LEADS, RHYTHMS, SUPERCLASSES, simulate_ecg
 
@@ -90,15 +90,6 @@ def _ptbxl_task(task: tuple) -> None:
         _write_wfdb(Path(out_dir) / hr_path, signal, 500, PTBXL_LEADS, 1000.0)
 
 
-def _run(fn, tasks: list, num_workers: int) -> None:
-    if num_workers <= 1:
-        for task in tasks:
-            fn(task)
-        return
-    with ProcessPoolExecutor(max_workers=num_workers) as pool:
-        list(pool.map(fn, tasks, chunksize=max(1, len(tasks) // (4 * num_workers))))
-
-
 def generate_mimic_like(
     out_dir, n_records: int, seed: int = 0, num_workers: int = 1, nan_fraction: float = 0.0
 ) -> pd.DataFrame:
@@ -128,7 +119,7 @@ def generate_mimic_like(
             codes, rhythm, _ = sample_statements(_record_rng(seed, _MIMIC, k, 0))
             tasks.append((str(out_dir), rel, when, seed, k, codes, rhythm, nan_fraction))
             k += 1
-    _run(_mimic_task, tasks, num_workers)
+    list(parallel_map(_mimic_task, tasks, num_workers))
     frame = pd.DataFrame(rows, columns=["subject_id", "study_id", "file_name", "ecg_time", "path"])
     frame.to_csv(out_dir / "record_list.csv", index=False)
     return frame
@@ -196,7 +187,7 @@ def generate_ptbxl_like(
             }
         )
         tasks.append((str(out_dir), lr, hr, seed, i, codes, rhythm, with_500hz))
-    _run(_ptbxl_task, tasks, num_workers)
+    list(parallel_map(_ptbxl_task, tasks, num_workers))
     frame = pd.DataFrame(rows).reindex(columns=PTBXL_COLUMNS)
     frame.to_csv(out_dir / "ptbxl_database.csv", index=False)
     scp_statements_frame().to_csv(out_dir / "scp_statements.csv")
