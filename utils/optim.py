@@ -9,7 +9,8 @@
   layer decay silently did nothing; ours asks the model, and the tests check the resulting lrs.
 * ``cosine_scheduler``: per-iteration value array (BEiT / MAE style) with a linear warm-up from
   ``start_warmup_value`` to ``base_value`` followed by a half-cosine to ``final_value``.
-* ``adjust_learning_rate``: writes ``lr * lr_scale`` (and weight decay) into every group for one step.
+* ``adjust_learning_rate``: writes ``lr * lr_scale`` into every group for one step (weight decay is
+  constant: no stage schedules it).
 
 timm's optimizer factory would do the grouping, but timm is not a dependency of this project, so the
 (short) logic lives here and is tested in tests/test_optim.py.
@@ -125,14 +126,10 @@ def cosine_scheduler(
     return schedule
 
 
-def adjust_learning_rate(
-    optimizer: torch.optim.Optimizer, step: int, lr_values: np.ndarray, wd_values: np.ndarray | None = None
-) -> float:
-    """Set every group's lr to ``lr_values[step] * lr_scale`` (and decayed groups' wd); return the base lr."""
+def adjust_learning_rate(optimizer: torch.optim.Optimizer, step: int, lr_values: np.ndarray) -> float:
+    """Set every group's lr to ``lr_values[step] * lr_scale``; return the base lr."""
     step = min(step, len(lr_values) - 1)
     lr = float(lr_values[step])
     for group in optimizer.param_groups:
         group["lr"] = lr * group.get("lr_scale", 1.0)
-        if wd_values is not None and group["weight_decay"] > 0:
-            group["weight_decay"] = float(wd_values[step])
     return lr
