@@ -81,9 +81,14 @@ def _mimic_task(task: tuple) -> None:
     _write_wfdb(Path(out_dir) / rel_path, signal[order], 500, MIMIC_LEADS, 200.0, when)
 
 
+def _ptbxl_signal(seed: int, index: int, codes: tuple[str, ...], rhythm: str) -> tuple[np.ndarray, float]:
+    """PTB-XL-like record ``index`` at 500 Hz: (12, 5000) in mV and its heart rate (files and simulate_cohort)."""
+    return simulate_ecg(codes, rhythm, _record_rng(seed, _PTBXL, index, 1), fs=500.0, mains_hz=50.0)
+
+
 def _ptbxl_task(task: tuple) -> None:
     out_dir, lr_path, hr_path, seed, index, codes, rhythm, with_500hz = task
-    signal, _ = simulate_ecg(codes, rhythm, _record_rng(seed, _PTBXL, index, 1), fs=500.0, mains_hz=50.0)
+    signal, _ = _ptbxl_signal(seed, index, codes, rhythm)
     # 100 Hz records are the anti-aliased decimation of the 500 Hz ones (as in PTB-XL).
     _write_wfdb(Path(out_dir) / lr_path, resample_poly(signal, 1, 5, axis=-1), 100, PTBXL_LEADS, 1000.0)
     if with_500hz:
@@ -205,7 +210,7 @@ def simulate_cohort(n_records: int, seed: int = 0, fs: int = 100) -> dict[str, n
     signals, superclass, rhythms, rates = [], np.zeros((n_records, len(SUPERCLASSES)), int), [], []
     for i in range(n_records):
         codes, rhythm, _ = sample_statements(_record_rng(seed, _PTBXL, i, 0))
-        x, hr = simulate_ecg(codes, rhythm, _record_rng(seed, _PTBXL, i, 1), fs=500.0, mains_hz=50.0)
+        x, hr = _ptbxl_signal(seed, i, codes, rhythm)
         signals.append(x if fs == 500 else resample_poly(x, fs, 500, axis=-1))
         superclass[i, [SUPERCLASSES.index(c) for c in superclasses_of(codes)]] = 1
         rhythms.append(RHYTHMS.index(rhythm))
