@@ -42,6 +42,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def cpsc_chain(sig: np.ndarray) -> np.ndarray:
     """(12, T) at 500 Hz -> (12, 1000): first 5 s, zero-pad to 10 s, min-max [-3, 3], resample."""
+    # Official behaviour: only the first 5 s of a (6-60 s) record are kept, zero-padded to 10 s.
     x = np.zeros((sig.shape[0], PADDED_LEN), dtype=np.float64)
     n = min(KEEP_SAMPLES, sig.shape[1])
     x[:, :n] = sig[:, :n]
