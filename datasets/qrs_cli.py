@@ -102,14 +102,15 @@ def _settings(args, used_channels, shape) -> dict:
     }
 
 
-def _up_to_date(out_dir: Path, split: str, settings: dict) -> bool:
+def _finished_summary(out_dir: Path, split: str, settings: dict) -> dict | None:
+    """The summary of a complete earlier run of this split with the same ``settings``, else None."""
     if not is_complete(out_dir, split):
-        return False
+        return None
     try:
         done = json.loads((out_dir / f"{split}{SUMMARY_SUFFIX}").read_text())
     except (OSError, json.JSONDecodeError):
-        return False
-    return all(done.get(k) == v for k, v in settings.items())
+        return None
+    return done if all(done.get(k) == v for k, v in settings.items()) else None
 
 
 def tokenize_dataset(args) -> dict:
@@ -135,11 +136,11 @@ def tokenize_dataset(args) -> dict:
             if not path.is_file():
                 raise FileNotFoundError(f"{path} does not exist (splits found: {find_splits(src)})")
             shape = np.load(path, mmap_mode="r").shape
-            settings = _settings(args, used, shape)
             key = f"{subset}/{split}"
-            if not args.overwrite and _up_to_date(dst, split, settings):
+            done = None if args.overwrite else _finished_summary(dst, split, _settings(args, used, shape))
+            if done is not None:
                 print(f"[{key}] already tokenised with the same settings: skipped (--overwrite to redo)")
-                results[key] = json.loads((dst / f"{split}{SUMMARY_SUFFIX}").read_text())
+                results[key] = done
                 continue
             results[key] = tokenize_array(
                 path,
