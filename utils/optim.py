@@ -77,14 +77,13 @@ def param_groups_layer_decay(
     return [groups[k] for k in sorted(groups, key=lambda k: (groups[k]["layer_id"], k))]
 
 
-def create_optimizer(args, model: nn.Module, layer_decay: float | None = None) -> torch.optim.Optimizer:
+def create_optimizer(args, model: nn.Module, layer_decay: float = 1.0) -> torch.optim.Optimizer:
     """AdamW over :func:`param_groups_layer_decay` from ``args.opt``, ``args.lr``, ``args.weight_decay``,
     ``args.opt_betas`` and ``args.opt_eps`` (the seed's flag names). Only ``adamw`` is offered."""
     opt = getattr(args, "opt", "adamw").lower()
     if opt != "adamw":
         raise ValueError(f"--opt {opt!r} is not supported; HeartLang trains every stage with 'adamw'")
-    decay = 1.0 if layer_decay is None else layer_decay
-    groups = param_groups_layer_decay(model, args.weight_decay, decay)
+    groups = param_groups_layer_decay(model, args.weight_decay, layer_decay)
     kwargs = {"lr": args.lr}
     if getattr(args, "opt_betas", None) is not None:
         kwargs["betas"] = tuple(args.opt_betas)
