@@ -22,7 +22,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from utils.checkpoint import auto_resume
-from utils.dist import DistInfo, get_world_size, is_dist_avail_and_initialized
+from utils.dist import DistInfo, get_world_size, is_dist_avail_and_initialized, seed_all
 from utils.logging import MetricLogger, TensorboardLogger
 from utils.optim import adjust_learning_rate, cosine_scheduler, create_optimizer
 
@@ -144,12 +144,7 @@ def reseed_epoch(seed: int, epoch: int, rank: int) -> None:
     Why: masking, dropout and the loader's worker seeds then depend only on the epoch, so a run killed
     and resumed at an epoch boundary draws exactly what the uninterrupted run draws, on every rank
     (a checkpoint written by rank 0 holds only rank 0's RNG state)."""
-    import random
-
-    s = int(seed) + 1_000_003 * (int(epoch) + 1) + 7919 * int(rank)
-    random.seed(s)
-    np.random.seed(s % (2**32))
-    torch.manual_seed(s)
+    seed_all(int(seed) + 1_000_003 * (int(epoch) + 1) + 7919 * int(rank))
 
 
 def train_one_epoch(

@@ -141,11 +141,16 @@ def all_reduce_mean(value):
     return (t / get_world_size()).item()
 
 
+def seed_all(s: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA) with ``s``."""
+    random.seed(s)
+    np.random.seed(s % (2**32))
+    torch.manual_seed(s)
+
+
 def seed_everything(seed: int, rank: int | None = None) -> int:
     """Seed python, numpy and torch with ``seed + rank`` (different data order / dropout per rank)."""
     rank = get_rank() if rank is None else rank
     s = int(seed) + int(rank)
-    random.seed(s)
-    np.random.seed(s % (2**32))
-    torch.manual_seed(s)
+    seed_all(s)
     return s
