@@ -27,12 +27,12 @@ from engine.common import (
     train_one_epoch,
     wrap_ddp,
 )
-from engine.pretrain import PretrainStep
+from engine.pretrain import PretrainStep, evaluate
 from modeling import create_model
 from modeling.checkpoint import load_checkpoint_file, load_state_dict_strict
 from utils.checkpoint import build_state, save_epoch_checkpoints
 from utils.dist import destroy_distributed, init_distributed_mode, print0, seed_everything
-from utils.logging import MetricLogger, TensorboardLogger, append_jsonl, save_args
+from utils.logging import TensorboardLogger, append_jsonl, save_args
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -80,18 +80,6 @@ def load_tokenizer(args, device: torch.device) -> torch.nn.Module:
     return tokenizer
 
 
-@torch.no_grad()
-def validate(model, loader, step_fn, amp) -> dict:
-    model.eval()
-    logger = MetricLogger()
-    for batch in logger.log_every(loader, "Val"):
-        with amp.autocast():
-            loss, metrics = step_fn(model, batch)
-        logger.update(loss=float(loss), **metrics)
-    logger.synchronize_between_processes()
-    return logger.global_averages()
-
-
 def main(args) -> dict:
     info = init_distributed_mode(args)
     seed_everything(args.seed)
@@ -129,7 +117,7 @@ def main(args) -> dict:
         )
         stats = {"epoch": epoch, **{f"train_{k}": v for k, v in train_stats.items()}}
         if val_loader is not None and ((epoch + 1) % args.val_freq == 0 or epoch + 1 == args.epochs):
-            val_stats = validate(ddp, val_loader, step_fn, amp)
+            val_stats = evaluate(ddp, val_loader, step_fn, amp)
             stats.update({f"val_{k}": v for k, v in val_stats.items()})
             tb.update(head="val", step=(epoch + 1) * niter, **val_stats)
         if args.save_ckpt:

@@ -3,6 +3,7 @@
 Half of the 256 word positions of every sentence are masked; HeartLang predicts, for each masked
 position, the index of the collective word that the frozen VQ-HBR tokenizer assigns to the unmasked
 sentence. Loss: cross-entropy over the masked positions; metric: masked-word accuracy.
+:class:`PretrainStep` is the training step; :func:`evaluate` the validation pass (``--val_freq``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from engine.common import Amp
+from utils.logging import MetricLogger
 
 
 def random_masking(x: torch.Tensor, mask_ratio: float = 0.5) -> torch.Tensor:
@@ -89,3 +93,16 @@ class PretrainStep:
         loss = F.cross_entropy(logits.float(), labels)
         acc = (logits.detach().argmax(-1) == labels).float().mean()
         return loss, {"mlm_acc": float(acc)}
+
+
+@torch.no_grad()
+def evaluate(model, loader, step_fn: PretrainStep, amp: Amp) -> dict:
+    """Validation loss and masked-word accuracy (rank-averaged), masks drawn as in training."""
+    model.eval()
+    logger = MetricLogger()
+    for batch in logger.log_every(loader, "Val"):
+        with amp.autocast():
+            loss, metrics = step_fn(model, batch)
+        logger.update(loss=float(loss), **metrics)
+    logger.synchronize_between_processes()
+    return logger.global_averages()

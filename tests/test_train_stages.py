@@ -113,9 +113,10 @@ def test_pipeline_under_torchrun_two_processes(tmp_path, repo_root):
 
     _torchrun(repo_root, SCRIPTS[1], ["--model", "HeartLang_tiny", "--tokenizer_model", "vqhbr_tiny",
               "--tokenizer_weight", str(vq_dir / "checkpoint-1.pth"), "--codebook_size", "64", "--codebook_dim", "16",
-              "--output_dir", str(pt_dir), "--dataset_dir", str(pre), "--epochs", "1", *COMMON])  # fmt: skip
+              "--output_dir", str(pt_dir), "--dataset_dir", str(pre), "--epochs", "1", "--val_freq", "1", *COMMON])  # fmt: skip
     log = json.loads((pt_dir / "log.txt").read_text())
     assert 0 <= log["train_mlm_acc"] <= 1 and log["train_loss"] > 0
+    assert 0 <= log["val_mlm_acc"] <= 1 and log["val_loss"] > 0
 
     ft_args = ["--model", "HeartLang_finetune_tiny", "--trainable", "all", "--nb_classes", "3", "--is_binary",
                "--output_dir", str(ft_dir), "--dataset_dir", str(down), "--seed", "0", *COMMON]  # fmt: skip
