@@ -28,6 +28,10 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from scripts.run_demo import default_nproc, torchrun_prefix  # noqa: E402
 
 # key -> (row label, dataset folder under --data_root, paper Table 1 linear probe {ratio: macro AUC %}).
 TASKS: dict[str, tuple[str, str, dict[float, float]]] = {
@@ -81,9 +85,7 @@ def probe_commands(args, task: str, ratio: float, seed: int, nproc: int) -> tupl
         raise FileNotFoundError(f"{labels}: tokenise {folder} first (QRSTokenizer.py; docs/tokenizer.md)")
     # The class count is read from the data (the seed scripts hard-code the full data sets' counts).
     n_classes = int(np.load(labels, mmap_mode="r").shape[1]) if labels.is_file() else 0
-    exe = Path(sys.executable).with_name("torchrun")
-    head = [str(exe)] if exe.is_file() else [sys.executable, "-m", "torch.distributed.run"]
-    common = [*head, "--standalone", f"--nproc_per_node={nproc}", "run_class_finetuning.py",
+    common = [*torchrun_prefix(nproc), "run_class_finetuning.py",
               "--dataset_dir", str(dataset_dir), "--output_dir", str(out), "--model", args.model,
               "--finetune", str(args.finetune), "--trainable", "linear", "--split_ratio", f"{ratio:g}",
               "--sampling_method", args.sampling_method, "--batch_size", str(args.batch_size),
@@ -146,9 +148,7 @@ def format_table(results: dict[tuple[str, float], list[float]], ratios=RATIOS) -
 def main(args) -> str | None:
     args.results_csv = args.results_csv or args.output_dir / "results.csv"
     if not args.table_only:
-        import torch
-
-        nproc = args.nproc or max(torch.cuda.device_count(), 1)
+        nproc = args.nproc or default_nproc()
         env = dict(
             os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
         )
