@@ -12,12 +12,13 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
 import shutil
 from pathlib import Path
 
 import numpy as np
+
+from utils.logging import read_jsonl
 
 
 def collect_results(results_csv: Path, finetune_root: Path | None = None) -> list[dict]:
@@ -64,11 +65,6 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def read_log(path: Path) -> list[dict]:
-    """A stage's ``log.txt``: one JSON object per epoch."""
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-
-
 def _plot_curves(out_png: Path, panels: list[tuple[str, Path, list[str]]]) -> Path | None:
     import matplotlib
 
@@ -80,7 +76,7 @@ def _plot_curves(out_png: Path, panels: list[tuple[str, Path, list[str]]]) -> Pa
         return None
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.4), squeeze=False)
     for ax, (title, path, keys) in zip(axes[0], panels):
-        log = read_log(path)
+        log = read_jsonl(path)  # a stage's log.txt: one JSON object per epoch
         epochs = [e.get("epoch", i) + 1 for i, e in enumerate(log)]
         for key in keys:
             pts = [(ep, e[key]) for ep, e in zip(epochs, log) if key in e and e[key] is not None]
@@ -158,7 +154,7 @@ def _plot_probe_curves(out_png: Path, logs: list[Path]) -> Path:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for path in logs:
-        log = read_log(path)
+        log = read_jsonl(path)
         name = path.parent.name
         ax.plot(
             [e["epoch"] + 1 for e in log],
