@@ -70,7 +70,8 @@ def main(args) -> dict:
     niter = steps_per_epoch(train_loader, args.update_freq, args.max_steps_per_epoch)
     amp = Amp(info.device, args.amp)
     print_run_header(args, info, len(train_set), niter, amp, print0)
-    print0(f"model {args.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
+    n_parameters = sum(p.numel() for p in model.parameters())
+    print0(f"model {args.model}: {n_parameters / 1e6:.2f} M parameters")
 
     optimizer, lr_values, start_epoch, _ = setup_optimization(args, model, niter, amp)
     ddp = wrap_ddp(model, info)
@@ -87,7 +88,7 @@ def main(args) -> dict:
             ddp, train_loader, optimizer, amp, epoch, args, step_fn, lr_values, niter, tb, f"Epoch [{epoch}]"
         )
         train_stats.update(ema_usage_stats(model))
-        stats = {"epoch": epoch, "n_parameters": sum(p.numel() for p in model.parameters())}
+        stats = {"epoch": epoch, "n_parameters": n_parameters}
         stats.update({f"train_{k}": v for k, v in train_stats.items()})
         if (epoch + 1) % args.val_freq == 0 or epoch + 1 == args.epochs:
             val_stats = evaluate(ddp, val_loader, info.device, amp)
