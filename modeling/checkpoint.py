@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+from utils.checkpoint import load_file, strip_prefixes
 
 
 @dataclass
@@ -28,26 +28,10 @@ class LoadReport:
     shape_mismatch: list[str] = field(default_factory=list)
 
 
-def strip_wrapper_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Remove DDP (``module.``) and torch.compile (``_orig_mod.``) prefixes, in any nesting order."""
-    out = {}
-    for key, value in state_dict.items():
-        changed = True
-        while changed:
-            changed = False
-            for prefix in _WRAPPER_PREFIXES:
-                if key.startswith(prefix):
-                    key, changed = key[len(prefix) :], True
-        out[key] = value
-    return out
-
-
 def read_checkpoint(path: str | os.PathLike) -> Any:
-    """The whole object stored in a checkpoint file, read on CPU with weights_only=True."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """The whole object stored in a checkpoint file, read on CPU with weights_only=True; a missing or
+    unreadable file raises an error that names it (``utils.checkpoint.load_file``)."""
+    return load_file(path)
 
 
 def state_dict_of(obj: Any, source: str) -> dict[str, torch.Tensor]:
@@ -58,7 +42,7 @@ def state_dict_of(obj: Any, source: str) -> dict[str, torch.Tensor]:
         raise ValueError(
             f"checkpoint {source} holds neither {{'model': state_dict}} nor a bare state_dict of tensors"
         )
-    return strip_wrapper_prefixes(obj)
+    return strip_prefixes(obj)
 
 
 def load_checkpoint_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:

@@ -100,6 +100,9 @@ def test_load_checkpoint_file_formats(tmp_path):
         load_checkpoint_file(tmp_path / "bad.pth")
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         load_checkpoint_file(tmp_path / "missing.pth")
+    (tmp_path / "corrupt.pth").write_bytes(b"not a checkpoint")  # e.g. an interrupted download
+    with pytest.raises(RuntimeError, match="corrupt.pth"):
+        load_checkpoint_file(tmp_path / "corrupt.pth")
 
 
 def test_strict_loader_errors_name_the_problem():

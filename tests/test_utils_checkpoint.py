@@ -89,8 +89,9 @@ def test_resume_from_another_model_fails_loudly(tmp_path):
 
 
 def test_strip_prefixes():
-    sd = {"module.a.weight": 1, "_orig_mod.b": 2, "module._orig_mod.c": 3, "d": 4}
-    assert C.strip_prefixes(sd) == {"a.weight": 1, "b": 2, "c": 3, "d": 4}
+    sd = {"module.a.weight": 1, "_orig_mod.b": 2, "module._orig_mod.c": 3, "d": 4, "_orig_mod.module.e": 5,
+          "blocks.module.f": 6}  # fmt: skip
+    assert C.strip_prefixes(sd) == {"a.weight": 1, "b": 2, "c": 3, "d": 4, "e": 5, "blocks.module.f": 6}
 
 
 def test_logging_helpers(tmp_path):

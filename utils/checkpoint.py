@@ -180,14 +180,21 @@ def find_latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
     return None if best is None else best[2]
 
 
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
 def strip_prefixes(state_dict: dict) -> dict:
-    """Remove DDP's ``module.`` and torch.compile's ``_orig_mod.`` prefixes."""
+    """Remove DDP's ``module.`` and torch.compile's ``_orig_mod.`` key prefixes, in any nesting order
+    (``torch.compile(DDP(m))`` gives ``_orig_mod.module.``). Only leading prefixes are touched."""
     out = {}
     for key, value in state_dict.items():
-        for prefix in ("module.", "_orig_mod."):
-            while key.startswith(prefix):
-                key = key[len(prefix) :]
-        out[key.replace("._orig_mod.", ".").replace(".module.", ".")] = value
+        changed = True
+        while changed:
+            changed = False
+            for prefix in _WRAPPER_PREFIXES:
+                if key.startswith(prefix):
+                    key, changed = key[len(prefix) :], True
+        out[key] = value
     return out
 
 
