@@ -86,7 +86,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def build_model(args, device: torch.device) -> torch.nn.Module:
-    model = create_model(args.model, num_classes=args.nb_classes)
+    model = create_model(
+        args.model, num_classes=args.nb_classes, padding_attention_mask=args.padding_attention_mask
+    )
     if args.finetune:
         load_pretrained_into_classifier(model, load_checkpoint_file(args.finetune))
         print0(f"loaded pre-trained backbone from {args.finetune}")

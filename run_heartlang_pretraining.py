@@ -46,6 +46,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="kept for the seed's interface; the HeartLang block has no layer scale")  # fmt: skip
     m.add_argument("--drop_path", default=0.0, type=float, help="kept for the seed's interface (unused)")
     m.add_argument("--mask_ratio", default=0.5, type=float)
+    m.add_argument("--mask_before_conv", action="store_true",
+                   help="corrected variant: replace masked words before the token convolution (official: after, "
+                   "so a masked word leaks into its neighbours' embeddings)")  # fmt: skip
     m.add_argument("--mask_real_words_only", action="store_true",
                    help="corrected variant: mask only real words (default: official, padding included)")  # fmt: skip
     t = parser.add_argument_group("tokenizer")
@@ -85,7 +88,10 @@ def main(args) -> dict:
     seed_everything(args.seed)
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     tokenizer = load_tokenizer(args, info.device)
-    model = create_model(args.model, vocab_size=args.codebook_size).to(info.device)
+    model = create_model(
+        args.model, vocab_size=args.codebook_size, mask_before_conv=args.mask_before_conv,
+        padding_attention_mask=args.padding_attention_mask,
+    ).to(info.device)  # fmt: skip
     model_config = dataclasses.asdict(model.config)
     train_set = build_sentence_dataset(args.dataset_dir, "train", with_labels=False)
     train_loader = make_loader(train_set, args, info, train=True)

@@ -60,7 +60,7 @@ def main(args) -> dict:
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     model = create_model(
         args.model, n_code=args.codebook_n_emd, code_dim=args.codebook_emd_dim, decay=args.ema_decay,
-        quantize_kmeans_init=args.quantize_kmeans_init,
+        quantize_kmeans_init=args.quantize_kmeans_init, padding_attention_mask=args.padding_attention_mask,
     ).to(info.device)  # fmt: skip
     model_config = dataclasses.asdict(model.config)
     train_set = build_sentence_dataset(args.dataset_dir, "train", with_labels=False)

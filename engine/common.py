@@ -49,6 +49,9 @@ def add_common_args(parser) -> None:
     g.add_argument("--dist_url", default="env://")
     g.add_argument("--amp", default="bf16", choices=["bf16", "fp16", "none"], help="GPU mixed precision")
     g.add_argument("--max_steps_per_epoch", default=0, type=int, help="debug: cap optimizer steps per epoch")
+    v = parser.add_argument_group("corrected variants (default off = the original's behaviour)")
+    v.add_argument("--padding_attention_mask", action="store_true",
+                   help="padding words (lead id 0) are masked out of attention; the original attends to them")  # fmt: skip
     o = parser.add_argument_group("optimizer")
     o.add_argument("--opt", default="adamw", type=str, help="only adamw")
     o.add_argument("--opt_eps", default=1e-8, type=float)

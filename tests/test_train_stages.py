@@ -273,3 +273,25 @@ def test_undefined_val_auc_keeps_last_epoch_as_best(tmp_path, capsys):
     assert torch.load(out / "checkpoint-best.pth", weights_only=True)["epoch"] == 1
     _run_inprocess(SCRIPTS[2], [*argv, "--eval", "--results_csv", str(tmp_path / "r.csv")])
     assert (tmp_path / "r.csv").is_file()
+
+
+def test_corrected_variant_flags_reach_the_models(tmp_path):
+    """--padding_attention_mask (all stages) and --mask_before_conv (pre-training) train and are recorded."""
+    pre, down = make_pretrain(tmp_path), make_downstream(tmp_path)
+    vq = tmp_path / "vq"
+    _run_inprocess(SCRIPTS[0], [*TINY_VQ, "--dataset_dir", str(pre), "--output_dir", str(vq), "--epochs", "1",
+                   "--padding_attention_mask", *COMMON])  # fmt: skip
+    pt = tmp_path / "pt"
+    _run_inprocess(SCRIPTS[1], ["--model", "HeartLang_tiny", "--tokenizer_model", "vqhbr_tiny", "--tokenizer_weight",
+                   str(vq / "checkpoint.pth"), "--codebook_size", "64", "--codebook_dim", "16", "--dataset_dir",
+                   str(pre), "--output_dir", str(pt), "--epochs", "1", "--mask_before_conv",
+                   "--padding_attention_mask", *COMMON])  # fmt: skip
+    ft = tmp_path / "ft"
+    _run_inprocess(SCRIPTS[2], ["--model", "HeartLang_finetune_tiny", "--nb_classes", "3", "--is_binary",
+                   "--dataset_dir", str(down), "--output_dir", str(ft), "--epochs", "1", "--padding_attention_mask",
+                   *COMMON])  # fmt: skip
+    configs = {d.name: json.loads((d / "args.json").read_text())["model_config"] for d in (vq, pt, ft)}
+    assert all(c["padding_attention_mask"] for c in configs.values())
+    assert configs["pt"]["mask_before_conv"]
+    for d in (vq, pt, ft):
+        assert json.loads((d / "log.txt").read_text().splitlines()[-1])["train_loss"] > 0
