@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from datasets.qrs_detect import DETECTORS
-from datasets.qrs_tokenizer import NAN_POLICIES
+from datasets.qrs.detect import DETECTORS
+from datasets.qrs.tokenizer import NAN_POLICIES
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -73,7 +73,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> dict:
-    from datasets.qrs_cli import tokenize_dataset
+    from datasets.qrs.cli import tokenize_dataset
 
     return tokenize_dataset(args)
 

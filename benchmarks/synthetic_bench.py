@@ -1,4 +1,4 @@
-"""Throughput of the synthetic cohort generator (datasets/synthetic.py).
+"""Throughput of the synthetic cohort generator (datasets/synthetic/cohort.py).
 
 Baseline in the same run: neurokit2's own 12-lead simulation, ``nk.ecg_simulate(method="multileads")``
 at 500 Hz (signal only, no file writing), against our closed-form model (signal only) and the full
@@ -16,8 +16,8 @@ from pathlib import Path
 import neurokit2 as nk
 import numpy as np
 
-from datasets.synthetic import generate_mimic_like, generate_ptbxl_like
-from datasets.synthetic_signal import simulate_ecg
+from datasets.synthetic.cohort import generate_mimic_like, generate_ptbxl_like
+from datasets.synthetic.signal import simulate_ecg
 
 
 def _rate(fn, n: int) -> float:

@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared"
 
-from datasets.qrs_detect import run_detector  # noqa: E402
-from datasets.qrs_parallel import tokenize_array  # noqa: E402
-from datasets.qrs_tokenizer import cut_words, detect_r_peaks  # noqa: E402
+from datasets.qrs.detect import run_detector  # noqa: E402
+from datasets.qrs.parallel import tokenize_array  # noqa: E402
+from datasets.qrs.tokenizer import cut_words, detect_r_peaks  # noqa: E402
 
 
 def reference_tokenize(signal, used, fs=100, max_len=256, token_len=96):

@@ -13,7 +13,7 @@
   ``in_chans (B, 256)``, ``in_times (B, 256)`` and pools the final-norm features: ``cls`` = the CLS
   output (what the linear probe reads), ``mean`` = the mean over the sentence's real words (lead id
   != 0; a sentence without any word gets zeros).
-* :func:`embed_ecg` tokenises raw records with :func:`datasets.qrs_tokenizer.tokenize_record` first.
+* :func:`embed_ecg` tokenises raw records with :func:`datasets.qrs.tokenizer.tokenize_record` first.
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ def embed_sentences(
 
 def tokenize_ecgs(signals: np.ndarray, fs: int = 100, used_channels=None, detector: str = "xqrs"):
     """Raw records (N, leads, T) or one (leads, T) -> ``(x (N, 256, 96), in_chans (N, 256), in_times (N, 256))``."""
-    from datasets.qrs_tokenizer import tokenize_record
+    from datasets.qrs.tokenizer import tokenize_record
 
     signals = np.asarray(signals)
     if signals.ndim == 2:

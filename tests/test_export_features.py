@@ -112,7 +112,7 @@ def test_fine_tuned_checkpoint_and_clear_errors(tiny):
 def test_embed_raw_ecg_record(tiny, shared_data):
     import wfdb
 
-    from datasets.qrs_tokenizer import tokenize_record
+    from datasets.qrs.tokenizer import tokenize_record
 
     rec = wfdb.rdrecord(str(shared_data / "ptbxl" / "records100" / "00000" / "00002_lr"))
     signal = rec.p_signal.T.astype(np.float32)  # (12, 1000), 100 Hz

@@ -1,4 +1,4 @@
-"""Synthetic cohort (datasets/synthetic.py): raw formats, label tables, determinism, CLI."""
+"""Synthetic cohort (datasets/synthetic/cohort.py): raw formats, label tables, determinism, CLI."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import wfdb
 
-from datasets.synthetic import (
+from datasets.synthetic.cohort import (
     MIMIC_LEADS,
     PTBXL_COLUMNS,
     PTBXL_LEADS,
@@ -21,7 +21,7 @@ from datasets.synthetic import (
     get_args_parser,
     main,
 )
-from datasets.synthetic_labels import SCP_COLUMNS
+from datasets.synthetic.labels import SCP_COLUMNS
 
 
 @pytest.fixture(scope="module")

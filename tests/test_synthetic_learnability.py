@@ -10,8 +10,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
-from datasets.synthetic import simulate_cohort
-from datasets.synthetic_signal import RHYTHMS, SUPERCLASSES
+from datasets.synthetic.cohort import simulate_cohort
+from datasets.synthetic.signal import RHYTHMS, SUPERCLASSES
 
 FS = 100
 N_TRAIN, N_TEST = 200, 100

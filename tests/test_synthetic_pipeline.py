@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from datasets.synthetic import generate_mimic_like, generate_ptbxl_like
+from datasets.synthetic.cohort import generate_mimic_like, generate_ptbxl_like
 
 
 def test_ptbxl_preprocessing_reads_the_synthetic_cohort(tmp_path):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import datasets.qrs_tokenizer as qt
-from datasets.qrs_tokenizer import cut_words, detect_r_peaks, tokenize_record
+import datasets.qrs.tokenizer as qt
+from datasets.qrs.tokenizer import cut_words, detect_r_peaks, tokenize_record
 
 LEAD_SETS = ["all12", "lead0", "leads_0_1_7", "leads_6to11"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from datasets.qrs_detect import find_local_peaks_fast, run_detector
-from datasets.qrs_tokenizer import detect_r_peaks, tokenize_record
+from datasets.qrs.detect import find_local_peaks_fast, run_detector
+from datasets.qrs.tokenizer import detect_r_peaks, tokenize_record
 
 wfdb_peaks = pytest.importorskip("wfdb.processing.peaks")
 

@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from datasets.qrs_cli import find_subsets, parse_channels
-from datasets.qrs_parallel import infer_layout, tokenize_array
+from datasets.qrs.cli import find_subsets, parse_channels
+from datasets.qrs.parallel import infer_layout, tokenize_array
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +193,7 @@ def test_empty_split_and_edge_plots(ref, tmp_path):
     data, chans, _ = _load(tmp_path, "val", mmap=False)
     assert s["records"] == 0 and data.shape == (0, 256, 96) and chans.shape == (0, 256)
 
-    from datasets.qrs_plot import plot_record
+    from datasets.qrs.plot import plot_record
 
     for k in (0, 3):  # flat record (no R peak) and a record with NaN words: plotting must not fail
         png = plot_record(ref["edge_input"][k], tmp_path / f"edge{k}.png", title=str(ref["edge_names"][k]))

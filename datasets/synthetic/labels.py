@@ -7,7 +7,7 @@ downstream tasks of the paper (Sec. 4.1: super, sub, form, rhythm) are built fro
 two files, so the synthetic cohort writes both. The rows below are written from the
 public SCP-ECG definitions of the statements we simulate; they are not copied.
 
-Every statement is tied to a signal effect in :mod:`datasets.synthetic_signal`, so the
+Every statement is tied to a signal effect in :mod:`datasets.synthetic.signal`, so the
 labels are learnable: diagnostic statements change the beat morphology, form statements
 name the visible feature of that change, rhythm statements set rate and regularity.
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from datasets.synthetic_signal import DIAGNOSTIC_CODES, RHYTHMS, SUPERCLASSES
+from datasets.synthetic.signal import DIAGNOSTIC_CODES, RHYTHMS, SUPERCLASSES
 
 # Probability of each primary superclass, and of a second (non-NORM) superclass on top.
 PRIMARY_PROBS = {"NORM": 0.40, "MI": 0.15, "STTC": 0.15, "CD": 0.15, "HYP": 0.15}

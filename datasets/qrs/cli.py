@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from datasets.preprocess.signal import STANDARD_LEADS
-from datasets.qrs_parallel import SUMMARY_SUFFIX, format_summary, infer_layout, is_complete, tokenize_array
-from datasets.qrs_plot import lead_name, plot_record
+from datasets.qrs.parallel import SUMMARY_SUFFIX, format_summary, infer_layout, is_complete, tokenize_array
+from datasets.qrs.plot import lead_name, plot_record
 
 SPLIT_ORDER = ("train", "val", "test")
 _INPUT_RE = re.compile(r"^(?!\.)(.+)_data\.npy$")

@@ -11,8 +11,8 @@ formats so that a fresh clone runs the whole pipeline without credentialed data:
   ``ptbxl_database.csv`` and ``scp_statements.csv`` (PTB-XL: 100 Hz, 1000 samples,
   1000 adc units / mV, leads I, II, III, AVR, AVL, AVF, V1-V6).
 
-Signals come from :mod:`datasets.synthetic_signal`, labels from
-:mod:`datasets.synthetic_labels`. Every record uses its own generator seeded with
+Signals come from :mod:`datasets.synthetic.signal`, labels from
+:mod:`datasets.synthetic.labels`. Every record uses its own generator seeded with
 ``(seed, source, index)``, so the files are byte-identical for a seed whatever
 ``num_workers`` is.
 
@@ -33,8 +33,8 @@ import wfdb
 from scipy.signal import resample_poly
 
 from datasets.preprocess.records import parallel_map
-from datasets.synthetic_labels import report_text, sample_statements, scp_statements_frame, superclasses_of
-from datasets.synthetic_signal import DIAGNOSTIC_CODES, LEADS, RHYTHMS, SUPERCLASSES, simulate_ecg
+from datasets.synthetic.labels import report_text, sample_statements, scp_statements_frame, superclasses_of
+from datasets.synthetic.signal import DIAGNOSTIC_CODES, LEADS, RHYTHMS, SUPERCLASSES, simulate_ecg
 
 MIMIC_LEADS = ("I", "II", "III", "aVR", "aVF", "aVL", "V1", "V2", "V3", "V4", "V5", "V6")
 PTBXL_LEADS = ("I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6")
@@ -266,6 +266,3 @@ def main(args: argparse.Namespace) -> None:
         print("label counts per strat_fold (1-8 train, 9 val, 10 test):")
         print(summarize_ptbxl(frame).to_string())
 
-
-if __name__ == "__main__":
-    main(get_args_parser().parse_args())

@@ -12,7 +12,7 @@ One record ``signal: (n_leads, T)`` becomes one *sentence*:
 The output equals the original implementation's bit for bit (``shared/fixtures/tokenizer_ptbxl.npz``).
 Robustness rules (NaN, flat leads, no beat, detector errors) are documented in docs/tokenizer.md;
 this module never raises on bad *record content*, it reports the problem in ``info`` instead.
-Parallel processing of whole arrays lives in ``datasets/qrs_parallel.py``.
+Parallel processing of whole arrays lives in ``datasets/qrs/parallel.py``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from datasets.qrs_detect import DETECTORS, run_detector
+from datasets.qrs.detect import DETECTORS, run_detector
 
 NAN_POLICIES = ("official", "interpolate")
 
@@ -65,7 +65,7 @@ def _interpolate_nonfinite(x: np.ndarray) -> np.ndarray:
 
 
 def detect_r_peaks(lead: np.ndarray, fs: int = 100, detector: str = "xqrs") -> tuple[np.ndarray, str | None]:
-    """R-peak sample indices of one lead with ``wfdb`` xqrs (``detector``: see datasets/qrs_detect.py).
+    """R-peak sample indices of one lead with ``wfdb`` xqrs (``detector``: see datasets/qrs/detect.py).
 
     lead: (T,) float. Returns ``(qrs_inds (B,) int64, error)``; on a detector exception the peaks
     are empty and ``error`` holds the message (e.g. records shorter than the filter pad length).

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from datasets.preprocess.signal import STANDARD_LEADS
-from datasets.qrs_tokenizer import tokenize_record, word_bounds
+from datasets.qrs.tokenizer import tokenize_record, word_bounds
 
 
 def lead_name(index: int) -> str:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from datasets.qrs_tokenizer import (
+from datasets.qrs.tokenizer import (
     REASON_DETECTOR_ERROR,
     REASON_FLAT,
     REASON_NO_BEAT,
