@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from datasets.ecg_dataset import build_sentence_dataset
-from modeling.api import POOLS, embed_sentences, load_pretrained
+from inference import POOLS, embed_sentences
+from modeling import load_pretrained
 
 
 def get_args_parser() -> argparse.ArgumentParser:

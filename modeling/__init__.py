@@ -1,6 +1,6 @@
 """HeartLang models (paper Sec. 3): one transformer, one sentence embedding, VQ-HBR, HeartLang, classifier."""
 
-from .api import embed_ecg, embed_sentences, load_pretrained  # noqa: F401  (feature-extraction API, docs/end_to_end.md)
+from .api import load_pretrained  # noqa: F401  (checkpoint -> model for feature extraction; embeddings: inference/)
 from .checkpoint import (
     LoadReport,
     compare_key_contract,

@@ -1,4 +1,4 @@
-"""Feature export (export_features.py) and the Python API (modeling.api): shapes, determinism, CLI == API,
+"""Feature export (export_features.py) and the Python API (modeling.api, inference): shapes, determinism, CLI == API,
 and the released-checkpoint loading path against the official key lists (paper Sec. 3.3, DESIGN Sec. 3)."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import export_features
-from modeling import create_model, embed_ecg, embed_sentences, load_pretrained
+from inference import embed_ecg, embed_sentences
+from modeling import create_model, load_pretrained
 from modeling.checkpoint import compare_key_contract, state_dict_spec
 from tests._train_data import make_downstream
 
