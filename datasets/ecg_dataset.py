@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import random
 import re
 from pathlib import Path
 
@@ -122,25 +123,69 @@ def load_class_names(root: str | Path, num_classes: int) -> list[str]:
     return [f"class_{c}" for c in range(num_classes)]
 
 
+# --sampling_method choices (the fine-tuning parser imports this list).
+SAMPLING_METHODS = ("random", "stratified", "iterative")
+
+
 def subsample_indices(labels: np.ndarray, ratio: float, method: str, seed: int) -> np.ndarray:
-    """Indices (sorted) of the ``ratio`` share of a training set used by ``--split_ratio``.
+    """Training rows kept by ``--split_ratio ratio --sampling_method method --seed seed``, as int64 indices
+    into the training set, in the order the training subset holds them.
 
-    ``random``: a seeded draw without replacement of ``max(1, round(N * ratio))`` rows.
-    ``stratified``: multi-label iterative stratification (Sechidis et al. 2011) from
-    ``datasets.preprocess.splits.iterative_stratification``, keeping every label's share.
+    ``random`` and ``stratified`` are the original's draws. It seeds Python, NumPy and torch globally
+    with ``--seed`` and draws right away; local generators seeded the same way give the same rows
+    without depending on (or disturbing) any other use of the global generators:
+
+    * ``random``: ``random.sample(range(N), int(N * ratio))`` (Python's Mersenne Twister); the rows
+      stay in draw order.
+    * ``stratified``: rows grouped by the arg-max of their multi-hot label (an all-zero row counts as
+      class 0); for each class c in index order, ``np.random.choice(rows_c, max(1, int(n_c * ratio)),
+      replace=False)``; the per-class draws are concatenated and then ``np.random.shuffle``-d, all
+      from one NumPy generator. Classes with no row are skipped.
+    * ``iterative`` (not in the original; the corrected variant): multi-label iterative stratification
+      (Sechidis et al. 2011, ``datasets.preprocess.splits.stratified_subset``), which keeps the share
+      of every label, not only of the arg-max class; rows in increasing order.
+
+    ``ratio == 1`` keeps every row in dataset order for every method.
     """
+    labels = np.asarray(labels)
     n = len(labels)
-    if not 0 < ratio <= 1:
-        raise ValueError(f"--split_ratio must be in (0, 1], got {ratio}")
-    if ratio >= 1:
-        return np.arange(n)
+    if method not in SAMPLING_METHODS:
+        raise ValueError(f"--sampling_method must be one of {list(SAMPLING_METHODS)}, got {method!r}")
+    if not 0 < float(ratio) <= 1:  # also refuses NaN
+        raise ValueError(f"--split_ratio must be in (0, 1], got {ratio!r}")
+    if ratio == 1:
+        return np.arange(n, dtype=np.int64)
     if method == "random":
-        rng = np.random.default_rng(seed)
-        size = max(1, int(round(n * ratio)))
-        return np.sort(rng.choice(n, size=size, replace=False))
+        # Official behaviour: int() truncates (not round()) and the rows keep random.sample's order.
+        size = int(n * ratio)
+        if size == 0:
+            raise ValueError(
+                f"--split_ratio {ratio} of {n} training rows keeps int({n} * {ratio}) = 0 rows with "
+                "--sampling_method random; use a larger ratio"
+            )
+        return np.asarray(random.Random(seed).sample(range(n), size), dtype=np.int64)
+    if labels.ndim != 2 or labels.shape[1] == 0:
+        raise ValueError(
+            f"--sampling_method {method} needs (N, C) multi-hot labels, got shape {labels.shape}"
+        )
     if method == "stratified":
-        from datasets.preprocess.splits import iterative_stratification
+        # Official behaviour: stratified by the arg-max class only (multi-label rows count for their
+        # first positive class), max(1, int(n_c * ratio)) rows per class, then one shuffle.
+        rs = np.random.RandomState(seed)
+        cls = labels.argmax(axis=1)
+        parts = []
+        for c in range(labels.shape[1]):
+            rows = np.flatnonzero(cls == c)
+            if rows.size:
+                parts.append(rs.choice(rows, max(1, int(rows.size * ratio)), replace=False))
+        keep = np.concatenate(parts)
+        rs.shuffle(keep)
+        return keep.astype(np.int64)
+    from datasets.preprocess.splits import stratified_subset
 
-        parts = iterative_stratification(np.asarray(labels), [ratio, 1.0 - ratio], seed)
-        return np.sort(np.asarray(parts[0], dtype=np.int64))
-    raise ValueError(f"--sampling_method must be 'random' or 'stratified', got {method!r}")
+    keep = stratified_subset(labels, ratio, seed)
+    if keep.size == 0:
+        raise ValueError(
+            f"--split_ratio {ratio} of {n} training rows keeps no row with --sampling_method iterative"
+        )
+    return keep.astype(np.int64)

@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from datasets.ecg_dataset import SAMPLING_METHODS  # noqa: E402
 from scripts.run_demo import default_nproc, torchrun_prefix  # noqa: E402
 
 # key -> (row label, dataset folder under --data_root, paper Table 1 linear probe {ratio: macro AUC %}).
@@ -56,7 +57,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     p.add_argument("--ratios", nargs="+", default=list(RATIOS), type=float)
     p.add_argument("--seeds", nargs="+", default=[0, 1, 2], type=int)
-    p.add_argument("--sampling_method", default="random", choices=["random", "stratified"])
+    p.add_argument("--sampling_method", default="random", choices=list(SAMPLING_METHODS))
     p.add_argument("--nproc", default=None, type=int, help="torchrun processes (default: GPUs, else 1)")
     s = p.add_argument_group("schedule (the seed's linear-probe flags)")
     s.add_argument("--epochs", default=100, type=int)

@@ -2,7 +2,7 @@
 
 ``iterative_stratification`` is the multi-label iterative stratification of Sechidis, Tsoumakas and
 Vlahavas (2011), written from the paper. The fine-tuning code reuses it for
-``--split_ratio`` with ``--sampling_method stratified`` through ``stratified_subset``.
+``--split_ratio`` with ``--sampling_method iterative`` through ``stratified_subset``.
 
 Split files are CSVs with one row per record: ``record`` then one 0/1 column per class. The same
 format is accepted as the published split files and written by our own runs, so a run can be
