@@ -17,11 +17,16 @@ from utils.integrity import (
     OutputDirLock,
     StaleOutputError,
     check_finite,
+    damaged_outputs,
     diff_settings,
     digest,
+    files_identity,
+    make_stamp,
+    npy_identity,
     provenance,
     read_stamp,
     sha256_file,
+    stale_reasons,
     write_stamp,
 )
 
@@ -51,9 +56,42 @@ def test_stamp_roundtrip_and_damaged(tmp_path):
         read_stamp(p)
 
 
+def test_data_stamps_name_changed_inputs_settings_and_damaged_outputs(tmp_path):
+    a, b = tmp_path / "a.hea", tmp_path / "b.hea"
+    a.write_text("x")
+    b.write_text("y")
+    np.save(tmp_path / "out.npy", np.zeros((4, 3), np.float32))
+    outputs = [npy_identity(tmp_path / "out.npy", tmp_path)]
+    assert outputs[0]["shape"] == [4, 3] and outputs[0]["dtype"] == "float32"
+    old = make_stamp("s", {"seed": 0}, {"records": files_identity([a, b], tmp_path)}, outputs)
+    same = make_stamp("s", {"seed": 0}, {"records": files_identity([a, b], tmp_path)}, outputs)
+    assert stale_reasons(old, same) == [] and damaged_outputs(tmp_path, outputs) == []
+    b.write_text("longer")
+    new = make_stamp("s", {"seed": 1}, {"records": files_identity([a, b, tmp_path / "c.hea"], tmp_path)}, [])
+    assert stale_reasons(old, new) == [
+        "setting seed: 0 -> 1",
+        "input records: 2 file(s) changed: c.hea (new), b.hea",
+    ]
+    big = make_stamp("s", {}, {"records": files_identity([a, b], tmp_path, list_limit=1)}, [])
+    assert "files" not in big["inputs"]["records"]
+    a.write_text("changed")
+    again = make_stamp("s", {}, {"records": files_identity([a, b], tmp_path, list_limit=1)}, [])
+    assert stale_reasons(big, again) == ["input records: 2 -> 2 files, identity (size/mtime) differs"]
+    assert stale_reasons(None, again)[0].startswith("no stamp")
+    with open(tmp_path / "out.npy", "r+b") as fh:  # truncated after completion
+        fh.truncate(100)
+    assert damaged_outputs(tmp_path, outputs) == [
+        f"{tmp_path / 'out.npy'}: 100 bytes, {outputs[0]['size']} when it was completed (truncated or rewritten)"
+    ]
+    (tmp_path / "out.npy").unlink()
+    assert damaged_outputs(tmp_path, outputs) == [f"{tmp_path / 'out.npy'}: missing"]
+
+
 def _start_holder(folder):
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder)], stdout=subprocess.PIPE, env=env, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(folder)], stdout=subprocess.PIPE, env=env, text=True
+    )
     assert proc.stdout.readline().strip() == "locked"
     return proc
 
@@ -87,6 +125,10 @@ def test_provenance(tmp_path):
     f = tmp_path / "c.pth"
     f.write_bytes(b"abc")
     p = provenance(f)
-    assert p["checkpoint_sha256"] == sha256_file(f) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    assert (
+        p["checkpoint_sha256"]
+        == sha256_file(f)
+        == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    )
     assert p["utc"].endswith("Z") and time.strftime("%Y") in p["utc"]
     assert len(p["git_commit"]) == 40 or p["git_commit"] == "unknown"

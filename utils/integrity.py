@@ -4,6 +4,9 @@
 * :func:`diff_settings`: the human-readable differences between two settings dicts.
 * :func:`write_stamp` / :func:`read_stamp`: a JSON record of what made an output, written atomically
   next to it; an output whose stamp no longer matches its inputs is redone or refused, never reused.
+* :func:`files_identity`, :func:`npy_identity`, :func:`make_stamp`, :func:`stale_reasons`,
+  :func:`damaged_outputs`: the data stages' "already done" check (same inputs and settings, outputs
+  intact) - preprocessing batches and tokenised splits.
 * :class:`OutputDirLock`: one writer per output folder (an ``fcntl`` lock the kernel releases when
   the holder dies, so a stale lock is detected without guessing).
 * :func:`set_parent_death_signal`: a torchrun worker dies with its launcher (Linux ``prctl``).
@@ -125,6 +128,113 @@ def read_stamp(path: str | os.PathLike) -> dict | None:
         raise StaleOutputError(f"{path} is damaged ({exc}); delete the outputs beside it and rerun") from exc
 
 
+# ------------------------------------------------------------------------------- output stamps (data)
+#: Inputs with more files than this are stamped by count + digest only (a MIMIC batch: 100 100 records).
+LIST_LIMIT = 2000
+
+
+def files_identity(paths, root: str | os.PathLike | None = None, list_limit: int = LIST_LIMIT) -> dict:
+    """Identity of a group of input files: ``{count, digest[, files]}``. A missing file counts as
+    ``{"name", "missing": True}``; the per-file list is kept when there are at most ``list_limit``
+    files, so a change can be named; above that only the digest tells that something changed."""
+    ids = []
+    for p in paths:
+        try:
+            ids.append(file_identity(p, root))
+        except FileNotFoundError:
+            ids.append(
+                {"name": str(Path(p).relative_to(root)) if root is not None else str(p), "missing": True}
+            )
+    out = {"count": len(ids), "digest": digest(ids)}
+    if len(ids) <= list_limit:
+        out["files"] = ids
+    return out
+
+
+def npy_identity(path: str | os.PathLike, root: str | os.PathLike | None = None) -> dict:
+    """:func:`file_identity` of a ``.npy`` plus the ``shape`` and ``dtype`` of its header."""
+    out = file_identity(path, root)
+    with open(path, "rb") as fh:
+        major, _ = np.lib.format.read_magic(fh)
+        read_header = (
+            np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        )
+        shape, _, dtype = read_header(fh)  # the header only, no data read
+    out.update(shape=list(shape), dtype=str(np.dtype(dtype)))
+    return out
+
+
+def make_stamp(stage: str, settings: dict, inputs: dict, outputs: list[dict], **extra: Any) -> dict:
+    """What made an output: ``{stage, settings, inputs: {group: identity}, outputs: [identity], utc}``."""
+    return {"stage": stage, "settings": settings, "inputs": inputs, "outputs": outputs, "utc": utc_now(),
+            **extra}  # fmt: skip
+
+
+def _input_changes(group: str, old: Any, new: Any) -> list[str]:
+    if canonical_json(old) == canonical_json(new):
+        return []
+    if isinstance(old, dict) and isinstance(new, dict) and "digest" in old and "digest" in new:
+        if old["digest"] == new["digest"]:
+            return []
+        if "files" in old and "files" in new:
+            a = {f["name"]: f for f in old["files"]}
+            b = {f["name"]: f for f in new["files"]}
+            names = [f"{n} (removed)" for n in sorted(set(a) - set(b))]
+            names += [f"{n} (new)" for n in sorted(set(b) - set(a))]
+            names += [n for n in sorted(set(a) & set(b)) if canonical_json(a[n]) != canonical_json(b[n])]
+            return [f"input {group}: {len(names)} file(s) changed: {', '.join(names[:5])}"
+                    + (" ..." if len(names) > 5 else "")]  # fmt: skip
+        return [f"input {group}: {old['count']} -> {new['count']} files, identity (size/mtime) differs"]
+    if isinstance(old, dict) and isinstance(new, dict) and "name" in new:
+        return [f"input {group}: {new['name']} changed (size {old.get('size')} -> {new.get('size')}, "
+                f"mtime_ns {old.get('mtime_ns')} -> {new.get('mtime_ns')})"]  # fmt: skip
+    return [f"input {group}: {_short(old)} -> {_short(new)}"]
+
+
+def stale_reasons(old: dict | None, new: dict) -> list[str]:
+    """Why outputs stamped ``old`` are not what the stamp ``new`` describes: each differing setting
+    (``"setting seed: 0 -> 1"``) and each changed input group, naming files where it can; [] = same."""
+    if old is None:
+        return ["no stamp (outputs of an unfinished run or of an older version)"]
+    if old.get("stage") != new.get("stage"):
+        return [f"stamp of stage {old.get('stage')!r}, expected {new.get('stage')!r}"]
+    out = [f"setting {d}" for d in diff_settings(old.get("settings", {}), new.get("settings", {}))]
+    old_in, new_in = old.get("inputs", {}), new.get("inputs", {})
+    for group in sorted(set(old_in) | set(new_in)):
+        out += _input_changes(group, old_in.get(group, "(absent)"), new_in.get(group, "(absent)"))
+    return out
+
+
+def damaged_outputs(root: str | os.PathLike, outputs: list[dict]) -> list[str]:
+    """Stamped outputs (identities relative to ``root``) that are missing, have another size than when
+    they were stamped (truncated or rewritten), or whose ``.npy`` header disagrees with the stamp or
+    with the file size. Returns one message per damaged file, naming it; [] = intact."""
+    root = Path(root)
+    bad = []
+    for rec in outputs:
+        path = root / rec["name"]
+        if not path.is_file():
+            bad.append(f"{path}: missing")
+            continue
+        size = path.stat().st_size
+        if size != rec.get("size"):
+            bad.append(
+                f"{path}: {size} bytes, {rec.get('size')} when it was completed (truncated or rewritten)"
+            )
+            continue
+        if "shape" in rec:
+            try:
+                now = npy_identity(path, root)
+            except (OSError, ValueError) as exc:
+                bad.append(f"{path}: unreadable .npy header ({exc})")
+                continue
+            if now["shape"] != rec["shape"] or now["dtype"] != rec.get("dtype"):
+                bad.append(
+                    f"{path}: {now['dtype']} {now['shape']}, stamped {rec.get('dtype')} {rec['shape']}"
+                )
+    return bad
+
+
 # ----------------------------------------------------------------------------------------------- lock
 class OutputDirLock:
     """Exclusive lock on ``<folder>/.lock`` for the life of this object (``with`` or acquire/release).
@@ -156,8 +266,14 @@ class OutputDirLock:
         fh.seek(0)
         fh.truncate()
         fh.write(
-            canonical_json({"pid": os.getpid(), "host": socket.gethostname(), "started_utc": utc_now(),
-                            "argv": " ".join(sys.argv)})  # fmt: skip
+            canonical_json(
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "started_utc": utc_now(),
+                    "argv": " ".join(sys.argv),
+                }
+            )  # fmt: skip
         )
         fh.flush()
         self._fh = fh
