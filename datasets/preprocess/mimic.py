@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -37,10 +38,19 @@ from datasets.preprocess.records import (
     parallel_map,
     read_rows_csv,
     read_wfdb,
+    resolve_inside,
     write_rows_csv,
     write_summary,
 )
 from datasets.preprocess.signal import STANDARD_LEADS, TARGET_LEN, SignalError, mimic_chain
+from utils.integrity import (
+    damaged_outputs,
+    files_identity,
+    make_stamp,
+    npy_identity,
+    read_stamp,
+    stale_reasons,
+)
 
 EXPECTED_FS = 500.0
 EXPECTED_LEN = 5000
@@ -78,7 +88,7 @@ def process_record(path: str) -> tuple[np.ndarray | None, str, str]:
             raise SignalError(
                 "wrong_shape", f"{path}: {sig.shape[0]} leads x {sig.shape[1]} samples, expected 12 x 5000"
             )
-        return mimic_chain(sig, names), "", ""
+        return mimic_chain(sig, names, str(path)), "", ""
     except SignalError as exc:
         return None, exc.reason, exc.detail or str(path)
 
@@ -91,18 +101,82 @@ def val_mask(n: int, batch_index: int, seed: int, val_fraction: float) -> np.nda
     return mask
 
 
+def check_args(args) -> None:
+    """Refuse impossible settings before any record is read (docs/robustness.md)."""
+    if not 0.0 <= args.val_fraction < 1.0:
+        raise SystemExit(f"--val_fraction must be in [0, 1), got {args.val_fraction}")
+    if args.max_records is not None and args.max_records < 0:
+        raise SystemExit(f"--max_records must be >= 0 (or omitted for all records), got {args.max_records}")
+    if args.batch_size <= 0:
+        raise SystemExit(f"--batch_size must be positive, got {args.batch_size}")
+    if args.num_workers < 1:
+        raise SystemExit(f"--num_workers must be >= 1, got {args.num_workers}")
+
+
 def load_record_paths(args) -> list[str]:
+    """Record paths (no extension) from record_list.csv, each checked to stay inside --dataset_path."""
     record_list = args.record_list or args.dataset_path / "record_list.csv"
     if not record_list.is_file():
-        raise FileNotFoundError(
-            f"record list {record_list} not found (expected MIMIC-IV-ECG's record_list.csv)"
+        raise SystemExit(f"record list {record_list} not found (expected MIMIC-IV-ECG's record_list.csv)")
+    try:
+        df = pd.read_csv(record_list, dtype=str, nrows=args.max_records, keep_default_na=False)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise SystemExit(f"{record_list}: not a CSV with a header row and a 'path' column ({exc})") from None
+    if "path" not in df.columns:
+        raise SystemExit(
+            f"{record_list}: no 'path' column in the header {list(df.columns)[:8]} "
+            "(MIMIC-IV-ECG's record_list.csv starts with subject_id,study_id,file_name,ecg_time,path)"
         )
-    df = pd.read_csv(record_list, usecols=["path"], dtype=str, nrows=args.max_records)
-    if df["path"].isna().any():
-        raise ValueError(
-            f"{record_list}: empty 'path' cells at rows {np.flatnonzero(df['path'].isna())[:10].tolist()}"
+    if len(df) == 0 and args.max_records != 0:
+        raise SystemExit(f"{record_list}: header only, no record rows")
+    paths = df["path"].str.strip()
+    empty = np.flatnonzero(paths.eq("").to_numpy())
+    if empty.size:
+        raise SystemExit(
+            f"{record_list}: empty 'path' cells at rows {(empty + 2)[:10].tolist()} (1 = header)"
         )
-    return [str(args.dataset_path / p) for p in df["path"].tolist()]
+    bad = []
+    for i, p in enumerate(paths.tolist()):
+        try:
+            resolve_inside(args.dataset_path, p, f"{record_list}, row {i + 2}")
+        except ValueError as exc:
+            bad.append(str(exc))
+    if bad:
+        raise SystemExit(f"{len(bad)} record path(s) refused:\n  " + "\n  ".join(bad[:10]))
+    return [str(args.dataset_path / p) for p in paths.tolist()]
+
+
+RECORD_SUFFIXES = (".hea", ".dat", ".mat")
+
+
+def raw_files(paths: list[str]) -> list[str]:
+    """The WFDB files of records ``paths`` (header and signal files that exist), the batch's inputs."""
+    return [p + s for p in paths for s in RECORD_SUFFIXES if os.path.exists(p + s)]
+
+
+def batch_stamp(k: int, paths: list[str], args, config: dict, outputs: list[dict], raw: dict) -> dict:
+    """DONE.json's stamp: the run settings, this batch's raw files (size/mtime) and its outputs."""
+    settings = {
+        **config,
+        "batch": k,
+        "batch_paths_sha256": hashlib.sha256("\n".join(paths).encode()).hexdigest(),
+    }
+    return make_stamp("mimic_preprocess", settings, {"raw_records": raw}, outputs)
+
+
+def batch_problems(k: int, paths: list[str], args, config: dict) -> list[str]:
+    """Why the complete-looking ``batch_k`` cannot be kept: damaged outputs (named), other settings or
+    changed raw files; [] when it is intact and made from the same inputs with the same settings."""
+    folder = args.output_path / f"batch_{k}"
+    done = read_stamp(folder / "DONE.json")
+    old = done.get("stamp") if done else None
+    if old is None:
+        return ["DONE.json has no stamp (made by an older version)"]
+    damaged = damaged_outputs(folder, old.get("outputs", []))
+    if damaged:
+        return [f"damaged output {d}" for d in damaged]
+    raw = files_identity(raw_files(paths), args.dataset_path)
+    return stale_reasons(old, batch_stamp(k, paths, args, config, [], raw))
 
 
 def run_config(args, paths: list[str]) -> dict:
@@ -134,7 +208,7 @@ def check_or_write_config(out: Path, config: dict) -> None:
 
 
 def build_batch(
-    k: int, paths: list[str], args, pbar, abort_after: int | None, done_so_far: list[int]
+    k: int, paths: list[str], args, pbar, abort_after: int | None, done_so_far: list[int], config: dict
 ) -> None:
     """Write ``batch_k`` for ``paths`` (this batch's records) atomically."""
     final = args.output_path / f"batch_{k}"
@@ -142,6 +216,7 @@ def build_batch(
     if tmp.exists():  # left by a crash: never trusted
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
+    raw = files_identity(raw_files(paths), args.dataset_path)  # before reading: a later edit is seen
     is_val = val_mask(len(paths), k, args.seed, args.val_fraction)
     writers = {
         "train": ChunkedNpyWriter(tmp / "train_data.npy", int((~is_val).sum()), ROW_SHAPE),
@@ -162,13 +237,15 @@ def build_batch(
     counts = {split: w.close() for split, w in writers.items()}
     write_rows_csv(tmp / "records.csv", manifest, ["split", "index", "record"])
     skipped.write(tmp / "skipped.csv")
+    outputs = [npy_identity(tmp / f"{s}_data.npy", tmp) for s in writers]
     done = {
         "batch": k,
         "records_in": len(paths),
         **{f"{s}_out": n for s, n in counts.items()},
         "skipped": skipped.counts(),
+        "stamp": batch_stamp(k, paths, args, config, outputs, raw),
     }
-    (tmp / "DONE.json").write_text(json.dumps(done, indent=2) + "\n")
+    (tmp / "DONE.json").write_text(json.dumps(done, indent=1) + "\n")
     if final.exists():  # a folder without DONE.json cannot come from us finishing; replace it
         shutil.rmtree(final)
     os.rename(tmp, final)
@@ -176,13 +253,23 @@ def build_batch(
 
 def run(args) -> dict:
     t0 = time.time()
+    check_args(args)
     paths = load_record_paths(args)
-    if args.batch_size <= 0:
-        raise SystemExit(f"--batch_size must be positive, got {args.batch_size}")
-    check_or_write_config(args.output_path, run_config(args, paths))
+    config = run_config(args, paths)
+    check_or_write_config(args.output_path, config)
     n_batches = (len(paths) + args.batch_size - 1) // args.batch_size
     abort_after = int(os.environ[ABORT_ENV]) if os.environ.get(ABORT_ENV) else None
-    resumed = [k for k in range(n_batches) if (args.output_path / f"batch_{k}" / "DONE.json").is_file()]
+    resumed, redone = [], {}
+    for k in range(n_batches):
+        if not (args.output_path / f"batch_{k}" / "DONE.json").is_file():
+            continue
+        chunk = paths[k * args.batch_size : (k + 1) * args.batch_size]
+        problems = batch_problems(k, chunk, args, config)
+        if problems:
+            redone[k] = problems
+            print(f"batch_{k}: redone: " + "; ".join(problems), file=sys.stderr)
+        else:
+            resumed.append(k)
     print(
         f"MIMIC-IV-ECG: {len(paths)} records -> {n_batches} batch(es) of <= {args.batch_size}; "
         f"{len(resumed)} already complete; {args.num_workers} worker(s)"
@@ -194,14 +281,17 @@ def run(args) -> dict:
             if k in resumed:
                 pbar.update(len(chunk))
                 continue
-            build_batch(k, chunk, args, pbar, abort_after, done_so_far)
-    return summarize(args.output_path, n_batches, len(paths), resumed, time.time() - t0)
+            build_batch(k, chunk, args, pbar, abort_after, done_so_far, config)
+    return summarize(args.output_path, n_batches, len(paths), resumed, time.time() - t0, redone)
 
 
-def summarize(out: Path, n_batches: int, n_in: int, resumed: list[int], seconds: float) -> dict:
+def summarize(
+    out: Path, n_batches: int, n_in: int, resumed: list[int], seconds: float, redone: dict | None = None
+) -> dict:
     skipped, per_batch = SkipLog(), []
     for k in range(n_batches):
-        per_batch.append(json.loads((out / f"batch_{k}" / "DONE.json").read_text()))
+        done = json.loads((out / f"batch_{k}" / "DONE.json").read_text())
+        per_batch.append({key: v for key, v in done.items() if key != "stamp"})
         skipped.extend(read_rows_csv(out / f"batch_{k}" / "skipped.csv"))
     skipped.write(out / "skipped_records.csv")
     summary = {
@@ -213,6 +303,7 @@ def summarize(out: Path, n_batches: int, n_in: int, resumed: list[int], seconds:
         "skipped_report": str(out / "skipped_records.csv"),
         "batches": per_batch,
         "batches_resumed": resumed,
+        "batches_redone": {str(k): v for k, v in (redone or {}).items()},
         "seconds": round(seconds, 2),
     }
     write_summary(out / "summary.json", summary)

@@ -88,6 +88,32 @@ def read_header_dx(path: str | os.PathLike) -> list[str] | None:
         return None
 
 
+def resolve_inside(root: str | os.PathLike, rel: str, where: str) -> Path:
+    """``root / rel`` for a path read from an index file (record_list.csv, filename_lr, ...).
+
+    The path must be relative and stay inside ``root`` after resolving ``..`` and links: an index
+    file must not make the preprocessing read (or report on) files elsewhere. Raises ``ValueError``
+    naming ``where`` (file and row) and the rule otherwise.
+    """
+    root_r = Path(root).resolve()
+    rel_s = str(rel).strip()
+    if not rel_s or Path(rel_s).is_absolute():
+        raise ValueError(f"{where}: path {rel_s!r} must be relative to the dataset root {root}")
+    full = Path(root) / rel_s
+    if not full.resolve().is_relative_to(root_r):
+        raise ValueError(
+            f"{where}: path {rel_s!r} leaves the dataset root {root} (paths must stay inside it)"
+        )
+    return full
+
+
+def split_dx_codes(codes: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``(valid, invalid)``: SNOMED-CT codes are positive integers (6-18 digits, e.g. 426783006);
+    anything else in a Dx line (a name, a typo, ``59118001.0``) is invalid and must not become a class."""
+    valid = [c for c in codes if c.isdigit() and 6 <= len(c) <= 18 and not c.startswith("0")]
+    return valid, [c for c in codes if c not in valid]
+
+
 class SkipLog:
     """Collects skipped records (path, reason, detail) and writes them as CSV."""
 

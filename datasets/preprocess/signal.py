@@ -36,6 +36,9 @@ STANDARD_LEADS: tuple[str, ...] = (
 TARGET_FS = 100  # Hz, every output array is 10 s at 100 Hz
 TARGET_LEN = 1000  # samples
 NAN_FILL_HALF_WINDOW = 6  # samples each side, DESIGN.md section 1
+#: Largest plausible |sample| in mV. ECGs stay within a few tens of mV; 1000 mV only flags unit or
+#: header-gain errors (e.g. a gain 1000x too small), which would overflow float32 or poison a scaler.
+MAX_ABS_MV = 1000.0
 
 
 class SignalError(ValueError):
@@ -146,10 +149,50 @@ def minmax_scale(sig: np.ndarray, low: float = -3.0, high: float = 3.0) -> np.nd
     return (x - lo) / (hi - lo) * (high - low) + low
 
 
-def mimic_chain(sig: np.ndarray, sig_names: Sequence[str]) -> np.ndarray:
+def check_record(sig: np.ndarray, what: str = "") -> np.ndarray:
+    """The one content rule of every source, applied to the raw record in mV (docs/robustness.md).
+
+    * NaN/inf samples -> ``SignalError("nonfinite_samples")`` (MIMIC fills short gaps first);
+    * a sample beyond +-``MAX_ABS_MV`` -> ``SignalError("implausible_amplitude")``: no ECG reaches it;
+      it is a header gain/unit error, and such a record would overflow float32 or dominate a scaler;
+    * every sample of every lead equal (all-zero, or a disconnected recorder) ->
+      ``SignalError("flat_record")``: no information. A record with only some flat leads is kept
+      (the tokenizer counts them).
+    Returns ``sig`` unchanged.
+    """
+    where = f"{what}: " if what else ""
+    x = np.asarray(sig)
+    if not np.isfinite(x).all():
+        raise SignalError("nonfinite_samples", f"{where}{int((~np.isfinite(x)).sum())} NaN/inf samples")
+    if x.size == 0:
+        raise SignalError("wrong_shape", f"{where}no samples")
+    peak = float(np.abs(x).max())
+    if peak > MAX_ABS_MV:
+        raise SignalError(
+            "implausible_amplitude",
+            f"{where}|sample| up to {peak:.3g} > {MAX_ABS_MV:g} mV (header gain/units?)",
+        )
+    if float(x.max()) == float(x.min()):
+        raise SignalError("flat_record", f"{where}all samples equal {float(x.flat[0]):g}")
+    return sig
+
+
+def finite_float32(x: np.ndarray, what: str = "") -> np.ndarray:
+    """The last step of every chain: cast to float32 and refuse (``SignalError("nonfinite_output")``) a
+    result holding NaN/inf, so no step can write a non-finite value into a data set."""
+    out = np.asarray(x, dtype=np.float32)
+    if not np.isfinite(out).all():
+        where = f"{what}: " if what else ""
+        raise SignalError(
+            "nonfinite_output", f"{where}{int((~np.isfinite(out)).sum())} NaN/inf values after processing"
+        )
+    return out
+
+
+def mimic_chain(sig: np.ndarray, sig_names: Sequence[str], what: str = "") -> np.ndarray:
     """The MIMIC-IV-ECG chain on one record: (n_leads, 5000) at 500 Hz -> (12, 1000) float32 at 100 Hz."""
-    x = fill_nonfinite(sig)
+    x = check_record(fill_nonfinite(sig), what)
     x = resample_fft(x, TARGET_LEN)
     x = reorder_leads(x, sig_names)
     x = bandpass(x)
-    return x.astype(np.float32)
+    return finite_float32(x, what)
