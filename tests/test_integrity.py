@@ -27,6 +27,7 @@ from utils.integrity import (
     read_stamp,
     sha256_file,
     stale_reasons,
+    stamp_problems,
     write_stamp,
 )
 
@@ -82,6 +83,9 @@ def test_data_stamps_name_changed_inputs_settings_and_damaged_outputs(tmp_path):
         fh.truncate(100)
     assert damaged_outputs(tmp_path, outputs) == [
         f"{tmp_path / 'out.npy'}: 100 bytes, {outputs[0]['size']} when it was completed (truncated or rewritten)"
+    ]
+    assert stamp_problems(tmp_path, old, same) == [
+        damaged_outputs(tmp_path, outputs)[0].join(["damaged output ", ""])
     ]
     (tmp_path / "out.npy").unlink()
     assert damaged_outputs(tmp_path, outputs) == [f"{tmp_path / 'out.npy'}: missing"]

@@ -5,7 +5,7 @@
 * :func:`write_stamp` / :func:`read_stamp`: a JSON record of what made an output, written atomically
   next to it; an output whose stamp no longer matches its inputs is redone or refused, never reused.
 * :func:`files_identity`, :func:`npy_identity`, :func:`make_stamp`, :func:`stale_reasons`,
-  :func:`damaged_outputs`: the data stages' "already done" check (same inputs and settings, outputs
+  :func:`damaged_outputs`, :func:`stamp_problems`: the data stages' "already done" check (same inputs and settings, outputs
   intact) - preprocessing batches and tokenised splits.
 * :class:`OutputDirLock`: one writer per output folder (an ``fcntl`` lock the kernel releases when
   the holder dies, so a stale lock is detected without guessing).
@@ -233,6 +233,16 @@ def damaged_outputs(root: str | os.PathLike, outputs: list[dict]) -> list[str]:
                     f"{path}: {now['dtype']} {now['shape']}, stamped {rec.get('dtype')} {rec['shape']}"
                 )
     return bad
+
+
+def stamp_problems(root: str | os.PathLike, old: dict | None, new: dict) -> list[str]:
+    """The one "already done?" rule of the data stages: outputs stamped ``old`` (relative to ``root``)
+    are kept only when they are intact and ``new`` (this run's settings and inputs) matches.
+    Returns the reasons to redo them, each naming a damaged file, a setting or an input; [] = keep."""
+    if old is None:
+        return stale_reasons(None, new)
+    damaged = [f"damaged output {d}" for d in damaged_outputs(root, old.get("outputs", []))]
+    return damaged or stale_reasons(old, new)
 
 
 # ----------------------------------------------------------------------------------------------- lock

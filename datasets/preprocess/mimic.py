@@ -43,14 +43,7 @@ from datasets.preprocess.records import (
     write_summary,
 )
 from datasets.preprocess.signal import STANDARD_LEADS, TARGET_LEN, SignalError, mimic_chain
-from utils.integrity import (
-    damaged_outputs,
-    files_identity,
-    make_stamp,
-    npy_identity,
-    read_stamp,
-    stale_reasons,
-)
+from utils.integrity import files_identity, make_stamp, npy_identity, read_stamp, stamp_problems
 
 EXPECTED_FS = 500.0
 EXPECTED_LEN = 5000
@@ -154,7 +147,7 @@ def raw_files(paths: list[str]) -> list[str]:
     return [p + s for p in paths for s in RECORD_SUFFIXES if os.path.exists(p + s)]
 
 
-def batch_stamp(k: int, paths: list[str], args, config: dict, outputs: list[dict], raw: dict) -> dict:
+def batch_stamp(k: int, paths: list[str], config: dict, outputs: list[dict], raw: dict) -> dict:
     """DONE.json's stamp: the run settings, this batch's raw files (size/mtime) and its outputs."""
     settings = {
         **config,
@@ -170,13 +163,8 @@ def batch_problems(k: int, paths: list[str], args, config: dict) -> list[str]:
     folder = args.output_path / f"batch_{k}"
     done = read_stamp(folder / "DONE.json")
     old = done.get("stamp") if done else None
-    if old is None:
-        return ["DONE.json has no stamp (made by an older version)"]
-    damaged = damaged_outputs(folder, old.get("outputs", []))
-    if damaged:
-        return [f"damaged output {d}" for d in damaged]
     raw = files_identity(raw_files(paths), args.dataset_path)
-    return stale_reasons(old, batch_stamp(k, paths, args, config, [], raw))
+    return stamp_problems(folder, old, batch_stamp(k, paths, config, [], raw))
 
 
 def run_config(args, paths: list[str]) -> dict:
@@ -243,7 +231,7 @@ def build_batch(
         "records_in": len(paths),
         **{f"{s}_out": n for s, n in counts.items()},
         "skipped": skipped.counts(),
-        "stamp": batch_stamp(k, paths, args, config, outputs, raw),
+        "stamp": batch_stamp(k, paths, config, outputs, raw),
     }
     (tmp / "DONE.json").write_text(json.dumps(done, indent=1) + "\n")
     if final.exists():  # a folder without DONE.json cannot come from us finishing; replace it
