@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from datasets.preprocess.splits import (
+    PAPER_SPLITS_SHA256,
     iterative_stratification,
     read_split_csv,
     stratified_subset,
@@ -80,3 +86,57 @@ def test_split_csv_roundtrip(tmp_path):
     np.testing.assert_array_equal(y, y2)
     (tmp_path / "p.csv").write_text("ecg,AF\nWFDBRecords/01/016/JS00666.mat,1\n")
     assert read_split_csv(tmp_path / "p.csv")[0] == ["JS00666"]
+
+
+def _git(*args, cwd):
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def _mirror(tmp_path, files: dict[str, bytes]) -> tuple[str, str]:
+    """A local git repository holding ``files`` (path -> bytes) in one commit: (url, commit)."""
+    repo = tmp_path / "mirror"
+    for rel, data in files.items():
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo / rel).write_bytes(data)
+    _git("init", "-q", cwd=repo)
+    _git("add", ".", cwd=repo)
+    _git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "splits", cwd=repo)
+    _git("config", "uploadpack.allowAnySHA1InWant", "true", cwd=repo)
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, check=True, capture_output=True, text=True)
+    return f"file://{repo}", sha.stdout.strip()
+
+
+def _fetch(url, commit, dest):
+    env = dict(os.environ, HEARTLANG_REPO_URL=url, HEARTLANG_SPLITS_COMMIT=commit)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "fetch_paper_splits.sh"
+    return subprocess.run(["bash", str(script), str(dest)], env=env, capture_output=True, text=True)
+
+
+def test_fetch_script_finds_checks_and_writes_the_paper_files(shared_data, tmp_path):
+    names = sorted(PAPER_SPLITS_SHA256)
+    # the script's hard-coded sums are the module's, and both are those of the shared byte-identical copies
+    script = (Path(__file__).resolve().parents[1] / "scripts" / "fetch_paper_splits.sh").read_text()
+    for name in names:
+        assert f"[{name}]={PAPER_SPLITS_SHA256[name]}" in script
+        assert (
+            hashlib.sha256((shared_data / "splits" / name).read_bytes()).hexdigest()
+            == PAPER_SPLITS_SHA256[name]
+        )
+    files = {f"some/dir/{n}": (shared_data / "splits" / n).read_bytes() for n in names}
+    files["other/icbeb_val.csv"] = b"record,AF\nA0001,1\n"  # same name, other content: skipped
+    url, commit = _mirror(tmp_path, files)
+    res = _fetch(url, commit, tmp_path / "dest")
+    assert res.returncode == 0, res.stderr
+    for n in names:
+        assert (tmp_path / "dest" / n).read_bytes() == (shared_data / "splits" / n).read_bytes()
+    prov = (tmp_path / "dest" / "PROVENANCE.txt").read_text()
+    assert commit in prov and "some/dir/icbeb_val.csv" in prov
+
+
+def test_fetch_script_refuses_a_changed_file_and_writes_nothing(shared_data, tmp_path):
+    files = {n: (shared_data / "splits" / n).read_bytes() for n in PAPER_SPLITS_SHA256}
+    files["chapman_test.csv"] = files["chapman_test.csv"].replace(b"JS18048", b"JS18049")
+    url, commit = _mirror(tmp_path, files)
+    res = _fetch(url, commit, tmp_path / "dest")
+    assert res.returncode != 0 and "no file chapman_test.csv with SHA-256" in res.stderr
+    assert not (tmp_path / "dest").exists()

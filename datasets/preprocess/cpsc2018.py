@@ -33,7 +33,7 @@ PADDED_LEN = 5000
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("CPSC2018 preprocessing")
-    add_common_args(p, "datasets/ecg_datasets/CPSC2018")
+    add_common_args(p, "datasets/ecg_datasets/CPSC2018", paper_prefix="icbeb")
     p.add_argument(
         "--reference", type=Path, default=None, help="ICBEB REFERENCE.csv (default: found under dataset_path)"
     )

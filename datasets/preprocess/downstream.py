@@ -15,6 +15,7 @@ The written ``splits/*.csv`` have the format ``--split_files`` accepts, so a run
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import time
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ from datasets.preprocess.splits import (
     SPLIT_NAMES,
     iterative_stratification,
     read_split_csv,
+    resolve_split_files,
+    split_file_format,
     write_split_csv,
 )
 
@@ -55,17 +58,22 @@ class RecordRef:
     kind: str
 
 
-def add_common_args(p: argparse.ArgumentParser, default_out: str) -> argparse.ArgumentParser:
+def add_common_args(
+    p: argparse.ArgumentParser, default_out: str, paper_prefix: str | None = None
+) -> argparse.ArgumentParser:
+    """Flags shared by the labelled sources; ``paper_prefix`` names the paper's split files
+    (``icbeb`` / ``chapman``) that ``--split_files paper`` resolves to."""
     p.add_argument("--dataset_path", required=True, type=Path, help="folder searched recursively for records")
     p.add_argument("--output_path", default=Path(default_out), type=Path)
     p.add_argument(
         "--split_files",
-        nargs=3,
-        type=Path,
+        nargs="+",
         default=None,
-        metavar=("TRAIN_CSV", "VAL_CSV", "TEST_CSV"),
-        help="published split files (record name + one 0/1 column per class); labels and classes come from them",
+        metavar="CSV",
+        help="TRAIN.csv VAL.csv TEST.csv (ours, or the paper's icbeb_*/chapman_* files as published), or "
+        "'paper' for the paper's split; labels and classes then come from the files",
     )
+    p.set_defaults(paper_split_prefix=paper_prefix)
     p.add_argument("--fractions", nargs=3, type=float, default=list(DEFAULT_FRACTIONS), help="train val test")
     p.add_argument("--seed", default=42, type=int, help="seed of the stratified split")
     p.add_argument("--num_workers", default=default_num_workers(), type=int)
@@ -97,31 +105,62 @@ def _process(
         return None, exc.reason, exc.detail or ref.path
 
 
+def _header(path: Path) -> list[str]:
+    with open(path, newline="") as fh:
+        return next(csv.reader(fh), [])
+
+
 def plan_splits(
-    args, refs: Sequence[RecordRef], labels: dict[str, list[str]], classes: Sequence[str], skipped: SkipLog
+    args,
+    refs: Sequence[RecordRef],
+    labels: dict[str, list[str]],
+    classes: Sequence[str],
+    skipped: SkipLog,
+    split_report: dict | None = None,
 ) -> tuple[dict[str, list[RecordRef]], dict[str, np.ndarray], list[str], str]:
-    """Records and multi-hot labels per split, from --split_files or a stratified split."""
+    """Records and multi-hot labels per split, from --split_files or a stratified split.
+
+    With split files, records listed but absent under --dataset_path are skipped as ``missing_file``
+    (counted per split in ``split_report`` and printed with their names), never silently dropped.
+    """
+    split_report = {} if split_report is None else split_report
     by_name = {r.name: r for r in refs}
     if args.split_files:
-        plan, ys, classes_seen = {}, {}, None
-        for split, path in zip(SPLIT_NAMES, args.split_files):
+        paths, source = resolve_split_files(args.split_files, getattr(args, "paper_split_prefix", None))
+        plan, ys, classes_seen, seen_in = {}, {}, None, {}
+        for split, path in zip(SPLIT_NAMES, paths):
             names, y, cls = read_split_csv(path)
             if classes_seen is not None and cls != classes_seen:
-                raise SystemExit(f"split file {path} has other class columns than {args.split_files[0]}")
+                raise SystemExit(f"split file {path} has other class columns than {paths[0]}")
             classes_seen = cls
-            present = [i for i, n in enumerate(names) if n in by_name]
             for n in names:
-                if n not in by_name:
-                    skipped.add(
-                        n, "missing_file", f"listed in {path.name}, not found under {args.dataset_path}"
-                    )
+                if n in seen_in:
+                    raise SystemExit(f"record {n} is listed in both {seen_in[n].name} and {path.name}")
+                seen_in[n] = path
+            present = [i for i, n in enumerate(names) if n in by_name]
+            missing = [n for n in names if n not in by_name]
+            for n in missing:
+                skipped.add(n, "missing_file", f"listed in {path.name}, not found under {args.dataset_path}")
+            if missing:
+                shown = ", ".join(missing[:10]) + (", ..." if len(missing) > 10 else "")
+                print(
+                    f"{path.name}: {len(missing)} of {len(names)} listed records not found under "
+                    f"{args.dataset_path} ({shown}; all in skipped_records.csv as missing_file)"
+                )
+            split_report[split] = {
+                "file": str(path),
+                "format": split_file_format(_header(path))[0],
+                "listed": len(names),
+                "found": len(present),
+                "missing": len(missing),
+            }
             plan[split] = [by_name[names[i]] for i in present]
             ys[split] = y[present]
         listed = {r.name for rs in plan.values() for r in rs}
         for r in refs:
             if r.name not in listed:
                 skipped.add(r.name, "not_in_split_files", r.path)
-        return plan, ys, list(classes_seen), "split_files"
+        return plan, ys, list(classes_seen), source
     labelled = [r for r in refs if labels.get(r.name)]
     for r in refs:
         if not labels.get(r.name):
@@ -152,7 +191,8 @@ def build(
     t0 = time.time()
     out: Path = args.output_path
     skipped = SkipLog()
-    plan, ys, classes, split_source = plan_splits(args, refs, labels, classes, skipped)
+    split_report: dict = {}
+    plan, ys, classes, split_source = plan_splits(args, refs, labels, classes, skipped, split_report)
     n_planned = sum(len(v) for v in plan.values())
     if n_planned == 0:
         raise SystemExit(
@@ -188,6 +228,7 @@ def build(
         "records_out": counts,
         "n_classes": len(classes),
         "split": split_source,
+        **({"split_files": split_report} if split_report else {}),
         "skipped": len(skipped.rows),
         "skipped_by_reason": skipped.counts(),
         "label_counts": label_counts,

@@ -4,14 +4,16 @@
 Vlahavas (2011), written from the paper. The fine-tuning code reuses it for
 ``--split_ratio`` with ``--sampling_method iterative`` through ``stratified_subset``.
 
-Split files are CSVs with one row per record: ``record`` then one 0/1 column per class. The same
-format is accepted as the published split files and written by our own runs, so a run can be
-repeated exactly from its split files.
+Split files (``read_split_csv``) are CSVs with one row per record and one 0/1 column per class:
+our ``record,<classes>`` format (written by every run, so a run can be repeated exactly) and the
+paper's published CPSC2018 (``icbeb_*.csv``) and CSN (``chapman_*.csv``) files as they are, recognised
+from the header. ``resolve_split_files`` turns ``--split_files paper`` into the published files.
 """
 
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -101,31 +103,147 @@ def write_split_csv(path: Path, records: Sequence[str], labels: np.ndarray, clas
             w.writerow([name, *(int(v) for v in row)])
 
 
-def read_split_csv(path: Path) -> tuple[list[str], np.ndarray, list[str]]:
-    """Read a split file: first column the record name, every other column a 0/1 class column.
+# The paper's published split files (CPSC2018: icbeb_*, CSN: chapman_*), as in the original HeartLang
+# repository at this commit (which took them from the MERL benchmark), with their SHA-256.
+PAPER_SPLITS_COMMIT = "a08afd8117e813fee212a1ac283db4a7140a4669"
+PAPER_SPLITS_SHA256 = {
+    "icbeb_train.csv": "013fa62513598e7a141d5ea810f73b6b75cdddbab25e11bcbbcdf84a18f000de",
+    "icbeb_val.csv": "17fc4f6f95aa818e147ff3b6d5c314c9ae4301989469a0488aaa19638d3e44c8",
+    "icbeb_test.csv": "ef85abba57aedba8bf857cf843457b5732f68adfd27b0f45af408870d4210a7f",
+    "chapman_train.csv": "8cb268dd4a1e87ea527c4ad57f23baafc4ba72c08edf0ffe2d13cbf6aa299572",
+    "chapman_val.csv": "2f611e3447008d36eaa10a33675127d57c90a156894577167a7932057a7ef8a8",
+    "chapman_test.csv": "a51df50676226bd7697845fc15036356a56af9379c3efaa917f1dbff274d1236",
+}
+PAPER_SPLITS_ENV = "HEARTLANG_PAPER_SPLITS"
+PAPER_SPLITS_FETCH = "bash scripts/fetch_paper_splits.sh"
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
-    Returns ``(records, labels (N, C) int64, classes)``. Record names are reduced to their stem
-    (``WFDBRecords/01/016/JS00666.mat`` -> ``JS00666``) so published files in either form work.
+# Published formats recognised from the header: (record column, label columns start after this column).
+# icbeb_*.csv:   patient_id, ecg_id, filename, validation, age, sex, scp_codes, <9 labels>
+# chapman_*.csv: ecg_path, age, diagnose, <38 labels>; the record is the file name of ecg_path.
+PUBLISHED_FORMATS = {
+    "icbeb": ("filename", "scp_codes"),
+    "chapman": ("ecg_path", "diagnose"),
+}
+
+
+def split_file_format(header: Sequence[str]) -> tuple[str, int, int]:
+    """``(format name, record column index, first label column index)`` of a split file header."""
+    cols = [c.strip() for c in header]
+    for name, (record_col, last_meta) in PUBLISHED_FORMATS.items():
+        if record_col in cols and last_meta in cols:
+            return name, cols.index(record_col), cols.index(last_meta) + 1
+    return "simple", 0, 1
+
+
+def _record_name(cell: str) -> str:
+    cell = cell.strip()
+    return Path(cell).stem if "/" in cell or "." in cell else cell
+
+
+def read_split_csv(path: Path) -> tuple[list[str], np.ndarray, list[str]]:
+    """Read a split file in one of three formats, recognised from the header:
+
+    * ``icbeb`` (the paper's CPSC2018 files): record in ``filename``; labels = the columns after
+      ``scp_codes`` (AFIB, VPC, NORM, 1AVB, CRBBB, STE, PAC, CLBBB, STD), in that order;
+    * ``chapman`` (the paper's CSN files): record = file name of ``ecg_path``
+      (``/chapman/WFDBRecords/08/089/JS08246.mat`` -> ``JS08246``); labels = the 38 columns after
+      ``diagnose``, in that order;
+    * ``simple`` (ours, written by every run): first column the record, every other column a class.
+
+    Returns ``(records, labels (N, C) int64, classes)``. A record given as a path or with an
+    extension is reduced to its stem. Label cells must be 0 or 1; a record listed twice is refused.
     """
+    path = Path(path)
     with open(path, newline="") as fh:
         rows = list(csv.reader(fh))
     if not rows:
         raise ValueError(f"split file {path} is empty")
     header, body = rows[0], rows[1:]
-    classes = [c.strip() for c in header[1:]]
+    fmt, rec_col, first_label = split_file_format(header)
+    classes = [c.strip() for c in header[first_label:]]
     if not classes:
-        raise ValueError(f"split file {path} has no label columns after the record column")
-    records, labels = [], []
+        raise ValueError(f"split file {path} ({fmt} format) has no label columns after column {first_label}")
+    records, labels, line_of = [], [], {}
     for i, row in enumerate(body, start=2):
         if not row:
             continue
+        if len(row) != len(header):
+            raise ValueError(f"split file {path}, line {i}: {len(row)} columns, the header has {len(header)}")
         try:
-            labels.append([int(float(v)) for v in row[1:]])
+            y = [int(float(v)) for v in row[first_label:]]
         except ValueError as exc:
             raise ValueError(f"split file {path}, line {i}: label columns must be 0/1 ({exc})") from exc
-        if len(labels[-1]) != len(classes):
+        if any(v not in (0, 1) for v in y):
             raise ValueError(
-                f"split file {path}, line {i}: {len(labels[-1])} labels for {len(classes)} classes"
+                f"split file {path}, line {i}: label columns must be 0/1, got {row[first_label:]}"
             )
-        records.append(Path(row[0].strip()).stem if "/" in row[0] or "." in row[0] else row[0].strip())
+        name = _record_name(row[rec_col])
+        if not name:
+            raise ValueError(f"split file {path}, line {i}: empty record name in column {header[rec_col]!r}")
+        if name in line_of:
+            raise ValueError(f"split file {path}: record {name} listed twice (lines {line_of[name]} and {i})")
+        line_of[name] = i
+        records.append(name)
+        labels.append(y)
     return records, np.asarray(labels, dtype=np.int64).reshape(len(records), len(classes)), classes
+
+
+def paper_split_places() -> list[tuple[str, Path]]:
+    """Where ``--split_files paper`` looks, in order: ``$HEARTLANG_PAPER_SPLITS``, the folder filled by
+    ``scripts/fetch_paper_splits.sh`` (``datasets/paper_splits/``, not in git), and the shared data folder
+    beside the repository (``../shared/data/splits``, the development setup)."""
+    places = []
+    if os.environ.get(PAPER_SPLITS_ENV):
+        places.append((f"${PAPER_SPLITS_ENV}", Path(os.environ[PAPER_SPLITS_ENV])))
+    places.append(("fetched copy", REPO_ROOT / "datasets" / "paper_splits"))
+    places.append(("shared data", REPO_ROOT.parent / "shared" / "data" / "splits"))
+    return places
+
+
+def resolve_split_files(values: Sequence[str | Path], paper_prefix: str | None) -> tuple[list[Path], str]:
+    """``--split_files`` -> (train, val, test) paths and a description of where they came from.
+
+    ``values`` is either three paths or the single word ``paper``: the paper's published files
+    ``<paper_prefix>_{train,val,test}.csv`` from the first of :func:`paper_split_places` that holds all
+    three (``$HEARTLANG_PAPER_SPLITS``, when set, is the only place looked in). Paper files are checked
+    against their published SHA-256.
+    """
+    values = [str(v) for v in values]
+    if values != ["paper"]:
+        if len(values) != 3:
+            raise SystemExit(
+                f"--split_files takes TRAIN.csv VAL.csv TEST.csv or the word 'paper', got {values}"
+            )
+        paths = [Path(v) for v in values]
+        for p in paths:
+            if not p.is_file():
+                raise SystemExit(f"--split_files: {p} does not exist")
+        return paths, "split_files " + " ".join(map(str, paths))
+    if paper_prefix is None:
+        raise SystemExit(
+            "--split_files paper: this data set has no published paper split (CPSC2018 and CSN do)"
+        )
+    from utils.integrity import sha256_file
+
+    names = [f"{paper_prefix}_{s}.csv" for s in SPLIT_NAMES]
+    places = paper_split_places()
+    if os.environ.get(PAPER_SPLITS_ENV):
+        places = places[:1]  # an explicit setting is never silently replaced by another copy
+    for label, folder in places:
+        if all((folder / n).is_file() for n in names):
+            paths = [folder / n for n in names]
+            for p in paths:
+                got = sha256_file(p)
+                if got != PAPER_SPLITS_SHA256[p.name]:
+                    raise SystemExit(
+                        f"--split_files paper: {p} is not the published file (SHA-256 {got}, expected "
+                        f"{PAPER_SPLITS_SHA256[p.name]}); refetch it with {PAPER_SPLITS_FETCH}"
+                    )
+            return paths, f"paper splits ({label}: {folder}, HeartLang commit {PAPER_SPLITS_COMMIT[:7]})"
+    looked = "\n".join(f"  {label}: {folder}" for label, folder in places)
+    raise SystemExit(
+        f"--split_files paper: {', '.join(names)} not found in\n{looked}\n"
+        f"Fetch them with `{PAPER_SPLITS_FETCH}` (into datasets/paper_splits/) or set {PAPER_SPLITS_ENV} "
+        "to a folder holding them."
+    )
