@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from scripts.demo_report import collect_results, format_table  # noqa: E402
+from reporting.tables import collect_probe_results, probe_table  # noqa: E402
 from scripts.run_demo import Runner, probe_batch_size, torchrun_prefix  # noqa: E402
 
 
@@ -127,8 +127,8 @@ def main(args) -> dict:
                      str(args.ft_epochs)], f"probe {name}",
                     done=ckpt / "finetune" / name / f"checkpoint-{args.ft_epochs}.pth")  # fmt: skip
             run.run([*ft, "--eval", "--results_csv", str(results_csv)], f"eval {name}")
-    rows = collect_results(results_csv, ckpt / "finetune")
-    table = format_table(rows)
+    rows = collect_probe_results(results_csv, ckpt / "finetune")
+    table = probe_table(rows)
     print(table)
     split_sizes = {s: int(np.load(task_dir / f"{s}_labels.npy").shape[0]) for s in ("train", "val", "test")}
     report = {

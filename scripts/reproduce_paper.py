@@ -8,7 +8,8 @@ runs the seed's linear-probe command (``torchrun run_class_finetuning.py --train
 the flags of ``scripts/finetune/*/12Leads/*linear_prob.sh``), then the same command with ``--eval``, which
 appends the test macro AUC to ``--results_csv``. Finished runs are skipped, so an interrupted
 reproduction resumes. Finally the rows are collected into one Markdown table, mean +- std over seeds
-in %, with the paper's numbers (DESIGN.md Sec. 5) beside ours, written to ``<output_dir>/table.md``.
+in %, with the paper's numbers (Table 1; docs/end_to_end.md section 3) beside ours, written to
+``<output_dir>/table.md``.
 
 Data: the tokenised folders under ``--data_root`` (``PTBXL_QRS/<subset>``, ``CPSC2018_QRS``, ``CSN_QRS``),
 made by the preprocessing scripts and ``QRSTokenizer.py`` (docs/preprocessing.md, docs/tokenizer.md).
@@ -17,7 +18,6 @@ made by the preprocessing scripts and ``QRSTokenizer.py`` (docs/preprocessing.md
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import os
 import shlex
@@ -32,6 +32,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from datasets.ecg_dataset import SAMPLING_METHODS  # noqa: E402
+from reporting.results import read_results  # noqa: E402
+from reporting.tables import caveat_note  # noqa: E402
 from scripts.run_demo import default_nproc, torchrun_prefix  # noqa: E402
 
 # key -> (row label, dataset folder under --data_root, paper Table 1 linear probe {ratio: macro AUC %}).
@@ -99,26 +101,29 @@ def probe_commands(args, task: str, ratio: float, seed: int, nproc: int) -> tupl
     return train, evaluate, out / f"checkpoint-{args.epochs}.pth"
 
 
-def collect(results_csv: Path, output_dir: Path) -> dict[tuple[str, float], list[float]]:
-    """{(task key, ratio): [test macro AUC % per seed]} from the rows of runs under ``output_dir``
-    (the last row per run folder: a re-evaluated run replaces its earlier row)."""
+def latest_rows(results_csv: Path, output_dir: Path) -> dict[str, dict]:
+    """{run folder: its last row} for the runs directly under ``output_dir`` (a re-evaluated run replaces
+    its earlier row). Old CSVs without the provenance columns are read too (reporting.results)."""
     if not Path(results_csv).is_file():
         raise FileNotFoundError(f"{results_csv}: no results yet; run without --table_only first")
+    latest: dict[str, dict] = {}
+    for row in read_results(results_csv):
+        out = Path(row["output_dir"])
+        if out.resolve().parent == Path(output_dir).resolve():
+            latest[str(out.resolve())] = row
+    return latest
+
+
+def collect(results_csv: Path, output_dir: Path) -> dict[tuple[str, float], list[float]]:
+    """{(task key, ratio): [test macro AUC % per seed]} from the last row of each run under ``output_dir``."""
     by_folder = {folder.replace("_QRS", "").lower(): key for key, (_, folder, _) in TASKS.items()}
-    latest: dict[str, tuple[str, float, float]] = {}
-    with open(results_csv, newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            out = Path(row["output_dir"])
-            if out.resolve().parent != Path(output_dir).resolve():
-                continue
-            folder = row["dataset"] if row["subset"] == "all" else f"{row['dataset']}/{row['subset']}"
-            key = by_folder.get(folder.lower())
-            if key is None:
-                raise ValueError(f"{results_csv}: row of {out} has an unknown data set {folder!r}")
-            latest[str(out.resolve())] = (key, float(row["ratio"]), 100.0 * float(row["macro_auc"]))
     table: dict[tuple[str, float], list[float]] = {}
-    for key, ratio, auc in latest.values():
-        table.setdefault((key, ratio), []).append(auc)
+    for out, row in latest_rows(results_csv, output_dir).items():
+        folder = row["dataset"] if row["subset"] == "all" else f"{row['dataset']}/{row['subset']}"
+        key = by_folder.get(folder.lower())
+        if key is None:
+            raise ValueError(f"{results_csv}: row of {out} has an unknown data set {folder!r}")
+        table.setdefault((key, float(row["ratio"])), []).append(100.0 * float(row["macro_auc"]))
     return table
 
 
@@ -171,7 +176,8 @@ def main(args) -> str | None:
     table = format_table(collect(args.results_csv, args.output_dir), tuple(sorted(set(args.ratios))))
     note = (f"Linear probe, test macro ROC-AUC %, mean +- std over seeds; pre-trained checkpoint "
             f"{args.finetune}; paper: HeartLang Table 1 (one seed).")  # fmt: skip
-    text = f"{note}\n\n{table}\n"
+    caveat = caveat_note(list(latest_rows(args.results_csv, args.output_dir).values()))
+    text = f"{caveat}\n\n{note}\n\n{table}\n" if caveat else f"{note}\n\n{table}\n"
     args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / "table.md").write_text(text)
     print(text)

@@ -32,7 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from scripts.demo_report import collect_results, format_table, write_plots  # noqa: E402
+from reporting.tables import collect_probe_results, probe_table  # noqa: E402
+from scripts.demo_report import write_plots  # noqa: E402
 
 # Cohort and schedule per --size. "small" is the default demo (< 10 min on 2 CPU cores, measured in
 # docs/end_to_end.md); "smoke" is the integration test's (seconds per stage, numbers meaningless).
@@ -228,8 +229,8 @@ def main(args) -> list[dict]:
     run.stage("7/7 results and plots")
     if args.dry_run:
         return []
-    rows = collect_results(results_csv, ckpt / "finetune")
-    table = format_table(rows)
+    rows = collect_probe_results(results_csv, ckpt / "finetune")
+    table = probe_table(rows)
     print(table)
     (out / "results" / "demo_table.md").write_text(table + "\n")
     for path in write_plots(out, vq_ckpt, data / "PTBXL_QRS"):

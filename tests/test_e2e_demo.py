@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from scripts.demo_report import collect_results, format_table
+from reporting.tables import collect_probe_results, probe_table
 
 
 @pytest.mark.slow
@@ -35,14 +35,14 @@ def test_demo_smoke_runs_every_stage_and_reports(tmp_path, repo_root):
         assert (out / path).is_file(), path
     assert list((out / "plots").glob("tokenised_record_*.png"))
 
-    rows = collect_results(out / "results" / "finetune_results.csv", out / "checkpoints" / "finetune")
+    rows = collect_probe_results(out / "results" / "finetune_results.csv", out / "checkpoints" / "finetune")
     assert {(r["task"], r["ratio"], r["init"]) for r in rows} == {
         ("superdiagnostic", 1.0, "pre-trained"),
         ("superdiagnostic", 1.0, "random init"),
     }
     assert all(math.isfinite(r["macro_auc"]) and 0 <= r["macro_auc"] <= 1 and r["n_test"] > 0 for r in rows)
     table = (out / "results" / "demo_table.md").read_text()
-    assert table.strip() == format_table(rows).strip()
+    assert table.strip() == probe_table(rows).strip()
     assert (
         "| superdiagnostic | 1 | pre-trained |" in table and "| superdiagnostic | 1 | random init |" in table
     )
@@ -58,9 +58,9 @@ def test_demo_table_pairs_pretrained_and_random(tmp_path):
         "PTBXL,rhythm,12,0.01,random,0,linear,m,,0.990000,0,0,50,,/elsewhere/c\n",  # another demo's row
     ]
     csv_path.write_text(head + "".join(r.format(d=tmp_path / "ft") for r in rows))
-    got = collect_results(csv_path, tmp_path / "ft")
+    got = collect_probe_results(csv_path, tmp_path / "ft")
     assert [(r["init"], r["macro_auc"]) for r in got] == [("pre-trained", 0.7), ("random init", 0.55)]
-    table = format_table(got)
+    table = probe_table(got)
     assert "| rhythm (n_test 50) | 0.01 | 0.7000 | 0.5500 | +0.1500 |" in table
 
 
