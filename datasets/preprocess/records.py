@@ -91,20 +91,20 @@ def read_header_dx(path: str | os.PathLike) -> list[str] | None:
 def resolve_inside(root: str | os.PathLike, rel: str, where: str) -> Path:
     """``root / rel`` for a path read from an index file (record_list.csv, filename_lr, ...).
 
-    The path must be relative and stay inside ``root`` after resolving ``..`` and links: an index
-    file must not make the preprocessing read (or report on) files elsewhere. Raises ``ValueError``
-    naming ``where`` (file and row) and the rule otherwise.
+    The path must be relative and must not climb out of ``root`` with ``..`` (checked on the text,
+    so a data folder that is itself a symbolic link inside the root still works): an index file must
+    not make the preprocessing read files elsewhere. Raises ``ValueError`` naming ``where`` (file and
+    row) and the rule otherwise.
     """
-    root_r = Path(root).resolve()
     rel_s = str(rel).strip()
-    if not rel_s or Path(rel_s).is_absolute():
+    if not rel_s or os.path.isabs(rel_s):
         raise ValueError(f"{where}: path {rel_s!r} must be relative to the dataset root {root}")
-    full = Path(root) / rel_s
-    if not full.resolve().is_relative_to(root_r):
+    norm = os.path.normpath(rel_s)
+    if norm == ".." or norm.startswith(".." + os.sep):
         raise ValueError(
             f"{where}: path {rel_s!r} leaves the dataset root {root} (paths must stay inside it)"
         )
-    return full
+    return Path(root) / rel_s
 
 
 def split_dx_codes(codes: Sequence[str]) -> tuple[list[str], list[str]]:
