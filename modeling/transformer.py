@@ -6,6 +6,7 @@ own LayerNorm (pre-norm). The module tree reproduces the original's state-dict k
     layers.{i}.0.norm.{weight,bias}          LayerNorm of the attention sub-layer
     layers.{i}.0.to_qkv.weight               bias-free Linear(D, 3 * heads * dim_head)
     layers.{i}.0.to_out.0.{weight,bias}      Linear(heads * dim_head, D) (index 1 is a Dropout)
+    layers.{i}.0.dropout                     attention-weight Dropout (no parameters)
     layers.{i}.1.net.{0,1,4}.*               LayerNorm, Linear(D, mlp), [GELU, Dropout], Linear(mlp, D)
 
 so released checkpoints load with ``strict=True`` and no renaming.
@@ -54,7 +55,9 @@ class Attention(nn.Module):
         self.heads = heads
         self.dim_head = dim_head
         self.scale = dim_head**-0.5
-        self.dropout_p = dropout
+        # Dropout on the attention weights, applied inside scaled_dot_product_attention; the module (no
+        # parameters) carries p and the train/eval state under the original's name ``layers.{i}.0.dropout``.
+        self.dropout = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(dim)
         self.to_qkv = nn.Linear(dim, inner_dim * 3, bias=False)
         # Official behaviour: to_out is always a projection (+ dropout). The original skips it only when
@@ -68,7 +71,7 @@ class Attention(nn.Module):
         # (B, N, 3*H*dh) -> 3 x (B, H, N, dh); the split order (q, k, v then heads) is the original's.
         qkv = self.to_qkv(x).view(b, n, 3, self.heads, self.dim_head).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
-        dropout_p = self.dropout_p if self.training else 0.0
+        dropout_p = self.dropout.p if self.dropout.training else 0.0
         out = self.attend(q, k, v, attn_mask, dropout_p, self.scale)
         out = out.transpose(1, 2).reshape(b, n, self.heads * self.dim_head)
         return self.to_out(out)
