@@ -1,4 +1,4 @@
-"""Preprocess MIMIC-IV-ECG for pre-training (paper Sec. 4.1; DESIGN.md section 1).
+"""Preprocess MIMIC-IV-ECG for pre-training (paper Sec. 4.1; docs/preprocessing.md).
 
     python mimic_preprocess.py --dataset_path <path_to_MIMIC_data> --output_path datasets/ecg_datasets/MIMIC-IV
 

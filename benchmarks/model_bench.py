@@ -1,4 +1,4 @@
-"""Forward+backward throughput and peak memory of the full-size models (DESIGN Sec. 3), SDPA vs plain attention.
+"""Forward+backward throughput and peak memory of the full-size models (docs/models.md), SDPA vs plain attention.
 
 For each model (vqhbr, HeartLang, HeartLang_finetune_base), batch size and attention implementation
 (our ``scaled_dot_product_attention`` path, and a plain ``softmax(q k^T * scale) v`` written here as the

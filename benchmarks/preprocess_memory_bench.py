@@ -1,4 +1,4 @@
-"""Peak memory of MIMIC-IV-ECG preprocessing versus the number of records (DESIGN.md section 1).
+"""Peak memory of MIMIC-IV-ECG preprocessing versus the number of records (docs/preprocessing.md).
 
 Writes N synthetic MIMIC-like WFDB records (12 leads, 500 Hz, 5000 samples, MIMIC lead order)
 with ``wfdb.wrsamp`` into a temporary folder, then runs, each in its own process:

@@ -1,4 +1,4 @@
-"""CPSC2018 and CSN preprocessing on the shared real records (DESIGN.md section 1)."""
+"""CPSC2018 and CSN preprocessing on the shared real records (docs/preprocessing.md)."""
 
 from __future__ import annotations
 

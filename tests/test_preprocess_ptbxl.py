@@ -1,4 +1,4 @@
-"""PTB-XL preprocessing on the shared 302 labelled records (Strodthoff protocol, DESIGN.md section 1)."""
+"""PTB-XL preprocessing on the shared 302 labelled records (Strodthoff protocol, docs/preprocessing.md)."""
 
 from __future__ import annotations
 

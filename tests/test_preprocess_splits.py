@@ -1,4 +1,4 @@
-"""Iterative stratification and split files (DESIGN.md section 1, CPSC2018 / CSN splits)."""
+"""Iterative stratification and split files (docs/preprocessing.md, CPSC2018 / CSN splits)."""
 
 from __future__ import annotations
 

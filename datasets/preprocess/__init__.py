@@ -1,4 +1,4 @@
-"""Preprocessing of raw ECG sources into the seed's on-disk layout (DESIGN.md section 1; paper Sec. 4.1).
+"""Preprocessing of raw ECG sources into the seed's on-disk layout (docs/preprocessing.md; paper Sec. 4.1).
 
 Modules: ``signal`` (shared signal ops), ``records`` (I/O, skip log, summaries, process pool),
 ``npy_writer`` (memory-mapped row writer), ``labels`` (class tables), ``splits`` (iterative

@@ -1,4 +1,4 @@
-"""Shared driver of the labelled 500 Hz sources, CPSC2018 and CSN (DESIGN.md section 1; paper Sec. 4.1).
+"""Shared driver of the labelled 500 Hz sources, CPSC2018 and CSN (docs/preprocessing.md; paper Sec. 4.1).
 
 A source module finds its records, reads their labels and names its signal chain; this module
 then makes (or reads) the train/val/test split, runs the chain over a process pool and streams

@@ -1,4 +1,4 @@
-"""Label tables and labelled-split writing for the downstream sets (DESIGN.md section 1; paper Sec. 4.1).
+"""Label tables and labelled-split writing for the downstream sets (docs/preprocessing.md; paper Sec. 4.1).
 
 * CPSC2018: the 9 classes in the order AF, I-AVB, LBBB, Normal, PAC, PVC, RBBB, STD, STE (the
   alphabetical order of their names), their ICBEB ``REFERENCE.csv`` numbers and their SNOMED-CT

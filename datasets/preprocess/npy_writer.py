@@ -1,4 +1,4 @@
-"""Row-wise writing of large ``.npy`` files through ``np.lib.format.open_memmap`` (DESIGN.md section 1).
+"""Row-wise writing of large ``.npy`` files through ``np.lib.format.open_memmap`` (docs/preprocessing.md).
 
 The file is created once with its final (or an upper-bound) shape; rows are buffered in a small
 RAM chunk and written through a short-lived memory map. Re-opening the map per chunk keeps the

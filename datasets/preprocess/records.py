@@ -1,4 +1,4 @@
-"""Reading raw ECG records and reporting what was skipped (DESIGN.md section 1).
+"""Reading raw ECG records and reporting what was skipped (docs/preprocessing.md).
 
 Shared by every source: WFDB records (``.hea`` + ``.dat`` or ``.mat``), ICBEB 2018 MATLAB files,
 header comment parsing (``#Dx:`` / ``# Dx:``), a skip log written as CSV, a summary written as JSON,

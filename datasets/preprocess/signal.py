@@ -1,4 +1,4 @@
-"""Signal operations shared by every preprocessing source (DESIGN.md section 1; paper Sec. 4.1 data).
+"""Signal operations shared by every preprocessing source (docs/preprocessing.md; paper Sec. 4.1 data).
 
 All functions take and return lead-major arrays ``(n_leads, n_samples)``; none of them
 normalises per record unless its name says so. The chain used for MIMIC-IV-ECG is
@@ -35,7 +35,7 @@ STANDARD_LEADS: tuple[str, ...] = (
 
 TARGET_FS = 100  # Hz, every output array is 10 s at 100 Hz
 TARGET_LEN = 1000  # samples
-NAN_FILL_HALF_WINDOW = 6  # samples each side, DESIGN.md section 1
+NAN_FILL_HALF_WINDOW = 6  # samples each side (docs/preprocessing.md, MIMIC step 1)
 #: Largest plausible |sample| in mV. ECGs stay within a few tens of mV; 1000 mV only flags unit or
 #: header-gain errors (e.g. a gain 1000x too small), which would overflow float32 or poison a scaler.
 MAX_ABS_MV = 1000.0

@@ -1,4 +1,4 @@
-"""Train/val/test splits for CPSC2018 and CSN, and label-stratified subsampling (DESIGN.md sections 1, 4).
+"""Train/val/test splits for CPSC2018 and CSN, and label-stratified subsampling (docs/preprocessing.md).
 
 ``iterative_stratification`` is the multi-label iterative stratification of Sechidis, Tsoumakas and
 Vlahavas (2011), written from the paper. The fine-tuning code reuses it for
