@@ -5,7 +5,8 @@ A ``*_QRS`` folder holds, per split:
 ``{split}_data_in_times.npy`` (N, 256) int second ids and, for downstream sets,
 ``{split}_labels.npy`` (N, C) multi-hot. Arrays are opened with ``mmap_mode="r"`` so a data set larger
 than RAM still trains: only the rows of a batch are read. MIMIC-IV pre-training data is split over
-``batch_0, batch_1, ...`` sub-folders; :func:`build_sentence_dataset` concatenates them lazily.
+``batch_0, batch_1, ...`` sub-folders; :func:`build_sentence_dataset` concatenates them lazily
+(by default without ``batch_1``, as the original; see ``OFFICIAL_SKIPPED_BATCH_FOLDERS``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ def _load(path: Path) -> np.ndarray:
 class SentenceDataset(Dataset):
     """One folder, one split. Item: ``(x (256, 96) float32, in_chans (256,) long, in_times (256,) long,
     label)``; label is a (C,) float32 multi-hot tensor, or ``-1`` when the split has no labels."""
+
+    skipped_batch_folders: tuple[str, ...] = ()  # a single folder leaves nothing out
 
     def __init__(self, root: str | Path, split: str, with_labels: bool = True):
         self.root = Path(root)
@@ -70,10 +73,11 @@ class SentenceDataset(Dataset):
 class ConcatSentenceDataset(Dataset):
     """Lazy concatenation of several :class:`SentenceDataset` (MIMIC-IV ``batch_k`` folders)."""
 
-    def __init__(self, parts: list[SentenceDataset]):
+    def __init__(self, parts: list[SentenceDataset], skipped_batch_folders: tuple[str, ...] = ()):
         if not parts:
             raise ValueError("ConcatSentenceDataset needs at least one part")
         self.parts = parts
+        self.skipped_batch_folders = tuple(skipped_batch_folders)  # batch_k folders left out (names)
         self.offsets = np.cumsum([0] + [len(p) for p in parts]).tolist()
 
     def __len__(self) -> int:
@@ -92,17 +96,50 @@ def batch_folders(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("_")[1]))
 
 
-def build_sentence_dataset(root: str | Path, split: str, with_labels: bool = True) -> Dataset:
-    """A folder with ``{split}_data.npy`` or with ``batch_k/`` sub-folders (concatenated in k order)."""
+# Official behaviour: the original's pre-training and VQ-HBR scripts list the MIMIC-IV batch folders
+# by hand and the list leaves out batch_1 (a slip, but the released weights were trained without it).
+# The preprocessing numbers folders from batch_0 (record i -> batch_{i // 100100}), so with the
+# ~800 000 records the original trains on batch_0, batch_2, ..., batch_7. Read literally: every folder
+# except the one named batch_1, for train and val alike.
+OFFICIAL_SKIPPED_BATCH_FOLDERS = ("batch_1",)
+
+
+def select_batch_folders(
+    root: str | Path, split: str, all_batch_folders: bool = False
+) -> tuple[list[Path], list[Path]]:
+    """``(used, left out)`` ``batch_k`` folders of ``root`` holding ``{split}_data.npy``, in numeric order.
+
+    By default the original's list (every folder except ``batch_1``); ``all_batch_folders=True`` uses
+    every folder (the corrected recipe).
+    """
+    found = [p for p in batch_folders(Path(root)) if (p / f"{split}_data.npy").is_file()]
+    if all_batch_folders:
+        return found, []
+    used = [p for p in found if p.name not in OFFICIAL_SKIPPED_BATCH_FOLDERS]
+    return used, [p for p in found if p.name in OFFICIAL_SKIPPED_BATCH_FOLDERS]
+
+
+def build_sentence_dataset(
+    root: str | Path, split: str, with_labels: bool = True, all_batch_folders: bool = False
+) -> Dataset:
+    """A folder with ``{split}_data.npy``, or with ``batch_k/`` sub-folders (MIMIC-IV) concatenated in k
+    order: by default the original's folder list, which leaves out ``batch_1``; ``all_batch_folders``
+    uses them all. The returned dataset's ``skipped_batch_folders`` names the folders left out."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"--dataset_dir {root} does not exist")
     if (root / f"{split}_data.npy").is_file():
         return SentenceDataset(root, split, with_labels)
-    folders = [p for p in batch_folders(root) if (p / f"{split}_data.npy").is_file()]
-    if not folders:
+    used, skipped = select_batch_folders(root, split, all_batch_folders)
+    if not used:
+        if skipped:
+            raise FileNotFoundError(
+                f"{root}: the only batch folder with {split}_data.npy is {skipped[0].name}, which the original's "
+                "folder list leaves out; use all batch folders (all_batch_folders / --all_batch_folders)"
+            )
         raise FileNotFoundError(f"{root}: neither {split}_data.npy nor batch_k/{split}_data.npy found")
-    return ConcatSentenceDataset([SentenceDataset(p, split, with_labels) for p in folders])
+    parts = [SentenceDataset(p, split, with_labels) for p in used]
+    return ConcatSentenceDataset(parts, tuple(p.name for p in skipped))
 
 
 def load_class_names(root: str | Path, num_classes: int) -> list[str]:

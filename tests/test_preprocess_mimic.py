@@ -178,11 +178,37 @@ def test_resume_after_crash_is_identical(cohort, tmp_path, monkeypatch):
         _run(root, out, seed=7)
 
 
-def test_val_assignment_is_seeded():
-    a = mimic.val_mask(100100, 3, 42, 0.1)
-    assert a.sum() == 10010
-    np.testing.assert_array_equal(a, mimic.val_mask(100100, 3, 42, 0.1))
-    assert not np.array_equal(a, mimic.val_mask(100100, 4, 42, 0.1))
+def test_batch_split_is_sklearns_train_test_split():
+    from sklearn.model_selection import train_test_split
+
+    x = np.arange(100100) * 3 + 7  # any per-record data: the split must pick the same rows, in the same order
+    want_train, want_val = train_test_split(x, test_size=0.1, random_state=0)
+    train, val = mimic.split_batch(100100)
+    assert len(val) == 10010 and len(train) == 90090
+    np.testing.assert_array_equal(x[train], want_train)
+    np.testing.assert_array_equal(x[val], want_val)
+    assert np.array_equal(mimic.split_batch(100100)[1], val)  # same random_state in every batch
+    assert not np.array_equal(mimic.split_batch(100100, seed=1)[1], val)
+    assert len(mimic.split_batch(3)[1]) == 1  # ceil(0.1 n)
+    t, v = mimic.split_batch(1)  # train_test_split refuses one sample; it goes to train
+    assert t.tolist() == [0] and v.size == 0
+
+
+def test_written_rows_follow_train_test_split_per_batch(cohort, tmp_path):
+    from sklearn.model_selection import train_test_split
+
+    root, expected = cohort
+    out = tmp_path / "out"
+    _run(root, out)
+    paths = list(expected)  # record_list.csv order
+    for k in range(3):
+        batch = paths[4 * k : 4 * k + 4]
+        want = dict(zip(("train", "val"), train_test_split(batch, test_size=0.1, random_state=0)))
+        with open(out / f"batch_{k}" / "records.csv") as fh:
+            rows = list(csv.DictReader(fh))
+        for split in ("train", "val"):
+            got = [r["record"] for r in sorted(rows, key=lambda r: int(r["index"])) if r["split"] == split]
+            assert got == [p for p in want[split] if not expected[p]], (k, split)  # skips leave a gap only
 
 
 def test_max_records_and_single_process(cohort, tmp_path):

@@ -33,6 +33,29 @@ def test_batch_folders_concatenate_lazily_in_numeric_order(tmp_path):
     assert torch.equal(ds[-1][0], x)
 
 
+def test_batch_1_is_left_out_by_default_as_in_the_original(tmp_path):
+    root = tmp_path / "MIMIC-IV_QRS"
+    for k, n in ((0, 3), (1, 5), (2, 2), (10, 4)):
+        for split in ("train", "val"):
+            write_qrs_split(root / f"batch_{k}", split, n, None, seed=k)
+    for split in ("train", "val"):
+        ds = build_sentence_dataset(root, split, with_labels=False)
+        assert [p.root.name for p in ds.parts] == ["batch_0", "batch_2", "batch_10"] and len(ds) == 9
+        assert ds.skipped_batch_folders == ("batch_1",)
+        full = build_sentence_dataset(root, split, with_labels=False, all_batch_folders=True)
+        assert [p.root.name for p in full.parts] == ["batch_0", "batch_1", "batch_2", "batch_10"]
+        assert len(full) == 14 and full.skipped_batch_folders == ()
+        assert torch.equal(full[3][0], torch.from_numpy(np.load(root / "batch_1" / f"{split}_data.npy")[0]))
+    # only batch_1: refused with the way out, not an empty data set
+    only = tmp_path / "only"
+    write_qrs_split(only / "batch_1", "train", 2, None, seed=0)
+    with pytest.raises(FileNotFoundError, match="only batch folder .* is batch_1.*all_batch_folders"):
+        build_sentence_dataset(only, "train", with_labels=False)
+    assert len(build_sentence_dataset(only, "train", with_labels=False, all_batch_folders=True)) == 2
+    # a folder holding the arrays itself is not affected
+    assert build_sentence_dataset(root / "batch_1", "train", with_labels=False).skipped_batch_folders == ()
+
+
 def test_missing_files_name_the_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         build_sentence_dataset(tmp_path / "nope", "train")

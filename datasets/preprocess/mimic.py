@@ -7,9 +7,10 @@ at 100 Hz. No labels, no per-record normalisation.
 Streaming and resuming:
 * records are read in ``record_list.csv`` order by a process pool and written row by row
   (``ChunkedNpyWriter``), so memory is bounded by a small write buffer, not by the data set;
-* record i belongs to batch ``i // batch_size``; inside a batch a permutation seeded by
-  ``(seed, batch index)`` sends ``round(val_fraction * n)`` records to val, so the assignment never
-  depends on what was skipped or on a previous run;
+* record i belongs to batch ``i // batch_size``; inside a batch, as in the original, sklearn's
+  ``train_test_split(range(n), test_size=0.1, random_state=0)`` picks the val records and the row
+  order of both splits (``split_batch``), so the assignment never depends on what was skipped or on a
+  previous run;
 * a batch is built in ``batch_k.tmp/`` and renamed to ``batch_k/`` only after every file, including
   ``DONE.json``, is written: a rerun skips complete batches and rebuilds half-written ones.
 
@@ -66,8 +67,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", default=100100, type=int, help="records per batch_k folder")
     p.add_argument("--max_records", default=None, type=int, help="only the first N records of the list")
     p.add_argument("--num_workers", default=default_num_workers(), type=int, help="processes reading records")
-    p.add_argument("--val_fraction", default=0.1, type=float)
-    p.add_argument("--seed", default=42, type=int, help="seed of the train/val assignment")
+    p.add_argument(
+        "--val_fraction", default=0.1, type=float, help="train_test_split's test_size in each batch"
+    )
+    p.add_argument(
+        "--seed",
+        default=0,
+        type=int,
+        help="train_test_split's random_state in each batch (the original's: 0)",
+    )
     return p
 
 
@@ -86,12 +94,22 @@ def process_record(path: str) -> tuple[np.ndarray | None, str, str]:
         return None, exc.reason, exc.detail or str(path)
 
 
-def val_mask(n: int, batch_index: int, seed: int, val_fraction: float) -> np.ndarray:
-    """(n,) bool, True for the records of this batch that go to val; depends only on its arguments."""
-    perm = np.random.default_rng([seed, batch_index]).permutation(n)
-    mask = np.zeros(n, dtype=bool)
-    mask[perm[: int(round(val_fraction * n))]] = True
-    return mask
+def split_batch(n: int, seed: int = 0, val_fraction: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """``(train rows, val rows)`` of a batch of ``n`` records, as positions in the batch, in the order the
+    rows are written; depends only on its arguments.
+
+    # Official behaviour: the original splits every batch folder with sklearn's
+    # train_test_split(test_size=0.1, random_state=0): the same random_state in every batch, ceil(0.1 n)
+    # val records, and both splits in the shuffled order train_test_split returns (not in list order).
+    A batch of a single record cannot be split (train_test_split refuses it) and goes to train, as do all
+    records with ``val_fraction == 0``.
+    """
+    if n < 2 or val_fraction == 0:
+        return np.arange(n, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    from sklearn.model_selection import train_test_split
+
+    train, val = train_test_split(np.arange(n, dtype=np.int64), test_size=val_fraction, random_state=seed)
+    return np.asarray(train, dtype=np.int64), np.asarray(val, dtype=np.int64)
 
 
 def check_args(args) -> None:
@@ -174,6 +192,7 @@ def run_config(args, paths: list[str]) -> dict:
         "batch_size": args.batch_size,
         "val_fraction": args.val_fraction,
         "seed": args.seed,
+        "split": "sklearn train_test_split(test_size=val_fraction, random_state=seed) per batch",
         "n_records": len(paths),
         "record_paths_sha256": digest,
         "chain": "fill_nonfinite(+-6) > resample_fft(1000) > reorder_leads > butter(5, 0.67-40 Hz) filtfilt",
@@ -205,18 +224,22 @@ def build_batch(
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     raw = files_identity(raw_files(paths), args.dataset_path)  # before reading: a later edit is seen
-    is_val = val_mask(len(paths), k, args.seed, args.val_fraction)
+    train_rows, val_rows = split_batch(len(paths), args.seed, args.val_fraction)
     writers = {
-        "train": ChunkedNpyWriter(tmp / "train_data.npy", int((~is_val).sum()), ROW_SHAPE),
-        "val": ChunkedNpyWriter(tmp / "val_data.npy", int(is_val.sum()), ROW_SHAPE),
+        "train": ChunkedNpyWriter(tmp / "train_data.npy", len(train_rows), ROW_SHAPE),
+        "val": ChunkedNpyWriter(tmp / "val_data.npy", len(val_rows), ROW_SHAPE),
     }
+    # Records are read in the order their rows are written (train rows, then val rows), so the
+    # stream stays sequential and memory stays bounded.
+    order = [(paths[i], "train") for i in train_rows] + [(paths[i], "val") for i in val_rows]
+    ordered_paths = [path for path, _ in order]
     skipped, manifest = SkipLog(), []
-    for i, (arr, reason, detail) in enumerate(parallel_map(process_record, paths, args.num_workers)):
-        split = "val" if is_val[i] else "train"
+    for i, (arr, reason, detail) in enumerate(parallel_map(process_record, ordered_paths, args.num_workers)):
+        path, split = order[i]
         if arr is None:
-            skipped.add(paths[i], reason, detail, batch=str(k))
+            skipped.add(path, reason, detail, batch=str(k))
         else:
-            manifest.append({"split": split, "index": len(writers[split]), "record": paths[i]})
+            manifest.append({"split": split, "index": len(writers[split]), "record": path})
             writers[split].append(arr)
         pbar.update(1)
         done_so_far[0] += 1
