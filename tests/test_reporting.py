@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -309,3 +310,32 @@ def test_plot_roc_matches_sklearn_auc(tmp_path):
     aucs, _ = per_class_auc(y, scores)
     for title, auc in zip(titles, aucs):
         assert f"AUC {auc:.3f}" in title and not math.isnan(auc)
+
+
+def test_command_line(tmp_path, capsys):
+    from reporting.__main__ import main
+
+    for name, log in (("vqhbr", VQ_LOG), ("pretrain", PRETRAIN_LOG), ("form_pretrained_0.1", PROBE_LOG)):
+        (tmp_path / name).mkdir()
+        _write_log(tmp_path / name / "log.txt", log)
+    png, n_axes = _axes_count(
+        lambda: Path(
+            main(
+                ["curves", str(tmp_path / "vqhbr"), str(tmp_path / "pretrain"), "-o", str(tmp_path / "c.png")]
+            )
+        )
+    )
+    assert png.is_file() and n_axes == 10
+    assert Path(
+        main(["codebook", str(tmp_path / "vqhbr" / "log.txt"), "-o", str(tmp_path / "u.png")])
+    ).is_file()
+    assert Path(
+        main(["probes", str(tmp_path / "form_pretrained_0.1"), "-o", str(tmp_path / "p.png")])
+    ).is_file()
+    csv_path = tmp_path / "r.csv"
+    write_result(
+        csv_path, {**TASK_ROW, "output_dir": str(tmp_path / "ft" / "a")}, None, "HeartLang_finetune_base", {}
+    )
+    assert "| superdiagnostic | 0.1 | pre-trained | 0.8123 |" in main(["table", str(csv_path)])
+    with pytest.raises(FileNotFoundError, match="nope"):
+        main(["curves", str(tmp_path / "nope"), "-o", str(tmp_path / "x.png")])
