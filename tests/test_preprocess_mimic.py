@@ -1,4 +1,4 @@
-"""MIMIC-IV-ECG preprocessing: signal chain, skip rules, batching, resumability (DESIGN.md section 1)."""
+"""MIMIC-IV-ECG preprocessing: signal chain, skip rules, batching, resumability (docs/preprocessing.md)."""
 
 from __future__ import annotations
 

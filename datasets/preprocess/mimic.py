@@ -1,4 +1,4 @@
-"""MIMIC-IV-ECG pre-training data: raw WFDB -> MIMIC-IV/batch_k/{train,val}_data.npy (DESIGN.md section 1).
+"""MIMIC-IV-ECG pre-training data: raw WFDB -> MIMIC-IV/batch_k/{train,val}_data.npy (docs/preprocessing.md).
 
 Paper Sec. 4.1: HeartLang is pre-trained on the ~800 000 MIMIC-IV-ECG recordings. Each record
 (12 leads, 500 Hz, 5000 samples) goes through ``signal.mimic_chain`` and becomes (12, 1000) float32
