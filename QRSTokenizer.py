@@ -49,8 +49,10 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--nan_policy",
         choices=NAN_POLICIES,
         default="official",
-        help="official: as the original (NaN in the detection lead -> empty sentence, NaN copied into words); "
-        "interpolate: fill NaN/inf by linear interpolation first",
+        help="official: as the original (NaN in the detection lead -> empty sentence, NaN copied into words; "
+        "such records are named in a warning, the summary and {split}_nonfinite_records.csv); "
+        "interpolate: fill NaN/inf by linear interpolation first; zero: set them to 0 first; "
+        "skip: leave the record's sentence empty (all padding)",
     )
 
     tok.add_argument(

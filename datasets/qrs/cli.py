@@ -3,27 +3,41 @@
 Reads ``<data_root>/<NAME>/<subset>/{split}_data.npy`` (memory-mapped, (N, 12, T) or (N, T, 12))
 and writes ``<output_root>/<NAME>_QRS/<subset>/{split}_data.npy``, ``{split}_data_in_chans.npy``,
 ``{split}_data_in_times.npy`` plus a summary per split; every other file of the subset folder
-(``{split}_labels.npy``, class lists, split CSVs) is copied next to them. A split whose summary
-exists and whose settings match is skipped, so an interrupted run can simply be restarted.
+(``{split}_labels.npy``, class lists, split CSVs) is copied next to them. A split is skipped only
+when its summary's stamp says it was made from the same input file (size and mtime) with the same
+settings and its three arrays are intact; otherwise it is redone and the reason printed (so an
+interrupted run can simply be restarted, and re-preprocessed inputs are never paired with old sentences).
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from datasets.preprocess.signal import STANDARD_LEADS
-from datasets.qrs.parallel import SUMMARY_SUFFIX, format_summary, infer_layout, is_complete, tokenize_array
+from datasets.qrs.parallel import (
+    STAGE,
+    SUMMARY_SUFFIX,
+    format_summary,
+    infer_layout,
+    is_complete,
+    tokenize_array,
+    tokenizer_settings,
+)
 from datasets.qrs.plot import lead_name, plot_record
+from utils.integrity import file_identity, make_stamp, stamp_problems
 
 SPLIT_ORDER = ("train", "val", "test")
 _INPUT_RE = re.compile(r"^(?!\.)(.+)_data\.npy$")
 _OUTPUT_RE = re.compile(r"_data_in_(chans|times)\.npy$")
+NOT_COPIED = ("preprocess_stamp.json",)  # describes the preprocessed folder, not the tokenised one
 
 
 def parse_channels(tokens) -> list[int] | None:
@@ -77,7 +91,13 @@ def copy_side_files(src_dir: Path, dst_dir: Path) -> list[str]:
     """Copy every non-input file (labels, class lists, ...) of ``src_dir``; atomic, skips up-to-date ones."""
     copied = []
     for p in sorted(src_dir.iterdir()):
-        if not p.is_file() or p.name.startswith(".") or _INPUT_RE.match(p.name) or _OUTPUT_RE.search(p.name):
+        if (
+            not p.is_file()
+            or p.name.startswith(".")
+            or p.name in NOT_COPIED
+            or _INPUT_RE.match(p.name)
+            or _OUTPUT_RE.search(p.name)
+        ):
             continue
         dst = dst_dir / p.name
         st = p.stat()
@@ -91,26 +111,65 @@ def copy_side_files(src_dir: Path, dst_dir: Path) -> list[str]:
 
 
 def _settings(args, used_channels, shape) -> dict:
-    return {
-        "used_channels": used_channels,
-        "input_shape": list(shape),
-        "fs": args.fs,
-        "max_len": args.max_len,
-        "token_len": args.token_len,
-        "nan_policy": args.nan_policy,
-        "detector": args.detector,
-    }
+    lay = infer_layout(shape, args.n_leads, args.layout)
+    return tokenizer_settings(
+        used_channels, shape, lay, args.fs, args.max_len, args.token_len, args.nan_policy, args.detector
+    )
 
 
-def _finished_summary(out_dir: Path, split: str, settings: dict) -> dict | None:
-    """The summary of a complete earlier run of this split with the same ``settings``, else None."""
+def _finished_summary(
+    out_dir: Path, split: str, input_path: Path, settings: dict
+) -> tuple[dict | None, list]:
+    """``(summary, [])`` when an earlier run finished this split from the same input file with the same
+    ``settings`` and its outputs are intact; else ``(None, reasons)`` ([] when nothing was there)."""
     if not is_complete(out_dir, split):
-        return None
+        return None, []
     try:
         done = json.loads((out_dir / f"{split}{SUMMARY_SUFFIX}").read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return done if all(done.get(k) == v for k, v in settings.items()) else None
+    except (OSError, json.JSONDecodeError) as exc:
+        return None, [f"{split}{SUMMARY_SUFFIX} is unreadable ({exc})"]
+    new = make_stamp(STAGE, settings, {"data": file_identity(input_path, input_path.parent)}, [])
+    problems = stamp_problems(out_dir, done.get("stamp"), new)
+    return (None, problems) if problems else (done, [])
+
+
+def record_names(src: Path, split: str):
+    """``indices -> names`` of the rows of ``src/{split}_data.npy`` from the preprocessing's side files
+    (``{split}_records.json``: CPSC2018/CSN; ``{split}_ecg_ids.npy``: PTB-XL; ``records.csv``: MIMIC
+    batches); ``row i`` where none exists."""
+
+    def names(indices):
+        table = None
+        if (src / f"{split}_records.json").is_file():
+            table = json.loads((src / f"{split}_records.json").read_text())
+        elif (src / f"{split}_ecg_ids.npy").is_file():
+            table = [f"ecg_id {int(v)}" for v in np.load(src / f"{split}_ecg_ids.npy")]
+        elif (src / "records.csv").is_file():
+            with open(src / "records.csv", newline="") as fh:
+                rows = [r for r in csv.DictReader(fh) if r.get("split") == split]
+            table = {int(r["index"]): r["record"] for r in rows}
+        out = []
+        for i in indices:
+            try:
+                out.append(f"{table[i]} (row {i})" if table is not None else f"row {i}")
+            except (KeyError, IndexError):
+                out.append(f"row {i}")
+        return out
+
+    return names
+
+
+def check_labels(src: Path, split: str, n: int) -> None:
+    """A split's labels must have one row per record, or the tokenised sentences and the copied labels
+    would be paired wrongly."""
+    path = src / f"{split}_labels.npy"
+    if path.is_file():
+        rows = np.load(path, mmap_mode="r").shape[0]
+        if rows != n:
+            raise SystemExit(
+                f"{path} has {rows} rows but {src / f'{split}_data.npy'} has {n} records: the two files come "
+                "from different preprocessing runs; rerun the preprocessing of this data set"
+            )
 
 
 def tokenize_dataset(args) -> dict:
@@ -137,11 +196,20 @@ def tokenize_dataset(args) -> dict:
                 raise FileNotFoundError(f"{path} does not exist (splits found: {find_splits(src)})")
             shape = np.load(path, mmap_mode="r").shape
             key = f"{subset}/{split}"
-            done = None if args.overwrite else _finished_summary(dst, split, _settings(args, used, shape))
+            check_labels(src, split, shape[0])
+            done, problems = (
+                (None, [])
+                if args.overwrite
+                else _finished_summary(dst, split, path, _settings(args, used, shape))
+            )
             if done is not None:
-                print(f"[{key}] already tokenised with the same settings: skipped (--overwrite to redo)")
+                print(
+                    f"[{key}] already tokenised from this input with the same settings: skipped (--overwrite to redo)"
+                )
                 results[key] = done
                 continue
+            if problems:
+                print(f"[{key}] redone: " + "; ".join(problems), file=sys.stderr)
             results[key] = tokenize_array(
                 path,
                 dst,
@@ -158,6 +226,7 @@ def tokenize_dataset(args) -> dict:
                 layout=args.layout,
                 progress=not args.no_progress,
                 verbose=False,
+                record_names=record_names(src, split),
             )
             print(format_summary(results[key]).replace(f"[{split}]", f"[{key}]", 1))
         copied = copy_side_files(src, dst)
@@ -167,12 +236,18 @@ def tokenize_dataset(args) -> dict:
             _plot_subset(args, src, dst_root / "plots", subset, splits[0], used)
 
     total = {"records": sum(r["records"] for r in results.values()), "splits": results}
-    for k in ("truncated_sentences", "empty_sentences"):
-        total[k] = sum(r[k] for r in results.values())
+    for k in (
+        "truncated_sentences",
+        "empty_sentences",
+        "records_with_nonfinite_input",
+        "records_with_nonfinite_words",
+    ):
+        total[k] = sum(r.get(k, 0) for r in results.values())
     (dst_root / "tokenizer_summary.json").write_text(json.dumps(total, indent=1))
     print(
         f"done: {total['records']} records, {total['truncated_sentences']} truncated, "
-        f"{total['empty_sentences']} empty; summary in {dst_root / 'tokenizer_summary.json'}"
+        f"{total['empty_sentences']} empty, {total['records_with_nonfinite_words']} with NaN/inf in words; "
+        f"summary in {dst_root / 'tokenizer_summary.json'}"
     )
     return total
 

@@ -18,8 +18,10 @@ workers. Outputs are written under temporary names and renamed only when complet
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import sys
 import time
 import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -33,11 +35,15 @@ from datasets.qrs.tokenizer import (
     REASON_FLAT,
     REASON_NO_BEAT,
     REASON_NONFINITE,
+    REASON_NONFINITE_SKIPPED,
     tokenize_record,
 )
+from utils.integrity import check_finite, file_identity, make_stamp, npy_identity
 
 OUTPUT_SUFFIXES = ("_data.npy", "_data_in_chans.npy", "_data_in_times.npy")
 SUMMARY_SUFFIX = "_tokenizer_summary.json"
+NONFINITE_SUFFIX = "_nonfinite_records.csv"  # every record with NaN/inf input or words, named
+STAGE = "qrs_tokenizer"
 
 
 def infer_layout(shape: tuple[int, ...], n_leads: int = 12, layout: str = "auto") -> str:
@@ -66,7 +72,7 @@ def infer_layout(shape: tuple[int, ...], n_leads: int = 12, layout: str = "auto"
 
 
 # Per-record statistics, ~16 bytes a record (a list of Python objects would be ~10x larger on MIMIC-IV).
-REASONS = (REASON_NONFINITE, REASON_FLAT, REASON_NO_BEAT, REASON_DETECTOR_ERROR)
+REASONS = (REASON_NONFINITE, REASON_FLAT, REASON_NO_BEAT, REASON_DETECTOR_ERROR, REASON_NONFINITE_SKIPPED)
 STATS_DTYPE = np.dtype(
     [
         ("num_beats", np.int32),
@@ -76,9 +82,27 @@ STATS_DTYPE = np.dtype(
         ("nonfinite_input", np.bool_),
         ("nonfinite_words", np.int16),
         ("flat_leads", np.int16),
+        ("detector_fallback", np.bool_),
     ]
 )
 MAX_LISTED = 10  # record indices / error messages listed per category in the summary
+MAX_NAMED = 100  # records with NaN/inf named in the summary (all of them in {split}_nonfinite_records.csv)
+
+
+def tokenizer_settings(
+    used_channels, shape, layout: str, fs, max_len, token_len, nan_policy, detector
+) -> dict:
+    """The settings that define a tokenised split (the stamp's ``settings``; a rerun compares them)."""
+    return {
+        "used_channels": [int(c) for c in used_channels],
+        "input_shape": [int(v) for v in shape],
+        "input_layout": layout,
+        "fs": int(fs),
+        "max_len": int(max_len),
+        "token_len": int(token_len),
+        "nan_policy": nan_policy,
+        "detector": detector,
+    }
 
 
 def _tokenize_chunk(source, start: int, stop: int, layout: str, out_paths: list, params: dict):
@@ -95,8 +119,8 @@ def _tokenize_chunk(source, start: int, stop: int, layout: str, out_paths: list,
     times = np.zeros((n, params["max_len"]), dtype=np.int32)
     stats = np.zeros(n, dtype=STATS_DTYPE)
     errors = []
-    for i in range(n):  # one record at a time: xqrs is a per-record sequential detector
-        data[i], chans[i], times[i], info = tokenize_record(chunk[i], **params)
+    # One batched R-peak detection for the chunk, then the words record by record.
+    for i, (data[i], chans[i], times[i], info) in enumerate(tokenize_records(chunk, **params)):
         stats[i] = (
             info.num_beats,
             info.num_words,
@@ -105,9 +129,14 @@ def _tokenize_chunk(source, start: int, stop: int, layout: str, out_paths: list,
             info.nonfinite_input,
             min(info.nonfinite_words, np.iinfo(np.int16).max),
             info.flat_leads,
+            info.detector_fallback,
         )
         if info.error and len(errors) < MAX_LISTED:
             errors.append((start + i, info.error))
+    if params["nan_policy"] != "official":  # the policy promises finite words: hold it to that
+        check_finite(
+            data, f"{source if isinstance(source, str) else '<array>'} records {start}-{stop - 1} words"
+        )
     for path, values in zip(out_paths, (data, chans, times)):
         out = np.load(path, mmap_mode="r+")  # disjoint row ranges per task: no locking needed
         out[start:stop] = values
@@ -153,16 +182,20 @@ def tokenize_array(
     max_len: int = 256,
     token_len: int = 96,
     nan_policy: str = "official",
-    detector: str = "xqrs",
+    detector: str = DEFAULT_DETECTOR,
     n_leads: int = 12,
     layout: str = "auto",
     progress: bool = True,
     verbose: bool = True,
+    record_names=None,
 ) -> dict:
     """Tokenize ``array`` ((N, leads, T) or (N, T, leads), ndarray or path of a .npy) into ``out_dir``.
 
     Returns the summary dict (also written to ``{split}_tokenizer_summary.json`` and printed when
-    ``verbose``). ``num_workers`` defaults to all cores; 1 runs in-process.
+    ``verbose``). ``num_workers`` defaults to all cores; 1 runs in-process. ``record_names``: optional
+    callable ``indices -> names`` used to name records with NaN/inf (default ``row i``). The summary
+    holds a ``stamp`` (settings, the input file's size/mtime, the outputs' sizes/shapes) that a rerun
+    checks before it keeps the split.
     """
     path = str(array) if isinstance(array, (str, os.PathLike)) else None
     source = path or "<array>"
@@ -219,6 +252,7 @@ def tokenize_array(
         errors[:] = sorted(errors + err)[:MAX_LISTED]  # smallest indices: independent of completion order
         bar.update(len(st))
 
+    prepare_detector(detector, fs)  # compile/load the kernels once here: forked workers inherit them
     t0 = time.perf_counter()
     with tqdm(total=N, unit="rec", desc=f"tokenize {split}", disable=not progress, smoothing=0.1) as bar:
         if num_workers == 1:
@@ -241,6 +275,45 @@ def tokenize_array(
         os.replace(tmp, final)
 
     summary = summarize(stats, errors, max_len)
+    name = record_names or (lambda idx: [f"row {i}" for i in idx])
+    bad = np.flatnonzero(stats["nonfinite_input"] | (stats["nonfinite_words"] > 0))
+    nonfinite_csv = out_dir / f"{split}{NONFINITE_SUFFIX}"
+    nonfinite_csv.unlink(missing_ok=True)
+    if bad.size:
+        names = list(name(bad.tolist()))
+        with open(nonfinite_csv, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["index", "record", "nonfinite_input", "nonfinite_words", "outcome"])
+            for i, n in zip(bad.tolist(), names):
+                outcome = (
+                    "sentence left empty" if stats["reason"][i] >= 0 else
+                    "NaN/inf copied into words" if stats["nonfinite_words"][i] > 0 else f"{nan_policy}: words finite"
+                )  # fmt: skip
+                w.writerow(
+                    [i, n, bool(stats["nonfinite_input"][i]), int(stats["nonfinite_words"][i]), outcome]
+                )
+        summary["nonfinite_records"] = [
+            {"index": int(i), "record": n} for i, n in zip(bad[:MAX_NAMED], names)
+        ]
+        summary["nonfinite_report"] = str(nonfinite_csv)
+        n_words = summary["records_with_nonfinite_words"]
+        print(
+            f"WARNING [{split}] {source}: {bad.size} record(s) hold NaN/inf (nan_policy={nan_policy}); "
+            f"{n_words} of them have NaN/inf copied into their words: {', '.join(names[:5])}"
+            + (" ..." if bad.size > 5 else "")
+            + f" (all in {nonfinite_csv})."
+            + (
+                " VQ-HBR and pre-training on these words stop with 'loss is nan': tokenise with "
+                "--nan_policy interpolate, zero or skip."
+                if n_words
+                else ""
+            ),
+            file=sys.stderr,
+        )
+    settings = tokenizer_settings(chans, array.shape, lay, fs, max_len, token_len, nan_policy, detector)
+    inputs = {"data": file_identity(path, Path(path).parent) if path is not None else "<in-memory array>"}
+    outputs = [npy_identity(p, out_dir) for p in finals]
+    summary["stamp"] = make_stamp(STAGE, settings, inputs, outputs)
     summary.update(
         split=split,
         source=source,
@@ -248,6 +321,7 @@ def tokenize_array(
         input_layout=lay,
         # The settings the workers ran with (a rerun compares them to decide whether the split is done).
         **{**params, "used_channels": chans.tolist()},
+        detector_engine=FAST_ENGINE if detector == "xqrs_fast" else "wfdb",
         num_workers=num_workers,
         chunk_size=chunk_size,
         seconds=round(seconds, 3),
@@ -285,7 +359,10 @@ def summarize(stats: np.ndarray, errors: list, max_len: int = 256) -> dict:
         "single_beat_records": int((beats == 1).sum()),
         "records_with_nonfinite_input": int(stats["nonfinite_input"].sum()),
         "records_with_nonfinite_words": int((stats["nonfinite_words"] > 0).sum()),
+        "records_skipped_nonfinite": int((reason == REASONS.index(REASON_NONFINITE_SKIPPED)).sum()),
         "records_with_flat_leads": int((stats["flat_leads"] > 0).sum()),
+        # xqrs_fast handed these records' detection lead to wfdb itself (NaN/inf, too short, ...)
+        "detector_reference_path_records": int(stats["detector_fallback"].sum()),
     }
 
 
