@@ -186,10 +186,16 @@ def _used_leads(signal: np.ndarray, used_channels, nan_policy: str) -> tuple[np.
     src = signal[chans]  # (L, T) in the caller's dtype: the original ran xqrs on it as given
     if not np.issubdtype(src.dtype, np.floating):
         src = src.astype(np.float64)
-    nonfinite = not bool(np.isfinite(src).all())
-    if nonfinite and nan_policy == "interpolate":
-        src = _interpolate_nonfinite(src)
-    return chans, src, nonfinite
+    if nan_policy == "official":
+        return chans, src, not bool(np.isfinite(src).all())
+    # Samples beyond the float32 range would become inf in the float32 words: they count as non-finite.
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(src) | (np.abs(src) > _F32_MAX)
+    nonfinite = bool(bad.any())
+    if nonfinite and nan_policy in ("interpolate", "zero"):
+        src = np.where(bad, np.nan, src).astype(src.dtype, copy=False)
+        src = _interpolate_nonfinite(src) if nan_policy == "interpolate" else np.nan_to_num(src, nan=0.0)
+    return chans, src, nonfinite  # "skip": tokenize_record leaves the sentence empty
 
 
 def tokenize_record(
@@ -215,6 +221,10 @@ def tokenize_record(
     chans, src, nonfinite = _used_leads(signal, used_channels, nan_policy)
     info = RecordInfo()
     info.nonfinite_input = nonfinite
+    if nonfinite and nan_policy == "skip":
+        info.reason = REASON_NONFINITE_SKIPPED
+        z = np.zeros(max_len, dtype=np.int32)
+        return np.zeros((max_len, token_len), dtype=np.float32), z, z.copy(), info
     x = src.astype(np.float32, copy=False)  # words are float32, as the original's saved arrays
     if x.shape[1] > 0:
         with warnings.catch_warnings():
