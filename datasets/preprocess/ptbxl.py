@@ -1,4 +1,4 @@
-"""PTB-XL downstream data with the benchmark protocol of Strodthoff et al. 2020 (DESIGN.md section 1).
+"""PTB-XL downstream data with the benchmark protocol of Strodthoff et al. 2020 (docs/preprocessing.md).
 
 Paper Sec. 4.1 / Table 1: PTB-XL super, sub, form and rhythm. For each label set
 (``all`` 71, ``diagnostic`` 44, ``subdiagnostic`` 23, ``superdiagnostic`` 5, ``form`` 19,
@@ -28,11 +28,37 @@ import numpy as np
 import pandas as pd
 
 from datasets.preprocess.labels import labels_summary, multi_hot, save_labelled_split, write_classes
-from datasets.preprocess.records import SkipLog, default_num_workers, parallel_map, read_wfdb, write_summary
-from datasets.preprocess.signal import TARGET_LEN, SignalError, reorder_leads, resample_fft
+from datasets.preprocess.records import (
+    SkipLog,
+    default_num_workers,
+    parallel_map,
+    read_wfdb,
+    resolve_inside,
+    write_summary,
+)
+from datasets.preprocess.signal import (
+    TARGET_LEN,
+    SignalError,
+    check_record,
+    finite_float32,
+    reorder_leads,
+    resample_fft,
+)
+from utils.integrity import (
+    check_finite,
+    file_identity,
+    files_identity,
+    make_stamp,
+    npy_identity,
+    read_stamp,
+    stamp_problems,
+    write_stamp,
+)
 
 SUBSETS = ("all", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhythm")
 FOLDS = {"train": tuple(range(1, 9)), "val": (9,), "test": (10,)}
+STAMP_FILE = "preprocess_stamp.json"  # per subset folder: what made it (utils.integrity stamps)
+REQUIRED_COLUMNS = ("scp_codes", "strat_fold", "filename_lr", "filename_hr")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -61,10 +87,63 @@ def load_tables(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     for f in (db_path, st_path):
         if not f.is_file():
             raise FileNotFoundError(f"PTB-XL table {f} not found")
-    db = pd.read_csv(db_path, index_col="ecg_id").sort_index()
-    db["scp_codes"] = db["scp_codes"].apply(ast.literal_eval)
+    try:
+        db = pd.read_csv(db_path, index_col="ecg_id").sort_index()
+    except (ValueError, pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
+        raise SystemExit(f"{db_path}: not PTB-XL's database table with an ecg_id column ({exc})") from None
+    missing = [c for c in REQUIRED_COLUMNS if c not in db.columns]
+    if missing:
+        raise SystemExit(f"{db_path}: missing column(s) {missing}")
+    db["scp_codes"] = [parse_scp_codes(v, f"{db_path}, ecg_id {i}") for i, v in db["scp_codes"].items()]
     statements = pd.read_csv(st_path, index_col=0)
     return db, statements
+
+
+def parse_scp_codes(cell, where: str) -> dict:
+    """One ``scp_codes`` cell, e.g. ``{'NORM': 100.0, 'SR': 0.0}`` -> dict (literal_eval: no code runs).
+
+    A cell that is not a dict literal of ``code: likelihood`` stops the run naming the row."""
+    try:
+        value = ast.literal_eval(str(cell))
+    except (ValueError, SyntaxError, MemoryError, RecursionError) as exc:
+        raise SystemExit(
+            f"{where}: scp_codes {str(cell)[:80]!r} is not a dict literal ({type(exc).__name__})"
+        ) from None
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise SystemExit(f"{where}: scp_codes {str(cell)[:80]!r} must be a dict of code -> likelihood")
+    return value
+
+
+def check_rows(args, db: pd.DataFrame, column: str, skipped: SkipLog) -> pd.DataFrame:
+    """Rows that can be used: record paths must stay inside --dataset_path (else the run stops, naming
+    the rows) and strat_fold must be an integer 1-10 (else the row is skipped as ``bad_strat_fold`` and
+    reported: it would belong to no split)."""
+    where = args.dataset_path / "ptbxl_database.csv"
+    bad = []
+    for ecg_id, rel in db[column].items():
+        try:
+            resolve_inside(
+                args.dataset_path, str(rel) if pd.notna(rel) else "", f"{where}, ecg_id {ecg_id} ({column})"
+            )
+        except ValueError as exc:
+            bad.append(str(exc))
+    if bad:
+        raise SystemExit(f"{len(bad)} record path(s) refused:\n  " + "\n  ".join(bad[:10]))
+    fold = pd.to_numeric(db["strat_fold"], errors="coerce")
+    ok = fold.isin(range(1, 11)) & (fold == fold.round())
+    for ecg_id in db.index[~ok]:
+        skipped.add(
+            f"ecg_id {ecg_id} ({db.loc[ecg_id, column]})",
+            "bad_strat_fold",
+            f"{where}: strat_fold {db.loc[ecg_id, 'strat_fold']!r} is not an integer 1-10 (1-8 train, 9 val, 10 test)",
+        )
+    if (~ok).any():
+        print(
+            f"PTB-XL: {int((~ok).sum())} row(s) without a valid strat_fold skipped (bad_strat_fold in skipped_records.csv)"
+        )
+    out = db[ok].copy()
+    out["strat_fold"] = fold[ok].astype(int)
+    return out
 
 
 def aggregate_labels(scp_codes: dict, statements: pd.DataFrame, subset: str) -> list[str]:
@@ -110,12 +189,11 @@ def _read_one(task: tuple[str, int]) -> tuple[np.ndarray | None, str, str]:
             raise SignalError("wrong_fs", f"{path}: fs {fs:g} Hz, expected {fs_wanted}")
         if sig.shape[1] != fs_wanted * 10:
             raise SignalError("wrong_shape", f"{path}: {sig.shape[1]} samples, expected {fs_wanted * 10}")
-        if not np.isfinite(sig).all():
-            raise SignalError("nonfinite_samples", f"{path}: NaN/inf samples")
+        check_record(sig, path)  # non-finite, implausible amplitude (gain error), flat: skipped, reported
         x = reorder_leads(sig, names)
         if fs_wanted != 100:
             x = resample_fft(x, TARGET_LEN)
-        return x.astype(np.float32), "", ""
+        return finite_float32(x, path), "", ""
     except SignalError as exc:
         return None, exc.reason, exc.detail
 
@@ -148,12 +226,46 @@ def fit_scalar_scaler(data: np.ndarray, chunk: int = 1024) -> tuple[float, float
     return mean, (std if std > 0 else 1.0)
 
 
+def subset_stamp(args, subset: str, inputs: dict, outputs: list[dict]) -> dict:
+    settings = {"sampling_rate": args.sampling_rate, "classes": args.classes, "subset": subset}
+    return make_stamp("ptbxl_preprocess", settings, inputs, outputs)
+
+
 def run(args) -> dict:
     t0 = time.time()
-    db, statements = load_tables(args.dataset_path)
+    if args.num_workers < 1:
+        raise SystemExit(f"--num_workers must be >= 1, got {args.num_workers}")
+    db_all, statements = load_tables(args.dataset_path)
     column = "filename_lr" if args.sampling_rate == 100 else "filename_hr"
+    skipped = SkipLog()
+    db = check_rows(args, db_all, column, skipped)
+    root = args.dataset_path
+    inputs = {
+        "ptbxl_database.csv": file_identity(root / "ptbxl_database.csv", root),
+        "scp_statements.csv": file_identity(root / "scp_statements.csv", root),
+        "records": files_identity([str(root / f) + e for f in db[column] for e in (".hea", ".dat")], root),
+    }
+    todo = []
+    for subset in args.subsets:
+        out = args.output_path / subset
+        old = read_stamp(out / STAMP_FILE)
+        problems = stamp_problems(out, old, subset_stamp(args, subset, inputs, []))
+        if problems and (old is not None or out.is_dir()):
+            print(f"PTB-XL {subset}: redone: " + "; ".join(problems))
+        if problems:
+            todo.append(subset)
+    if not todo:
+        print(
+            f"PTB-XL: {args.output_path} already holds {args.subsets} made from these inputs with these settings: skipped"
+        )
+        old = args.output_path / "summary.json"
+        return (
+            json.loads(old.read_text())
+            if old.is_file()
+            else {"source": "PTB-XL", "subsets_up_to_date": args.subsets}
+        )
     tasks = [(str(args.dataset_path / f), args.sampling_rate) for f in db[column]]
-    skipped, signals, ok_ids = SkipLog(), [], []
+    signals, ok_ids = [], []
     for ecg_id, (arr, reason, detail) in zip(db.index, parallel_map(_read_one, tasks, args.num_workers, 32)):
         if arr is None:
             skipped.add(f"ecg_id {ecg_id} ({db.loc[ecg_id, column]})", reason, detail)
@@ -171,7 +283,7 @@ def run(args) -> dict:
     summary = {
         "source": "PTB-XL",
         "sampling_rate": args.sampling_rate,
-        "records_in": len(db),
+        "records_in": len(db_all),
         "records_read": len(ok_ids),
         "records_on_disk_without_row": count_unlisted(args.dataset_path, db[column]),
         "skipped": len(skipped.rows),
@@ -179,7 +291,15 @@ def run(args) -> dict:
         "subsets": {},
     }
     for subset in args.subsets:
+        if subset not in todo:  # intact and made from the same inputs with the same settings
+            summary["subsets"][subset] = "up to date (kept)"
+            continue
+        (args.output_path / subset / STAMP_FILE).unlink(missing_ok=True)  # incomplete until re-stamped
         summary["subsets"][subset] = write_subset(args, subset, data, ok, folds, statements)
+        out = args.output_path / subset
+        files = [p for p in sorted(out.iterdir()) if p.is_file() and p.name != STAMP_FILE]
+        outputs = [npy_identity(p, out) if p.suffix == ".npy" else file_identity(p, out) for p in files]
+        write_stamp(out / STAMP_FILE, subset_stamp(args, subset, inputs, outputs))
     skipped.write(args.output_path / "skipped_records.csv")
     summary["seconds"] = round(time.time() - t0, 2)
     write_summary(args.output_path / "summary.json", summary)
@@ -200,10 +320,13 @@ def write_subset(
     split_of = {s: np.flatnonzero(np.isin(folds[idx_kept], f)) for s, f in FOLDS.items()}
     # Official behaviour: one scalar mean/std (StandardScaler on the flattened train signals of this
     # subset), applied to every split.
+    # Every record in ``data`` passed check_record and finite_float32, so no record can poison the fit.
     mean, std = fit_scalar_scaler(data[idx_kept[split_of["train"]]])
     out = args.output_path / subset
+    check_finite(np.array([mean, std]), f"{out}: scaler (mean, std) fitted on train")
     for split, rows in split_of.items():
         x = ((data[idx_kept[rows]].astype(np.float64) - mean) / std).astype(np.float32)
+        check_finite(x, f"{out}/{split}_data.npy after standardisation")
         save_labelled_split(out, split, x, y[rows], ok.index.to_numpy()[idx_kept[rows]], "ecg_ids")
     write_classes(out, classes)
     (out / "scaler.json").write_text(
