@@ -70,7 +70,7 @@ def train_step(model, name: str, batch, g: torch.Generator) -> None:
         loss, _ = model(x, c, t)
     elif name == "HeartLang":
         mask = torch.rand(x.shape[:2], generator=g) < 0.5
-        target = torch.randint(0, model.config.vocab_size, (int(mask.sum()),), generator=g)
+        target = torch.randint(0, model.config.codebook_size, (int(mask.sum()),), generator=g)
         loss = F.cross_entropy(model(x, mask, c, t), target)
     else:
         target = torch.randint(0, 2, (x.shape[0], model.config.num_classes), generator=g).float()

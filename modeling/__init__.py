@@ -1,17 +1,27 @@
-"""HeartLang models (paper Sec. 3): one transformer, one sentence embedding, VQ-HBR, HeartLang, classifier."""
+"""HeartLang models (paper Sec. 3): config, backbone, quantizer, VQ-HBR, HeartLang, classifier, registry, checkpoints.
+May import utils only (never datasets, engine, inference); embeddings from records live in inference/."""
 
-from .api import load_pretrained  # noqa: F401  (checkpoint -> model for feature extraction; embeddings: inference/)
+from .backbone import SentenceBackbone
 from .checkpoint import (
+    CheckpointInfo,
     LoadReport,
+    auto_resume,
+    build_state,
+    checkpoint_kind,
     compare_key_contract,
     load_checkpoint_file,
+    load_model,
     load_pretrained_into_classifier,
     load_state_dict_strict,
+    read_checkpoint,
+    save_checkpoint,
+    save_epoch_checkpoints,
     state_dict_spec,
+    tokenizer_size,
 )
-from .config import ClassifierConfig, HeartLangConfig, VQHBRConfig
-from .embedding import SentenceBackbone
+from .config import BackboneConfig, ClassifierConfig, HeartLangConfig, VQHBRConfig
 from .heartlang import HeartLang, HeartLangClassifier
+from .hub import resolve_checkpoint
 from .quantizer import NormEMAVectorQuantizer, kmeans
 from .registry import MODEL_CONFIGS, create_model, get_config, list_models
 from .transformer import Attention, FeedForward, Transformer
@@ -19,6 +29,8 @@ from .vqhbr import VQHBR
 
 __all__ = [
     "Attention",
+    "BackboneConfig",
+    "CheckpointInfo",
     "ClassifierConfig",
     "FeedForward",
     "HeartLang",
@@ -31,13 +43,22 @@ __all__ = [
     "Transformer",
     "VQHBR",
     "VQHBRConfig",
+    "auto_resume",
+    "build_state",
+    "checkpoint_kind",
     "compare_key_contract",
     "create_model",
     "get_config",
     "kmeans",
     "list_models",
     "load_checkpoint_file",
+    "load_model",
     "load_pretrained_into_classifier",
     "load_state_dict_strict",
+    "read_checkpoint",
+    "resolve_checkpoint",
+    "save_checkpoint",
+    "save_epoch_checkpoints",
     "state_dict_spec",
+    "tokenizer_size",
 ]

@@ -1,32 +1,16 @@
-"""Sentence embedding and the shared sentence backbone (paper Sec. 3.1 "ECG sentences", Sec. 3.3).
+"""Sentence embedding pieces (paper Sec. 3.1 "ECG sentences"): word token embedding, lead / second id
+embeddings and the padding rule. The backbone that uses them lives in ``modeling/backbone.py``.
 
 An ECG sentence is ``x: (B, N, C)`` with N <= 256 words of C values (C = 96 samples for raw words,
-C = code_dim for the VQ-HBR decoder), plus lead ids ``in_chan_matrix: (B, N)`` and second ids
-``in_time_matrix: (B, N)`` (0 = padding, 1..15 otherwise).
-
-``SentenceBackbone`` (the original's ``ST_ECGFormer`` body) computes, in the official order:
-
-1. Conv1d token embedding along the word axis (kernel 3, circular padding, no bias),
-2. ``x * (1 - w) + mask_token * w`` for masked words,
-3. ``+ spa_embed(in_chans)`` and 4. ``+ tem_embed(in_times)`` when given,
-5. prepend the CLS token, 6. ``+ pos_embed``, 7. dropout, 8. the blocks, 9. LayerNorm ``norm_layer``.
-
-Two corrected variants are available behind flags (default off = original):
-``mask_before_conv`` zeroes masked input words before the convolution so that they no longer leak into
-their neighbours, and ``padding_attention_mask`` stops every token from attending to padding words.
+C = codebook_dim for the VQ-HBR decoder), plus lead ids ``in_chans: (B, N)`` and second ids
+``in_times: (B, N)`` (0 = padding, 1..15 otherwise; the models' forward keywords keep the original's
+names ``in_chan_matrix`` / ``in_time_matrix``).
 """
 
 from __future__ import annotations
 
-import re
-
 import torch
 from torch import nn
-
-from .transformer import Transformer
-
-_BLOCK_RE = re.compile(r"(?:^|\.)transformer\.layers\.(\d+)\.")
-EMBEDDING_PARAM_NAMES = ("mask_token", "cls_token", "pos_embed", "token_embed", "spa_embed", "tem_embed")
 
 
 class TokenEmbedding(nn.Module):
@@ -60,118 +44,6 @@ def padding_words(x: torch.Tensor) -> torch.Tensor:
     return (x == 0).all(dim=-1)
 
 
-def padding_positions(x: torch.Tensor, in_chan_matrix: torch.Tensor | None = None) -> torch.Tensor:
+def padding_positions(x: torch.Tensor, in_chans: torch.Tensor | None = None) -> torch.Tensor:
     """Padding words: lead id 0 when ids are given, else all-zero words. -> (B, N) bool."""
-    return in_chan_matrix == 0 if in_chan_matrix is not None else padding_words(x)
-
-
-class SentenceBackbone(nn.Module):
-    """Embedding + pre-norm transformer + final LayerNorm. Subclasses add heads.
-
-    State-dict keys (in this order): mask_token [1,1,D], cls_token [D], pos_embed [1,seq_len+1,D],
-    token_embed.tokenConv.weight [D,C,3], spa_embed.embed.weight [16,D], tem_embed.embed.weight [16,D],
-    transformer.layers.*, norm_layer.*.
-    """
-
-    def __init__(
-        self,
-        *,
-        seq_len: int,
-        in_channels: int,
-        embed_dim: int,
-        depth: int,
-        heads: int,
-        dim_head: int,
-        mlp_dim: int,
-        dropout: float,
-        emb_dropout: float,
-        num_lead_ids: int = 16,
-        num_time_ids: int = 16,
-        mask_before_conv: bool = False,
-        padding_attention_mask: bool = False,
-    ) -> None:
-        super().__init__()
-        self.seq_len = seq_len
-        self.depth = depth
-        self.mask_before_conv = mask_before_conv
-        self.padding_attention_mask = padding_attention_mask
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.cls_token = nn.Parameter(torch.randn(embed_dim))
-        self.pos_embed = nn.Parameter(torch.randn(1, seq_len + 1, embed_dim))
-        self.token_embed = TokenEmbedding(in_channels, embed_dim)
-        self.spa_embed = IdEmbedding(num_lead_ids, embed_dim)
-        self.tem_embed = IdEmbedding(num_time_ids, embed_dim)
-        self.dropout = nn.Dropout(emb_dropout)
-        self.transformer = Transformer(embed_dim, depth, heads, dim_head, mlp_dim, dropout)
-        self.norm_layer = nn.LayerNorm(embed_dim)
-
-    def _attention_mask(
-        self, x: torch.Tensor, in_chan_matrix: torch.Tensor | None, padding_mask: torch.Tensor | None
-    ) -> torch.Tensor | None:
-        """Bool (B, 1, 1, N+1) key mask, True = may attend; None in the original (no mask) mode."""
-        if not self.padding_attention_mask:
-            return None
-        if padding_mask is None:
-            padding_mask = padding_positions(x, in_chan_matrix)
-        keep = torch.cat([padding_mask.new_ones(padding_mask.shape[0], 1), ~padding_mask.bool()], dim=1)
-        return keep[:, None, None, :]
-
-    def forward_features(
-        self,
-        x: torch.Tensor,
-        mask_bool_matrix: torch.Tensor | None = None,
-        in_chan_matrix: torch.Tensor | None = None,
-        in_time_matrix: torch.Tensor | None = None,
-        padding_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """x: (B, N, C), mask_bool_matrix: (B, N) bool or None -> (B, N+1, D), CLS first, after norm_layer.
-
-        padding_mask (B, N) bool is only read with ``padding_attention_mask``; when None it is taken from
-        ``in_chan_matrix == 0`` or, without ids, from all-zero words.
-        """
-        b, n, _ = x.shape
-        if n > self.seq_len:
-            raise ValueError(f"sentence has {n} words but the model was built for at most {self.seq_len}")
-        attn_mask = self._attention_mask(x, in_chan_matrix, padding_mask)
-        if mask_bool_matrix is not None and self.mask_before_conv:
-            # Corrected variant: a masked word's samples are removed before the kernel-3 convolution.
-            x = x.masked_fill(mask_bool_matrix.bool().unsqueeze(-1), 0.0)
-        tokens = self.token_embed(x)
-        # Official behaviour: masking happens after the convolution, so with mask_before_conv off the
-        # masked words' samples still reach their neighbours through the kernel. The blend also runs
-        # without a mask (w = 0): mask_token then gets a zero gradient instead of none, as in the
-        # original, which keeps DDP without find_unused_parameters working.
-        if mask_bool_matrix is None:
-            w = tokens.new_zeros(b, n, 1)
-        else:
-            w = mask_bool_matrix.unsqueeze(-1).type_as(tokens)
-        tokens = tokens * (1 - w) + self.mask_token * w
-        if in_chan_matrix is not None:
-            tokens = tokens + self.spa_embed(in_chan_matrix)
-        if in_time_matrix is not None:
-            tokens = tokens + self.tem_embed(in_time_matrix)
-        cls = self.cls_token.view(1, 1, -1).expand(b, 1, -1)
-        tokens = torch.cat([cls, tokens], dim=1) + self.pos_embed[:, : n + 1]
-        tokens = self.dropout(tokens)
-        tokens = self.transformer(tokens, attn_mask)
-        return self.norm_layer(tokens)
-
-    # ----- optimiser hooks (layer-wise lr decay, weight-decay split) -----
-    def no_weight_decay(self) -> set[str]:
-        return {"mask_token", "cls_token", "pos_embed"}
-
-    def get_num_layers(self) -> int:
-        return self.depth
-
-    def get_layer_id(self, name: str) -> int:
-        return backbone_layer_id(name, self.depth)
-
-
-def backbone_layer_id(name: str, depth: int) -> int:
-    """Layer id of a backbone parameter name (no prefix): 0 = embeddings, i+1 = block i, depth+1 = rest."""
-    match = _BLOCK_RE.search("." + name)
-    if match is not None:
-        return int(match.group(1)) + 1
-    if name.split(".")[0] in EMBEDDING_PARAM_NAMES:
-        return 0
-    return depth + 1
+    return in_chans == 0 if in_chans is not None else padding_words(x)

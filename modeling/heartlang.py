@@ -12,32 +12,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .backbone import SentenceBackbone, backbone_layer_id
 from .config import ClassifierConfig, HeartLangConfig
-from .embedding import SentenceBackbone, backbone_layer_id
 
 
 class HeartLang(SentenceBackbone):
-    """Sentence backbone + lm_head Linear(D, vocab_size). Keys: see ``SentenceBackbone`` + lm_head.*."""
+    """Sentence backbone + lm_head Linear(D, codebook_size). Keys: see ``SentenceBackbone`` + lm_head.*."""
 
     def __init__(self, config: HeartLangConfig | None = None) -> None:
         config = config or HeartLangConfig()
-        super().__init__(
-            seq_len=config.seq_len,
-            in_channels=config.time_window,
-            embed_dim=config.embed_dim,
-            depth=config.depth,
-            heads=config.heads,
-            dim_head=config.dim_head,
-            mlp_dim=config.mlp_dim,
-            dropout=config.dropout,
-            emb_dropout=config.emb_dropout,
-            num_lead_ids=config.num_lead_ids,
-            num_time_ids=config.num_time_ids,
-            mask_before_conv=config.mask_before_conv,
-            padding_attention_mask=config.padding_attention_mask,
-        )
+        super().__init__(config, mask_before_conv=config.mask_before_conv)
         self.config = config
-        self.lm_head = nn.Linear(config.embed_dim, config.vocab_size)
+        self.lm_head = nn.Linear(config.embed_dim, config.codebook_size)
 
     def forward(
         self,
@@ -52,8 +38,8 @@ class HeartLang(SentenceBackbone):
         """x: (B, N, 96); mask_bool_matrix: (B, N) bool (True = masked) or None.
 
         Returns (B, N+1, D) with return_all_tokens (CLS first), (B, N, D) with return_qrs_tokens,
-        otherwise logits: ``lm_head(features[:, 1:][mask])`` of shape (n_masked, vocab) in row-major
-        (sample, position) order, or (B, N, vocab) for every word when no mask is given.
+        otherwise logits: ``lm_head(features[:, 1:][mask])`` of shape (n_masked, codebook_size) in row-major
+        (sample, position) order, or (B, N, codebook_size) for every word when no mask is given.
         """
         feats = self.forward_features(x, mask_bool_matrix, in_chan_matrix, in_time_matrix, padding_mask)
         if return_all_tokens:

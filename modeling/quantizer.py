@@ -73,30 +73,31 @@ def kmeans(
 
 
 class EmbeddingEMA(nn.Module):
-    """Codebook holder with the original's key tree. weight: (num_tokens, dim), unit rows once initialised."""
+    """Codebook holder with the original's key tree. weight: (codebook_size, codebook_dim), unit rows once
+    initialised."""
 
-    def __init__(self, num_tokens: int, codebook_dim: int, kmeans_init: bool = False) -> None:
+    def __init__(self, codebook_size: int, codebook_dim: int, kmeans_init: bool = False) -> None:
         super().__init__()
         weight = (
-            torch.zeros(num_tokens, codebook_dim)
+            torch.zeros(codebook_size, codebook_dim)
             if kmeans_init
-            else l2norm(torch.randn(num_tokens, codebook_dim))
+            else l2norm(torch.randn(codebook_size, codebook_dim))
         )
         self.weight = nn.Parameter(weight, requires_grad=False)
         # Official behaviour: cluster_size and embed_avg are dead state (never read by the forward);
         # they are kept so that released checkpoints load strictly. k-means writes cluster_size.
-        self.cluster_size = nn.Parameter(torch.zeros(num_tokens), requires_grad=False)
+        self.cluster_size = nn.Parameter(torch.zeros(codebook_size), requires_grad=False)
         self.embed_avg = nn.Parameter(weight.clone(), requires_grad=False)
         self.register_buffer("initted", torch.tensor([0.0 if kmeans_init else 1.0]))
 
 
 class NormEMAVectorQuantizer(nn.Module):
-    """z: (..., code_dim) -> (z_q (..., code_dim), loss (), indices (prod(...),) int64)."""
+    """z: (..., codebook_dim) -> (z_q (..., codebook_dim), loss (), indices (prod(...),) int64)."""
 
     def __init__(
         self,
-        n_embed: int,
-        embedding_dim: int,
+        codebook_size: int,
+        codebook_dim: int,
         beta: float = 1.0,
         decay: float = 0.99,
         kmeans_init: bool = False,
@@ -105,13 +106,13 @@ class NormEMAVectorQuantizer(nn.Module):
         broadcast_fn: TensorFn | None = None,
     ) -> None:
         super().__init__()
-        self.num_tokens = n_embed
-        self.codebook_dim = embedding_dim
+        self.codebook_size = codebook_size
+        self.codebook_dim = codebook_dim
         self.beta = beta
         self.decay = decay
         self.kmeans_iters = kmeans_iters
-        self.register_buffer("cluster_size", torch.zeros(n_embed))
-        self.embedding = EmbeddingEMA(n_embed, embedding_dim, kmeans_init)
+        self.register_buffer("cluster_size", torch.zeros(codebook_size))
+        self.embedding = EmbeddingEMA(codebook_size, codebook_dim, kmeans_init)
         self.all_reduce_fn: TensorFn = all_reduce_fn or all_reduce_sum_
         self.broadcast_fn: TensorFn = broadcast_fn or default_broadcast
 
@@ -119,7 +120,7 @@ class NormEMAVectorQuantizer(nn.Module):
     def init_codebook_(self, samples: torch.Tensor) -> None:
         """Cosine k-means on the (already normalised) first batch, identical on every rank.
 
-        samples: (n, code_dim). Rank 0's result is broadcast; with one process this is exactly the
+        samples: (n, codebook_dim). Rank 0's result is broadcast; with one process this is exactly the
         original's init. Writes embedding.weight, embedding.cluster_size (= bins) and initted.
         """
         if bool(self.embedding.initted.item()):
@@ -128,7 +129,9 @@ class NormEMAVectorQuantizer(nn.Module):
         weight = torch.empty_like(self.embedding.weight)
         bins = torch.empty_like(self.embedding.cluster_size)
         if rank == 0:
-            means, counts = kmeans(samples.detach(), self.num_tokens, self.kmeans_iters, use_cosine_sim=True)
+            means, counts = kmeans(
+                samples.detach(), self.codebook_size, self.kmeans_iters, use_cosine_sim=True
+            )
             weight.copy_(means)
             bins.copy_(counts)
         self.broadcast_fn(weight)
@@ -148,7 +151,7 @@ class NormEMAVectorQuantizer(nn.Module):
         # F.embedding copies, so z_q keeps the codebook from before the EMA update below.
         z_q = F.embedding(indices, codebook).view_as(z)
         with torch.no_grad():
-            bins = torch.bincount(indices, minlength=self.num_tokens).to(z_flat.dtype)
+            bins = torch.bincount(indices, minlength=self.codebook_size).to(z_flat.dtype)
             self.all_reduce_fn(bins)
             # Official behaviour: the usage counter is EMA-updated in eval mode as well (every forward,
             # including get_codebook_indices while computing pre-training targets).
@@ -162,10 +165,10 @@ class NormEMAVectorQuantizer(nn.Module):
     def _ema_update_(self, z_flat: torch.Tensor, indices: torch.Tensor, bins: torch.Tensor) -> None:
         """weight = l2norm(d * weight + (1-d) * l2norm(cluster mean)); unused codes keep their direction.
 
-        z_flat: (n, code_dim) normalised inputs, indices: (n,), bins: (n_embed,) global counts.
+        z_flat: (n, codebook_dim) normalised inputs, indices: (n,), bins: (codebook_size,) global counts.
         """
         zero_mask = bins == 0
-        embed_sum = z_flat.new_zeros(self.num_tokens, self.codebook_dim)
+        embed_sum = z_flat.new_zeros(self.codebook_size, self.codebook_dim)
         embed_sum.index_add_(0, indices, z_flat.detach())
         self.all_reduce_fn(embed_sum)
         mean = l2norm(embed_sum / bins.masked_fill(zero_mask, 1.0).unsqueeze(1))

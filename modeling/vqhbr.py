@@ -1,7 +1,7 @@
 """VQ-HBR, the vector-quantised heartbeat tokenizer (paper Sec. 3.2).
 
-    x (B, 256, 96) --encoder--> (B, 256, D) --Linear-Tanh-Linear--> z (B, 256, code_dim)
-      --NormEMA quantizer--> codes (B, 256, code_dim), indices (B*256,)
+    x (B, 256, 96) --encoder--> (B, 256, D) --Linear-Tanh-Linear--> z (B, 256, codebook_dim)
+      --NormEMA quantizer--> codes (B, 256, codebook_dim), indices (B*256,)
       --decoder (fed with the codes)--> (B, 256, D) --Linear-Tanh-Linear--> reconstruction (B, 256, 96)
 
 loss = MSE(reconstruction, x) over all 256 words (padding included) + commitment loss.
@@ -15,16 +15,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import VQHBRConfig
-from .embedding import SentenceBackbone, backbone_layer_id, padding_words
+from .backbone import SentenceBackbone, backbone_layer_id
+from .config import BackboneConfig, VQHBRConfig
+from .embedding import padding_words
 from .quantizer import NormEMAVectorQuantizer, TensorFn
 
 
 class WordEncoder(SentenceBackbone):
     """VQ-HBR encoder / decoder body (the original's ``VqhbrBackbone``). x: (B, N, C)."""
 
-    def __init__(self, *, zero_padding_words: bool, **kwargs) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, config: BackboneConfig, zero_padding_words: bool) -> None:
+        super().__init__(config)
         self.zero_padding_words = zero_padding_words
 
     def forward(
@@ -71,34 +72,18 @@ class VQHBR(nn.Module):
     ) -> None:
         super().__init__()
         self.config = config = config or VQHBRConfig()
-        common = dict(
-            seq_len=config.seq_len,
-            embed_dim=config.embed_dim,
-            heads=config.heads,
-            dim_head=config.dim_head,
-            mlp_dim=config.mlp_dim,
-            dropout=config.dropout,
-            emb_dropout=config.emb_dropout,
-            num_lead_ids=config.num_lead_ids,
-            num_time_ids=config.num_time_ids,
-            padding_attention_mask=config.padding_attention_mask,
-        )
-        self.encoder = WordEncoder(
-            in_channels=config.time_window, depth=config.encoder_depth, zero_padding_words=True, **common
-        )
-        self.decoder = WordEncoder(
-            in_channels=config.code_dim, depth=config.decoder_depth, zero_padding_words=False, **common
-        )
+        self.encoder = WordEncoder(config.encoder_config(), zero_padding_words=True)
+        self.decoder = WordEncoder(config.decoder_config(), zero_padding_words=False)
         self.quantize = NormEMAVectorQuantizer(
-            config.n_code,
-            config.code_dim,
+            config.codebook_size,
+            config.codebook_dim,
             beta=config.beta,
             decay=config.decay,
             kmeans_init=config.quantize_kmeans_init,
             all_reduce_fn=all_reduce_fn,
             broadcast_fn=broadcast_fn,
         )
-        self.encode_task_layer = _task_layer(config.embed_dim, config.embed_dim, config.code_dim)
+        self.encode_task_layer = _task_layer(config.embed_dim, config.embed_dim, config.codebook_dim)
         self.decode_task_layer = _task_layer(config.embed_dim, config.embed_dim, config.decoder_out_dim)
 
     def encode(
@@ -107,7 +92,7 @@ class VQHBR(nn.Module):
         in_chan_matrix: torch.Tensor | None = None,
         in_time_matrix: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x: (B, N, 96) -> (codes (B, N, code_dim), indices (B*N,) long, quant loss ())."""
+        """x: (B, N, 96) -> (codes (B, N, codebook_dim), indices (B*N,) long, quant loss ())."""
         feats = self.encoder(x, in_chan_matrix, in_time_matrix, return_qrs_tokens=True)
         # The original runs the task layer and quantizer with autocast disabled: distances in fp32.
         with torch.autocast(device_type=x.device.type, enabled=False):
@@ -121,7 +106,7 @@ class VQHBR(nn.Module):
         in_chan_matrix: torch.Tensor | None = None,
         in_time_matrix: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """quantize: (B, N, code_dim) -> reconstructed words (B, N, decoder_out_dim)."""
+        """quantize: (B, N, codebook_dim) -> reconstructed words (B, N, decoder_out_dim)."""
         feats = self.decoder(quantize, in_chan_matrix, in_time_matrix, return_qrs_tokens=True)
         return self.decode_task_layer(feats)
 
@@ -142,7 +127,7 @@ class VQHBR(nn.Module):
         in_chan_matrix: torch.Tensor | None = None,
         in_time_matrix: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """x: (B, N, 96) -> unit-norm codes (B, N, code_dim)."""
+        """x: (B, N, 96) -> unit-norm codes (B, N, codebook_dim)."""
         return self.encode(x, in_chan_matrix, in_time_matrix)[0]
 
     def forward(
@@ -177,13 +162,13 @@ class VQHBR(nn.Module):
         return names | {"quantize.embedding.weight"}
 
     def get_num_layers(self) -> int:
-        return self.config.encoder_depth + self.config.decoder_depth
+        return self.config.depth + self.config.decoder_depth
 
     def get_layer_id(self, name: str) -> int:
         """The network read as one stack: encoder embeddings 0, encoder blocks 1..E, decoder blocks
         E+1..E+D (the encoder norm, task layer, quantizer and decoder embeddings join the first decoder
         block), decoder norm and output task layer E+D+1."""
-        enc, dec = self.config.encoder_depth, self.config.decoder_depth
+        enc, dec = self.config.depth, self.config.decoder_depth
         if name.startswith("encoder."):
             layer = backbone_layer_id(name[len("encoder.") :], enc)
             return layer if layer <= enc else enc + 1

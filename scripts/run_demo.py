@@ -183,9 +183,9 @@ def main(args) -> list[dict]:
     vq_model = __import__("modeling").get_config(cfg["vq_model"])
     vq_ckpt = vq_dir / f"checkpoint-{cfg['vq_epochs']}.pth"
     pt_ckpt = pt_dir / f"checkpoint-{cfg['pt_epochs']}.pth"
-    run.stage(f"4/7 VQ-HBR tokenizer ({cfg['vq_model']}, {vq_model.n_code} codes)")
-    run.run([*tr, "run_vqhbr_training.py", "--model", cfg["vq_model"], "--codebook_n_emd", str(vq_model.n_code),
-             "--codebook_emd_dim", str(vq_model.code_dim), "--quantize_kmeans_init", "--dataset_dir",
+    run.stage(f"4/7 VQ-HBR tokenizer ({cfg['vq_model']}, {vq_model.codebook_size} codes)")
+    run.run([*tr, "run_vqhbr_training.py", "--model", cfg["vq_model"], "--codebook_n_emd", str(vq_model.codebook_size),
+             "--codebook_emd_dim", str(vq_model.codebook_dim), "--quantize_kmeans_init", "--dataset_dir",
              str(data / "MIMIC-IV_QRS"), "--output_dir", str(vq_dir), "--log_dir", str(out / "log" / "vqhbr"),
              "--epochs", str(cfg["vq_epochs"]), "--warmup_epochs", "1", "--lr", "1e-3", "--min_lr", "1e-4",
              "--val_freq", str(cfg["vq_epochs"]), "--save_ckpt_freq", str(cfg["vq_epochs"]), *stage_common],
@@ -193,8 +193,8 @@ def main(args) -> list[dict]:
 
     run.stage(f"5/7 masked ECG-sentence pre-training ({cfg['pt_model']})")
     run.run([*tr, "run_heartlang_pretraining.py", "--model", cfg["pt_model"], "--tokenizer_model", cfg["vq_model"],
-             "--tokenizer_weight", str(vq_ckpt), "--codebook_size", str(vq_model.n_code), "--codebook_dim",
-             str(vq_model.code_dim), "--dataset_dir", str(data / "MIMIC-IV_QRS"), "--output_dir", str(pt_dir),
+             "--tokenizer_weight", str(vq_ckpt), "--codebook_size", str(vq_model.codebook_size), "--codebook_dim",
+             str(vq_model.codebook_dim), "--dataset_dir", str(data / "MIMIC-IV_QRS"), "--output_dir", str(pt_dir),
              "--log_dir", str(out / "log" / "pretrain"), "--epochs", str(cfg["pt_epochs"]), "--warmup_epochs", "1",
              "--lr", "1e-3", "--clip_grad", "3.0", "--save_ckpt_freq", str(cfg["pt_epochs"]), *stage_common],
             "pretrain", done=pt_ckpt)  # fmt: skip

@@ -12,8 +12,10 @@ from modeling import (
     compare_key_contract,
     create_model,
     load_checkpoint_file,
+    load_model,
     load_pretrained_into_classifier,
     load_state_dict_strict,
+    tokenizer_size,
 )
 
 FULL = {"vqhbr": "vqhbr", "HeartLang": "heartlang", "HeartLang_finetune_base": "finetune"}
@@ -39,15 +41,16 @@ def test_full_size_keys_and_shapes_equal_original(full_models, ref_fixtures, nam
 def test_full_size_defaults_equal_constructor_kwargs(full_models, ref_fixtures):
     hl = json.loads((ref_fixtures / "keys_heartlang.json").read_text())["constructor_kwargs"]
     cfg = full_models["HeartLang"].config
-    for key in ("seq_len", "time_window", "embed_dim", "depth", "heads", "dim_head", "mlp_dim", "vocab_size"):
+    for key in ("seq_len", "time_window", "embed_dim", "depth", "heads", "dim_head", "mlp_dim"):
         assert getattr(cfg, key) == hl[key], key
+    assert cfg.codebook_size == hl["vocab_size"]
     assert (cfg.dropout, cfg.emb_dropout) == (hl["dropout"], hl["emb_dropout"])
     vq = json.loads((ref_fixtures / "keys_vqhbr.json").read_text())["constructor_kwargs"]
     vcfg = full_models["vqhbr"].config
-    assert (vcfg.n_code, vcfg.code_dim, vcfg.decay, vcfg.beta) == (
+    assert (vcfg.codebook_size, vcfg.codebook_dim, vcfg.decay, vcfg.beta) == (
         vq["n_embed"], vq["codebook_embed_dim"], vq["decay"], vq["beta"],
     )  # fmt: skip
-    assert (vcfg.encoder_depth, vcfg.decoder_depth) == (
+    assert (vcfg.depth, vcfg.decoder_depth) == (
         vq["encoder_config"]["depth"],
         vq["decoder_config"]["depth"],
     )
@@ -67,25 +70,38 @@ def test_registry_rebuilds_from_config_and_rejects_unknown_kwargs():
         create_model("HeartLang_finetune_tiny", vocab_size=10)
     with pytest.raises(KeyError, match="unknown model"):
         create_model("HeartLang_huge")
-    vq = create_model(
-        "vqhbr_tiny", n_code=32, code_dim=8, decay=0.9, quantize_kmeans_init=True, as_tokenzer=False
-    )
+    # The original's spellings are accepted at the boundary and converted to one name each.
+    vq = create_model("vqhbr_tiny", n_code=32, code_dim=8, decay=0.9, quantize_kmeans_init=True)
     assert vq.quantize.embedding.weight.shape == (32, 8) and float(vq.quantize.embedding.initted) == 0.0
+    assert (vq.config.codebook_size, vq.config.codebook_dim) == (32, 8)
+    assert create_model("vqhbr_tiny", encoder_depth=3).config.depth == 3
+    assert create_model("HeartLang_tiny", vocab_size=10).config.codebook_size == 10
+    with pytest.raises(TypeError, match="same setting"):
+        create_model("vqhbr_tiny", n_code=32, codebook_size=64)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        create_model("HeartLang_tiny", encoder_depth=3)  # an alias of VQ-HBR only
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        create_model("vqhbr_tiny", as_tokenzer=True)  # loading weights is load_model's job
     assert create_model("HeartLang_finetune_tiny", num_classes=9).mlp_head.out_features == 9
     # The demo sizes must agree on the vocabulary so that small pre-training can use small VQ-HBR targets.
-    assert create_model("vqhbr_small").config.n_code == create_model("HeartLang_small").config.vocab_size
+    assert (
+        create_model("vqhbr_small").config.codebook_size
+        == create_model("HeartLang_small").config.codebook_size
+    )
 
 
-def test_as_tokenzer_loads_strictly_and_freezes(tmp_path):
+def test_tokenizer_loads_strictly_by_kind(tmp_path):
     src = create_model("vqhbr_tiny")
     path = tmp_path / "vq.pth"
-    torch.save({"model": {f"module.{k}": v for k, v in src.state_dict().items()}, "epoch": 3}, path)
-    tok = create_model("vqhbr_tiny", as_tokenzer=True, pretrained_weight=path)
-    assert not tok.training and not any(p.requires_grad for p in tok.parameters())
+    sd = {f"module.{k}": v for k, v in src.state_dict().items()}
+    torch.save({"model": {**sd, "teacher.w": torch.ones(1)}, "epoch": 3}, path)  # released-like, no config
+    tok = load_model(path, kind="vqhbr")  # name inferred from the kind and the shapes
+    assert not tok.training and tok.checkpoint_info.name == "vqhbr_tiny"
     for key, value in src.state_dict().items():
         assert torch.equal(tok.state_dict()[key], value)
-    with pytest.raises(ValueError, match="pretrained_weight"):
-        create_model("vqhbr_tiny", as_tokenzer=True)
+    assert tokenizer_size(path) == (64, 16)
+    with pytest.raises(ValueError, match="codebook_size=64 in the file, 8192 requested"):
+        load_model(path, "vqhbr_tiny", codebook_size=8192)
 
 
 def test_load_checkpoint_file_formats(tmp_path):

@@ -93,9 +93,9 @@ def test_output_shapes(name, leads):
     with torch.no_grad():
         if name.startswith("vqhbr"):
             ids = m.get_codebook_indices(x, c, t)
-            assert ids.shape == (2, 256) and ids.dtype == torch.long and int(ids.max()) < cfg.n_code
+            assert ids.shape == (2, 256) and ids.dtype == torch.long and int(ids.max()) < cfg.codebook_size
             quantize, _, _ = m.encode(x, c, t)
-            assert quantize.shape == (2, 256, cfg.code_dim)
+            assert quantize.shape == (2, 256, cfg.codebook_dim)
             assert m.decode(quantize, c, t).shape == (2, 256, 96)
             assert m.encoder(x, c, t).shape == (2, cfg.embed_dim)
             loss, log = m(x, c, t)
@@ -106,7 +106,7 @@ def test_output_shapes(name, leads):
         else:
             mask = torch.zeros(2, 256, dtype=torch.bool)
             mask[:, ::2] = True
-            assert m(x, mask, c, t).shape == (256, cfg.vocab_size)
+            assert m(x, mask, c, t).shape == (256, cfg.codebook_size)
             assert m(x, mask, c, t, return_all_tokens=True).shape == (2, 257, cfg.embed_dim)
             assert m(x, None, c, t, return_qrs_tokens=True).shape == (2, 256, cfg.embed_dim)
 

@@ -1,4 +1,5 @@
-"""utils.checkpoint: atomic writes, auto-resume picks the newest, RNG round trip, prefix stripping."""
+"""modeling.checkpoint (save / resume): atomic writes, auto-resume picks the newest, RNG round trip,
+prefix stripping, strict and finite resume; utils.logging helpers."""
 
 import random
 
@@ -6,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from utils import checkpoint as C
+from modeling import checkpoint as C
+from utils.integrity import NonFiniteError
 from utils.logging import MetricLogger, SmoothedValue, append_jsonl, read_jsonl, save_args
 
 
@@ -29,7 +31,7 @@ def test_atomic_write_crash_keeps_previous_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         C.save_checkpoint(tmp_path, "checkpoint.pth", _state(torch.nn.Linear(3, 2), 5))
     monkeypatch.setattr(torch, "save", real_save)
-    ckpt = C.load_file(tmp_path / "checkpoint.pth")
+    ckpt = C.read_checkpoint(tmp_path / "checkpoint.pth")
     assert ckpt["epoch"] == 4
     assert torch.equal(ckpt["model"]["weight"], model.weight.detach())
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pth"]  # no temp file left
@@ -84,8 +86,23 @@ def test_resume_restores_model_optimizer_and_rng(tmp_path):
 
 def test_resume_from_another_model_fails_loudly(tmp_path):
     C.save_checkpoint(tmp_path, "checkpoint.pth", C.build_state(torch.nn.Linear(3, 2), 0))
-    with pytest.raises(RuntimeError, match="size mismatch|Missing|Unexpected"):
+    with pytest.raises(
+        ValueError, match=r"(?s)checkpoint.pth.*wrong size.*weight: .* \(2, 3\) vs model \(2, 4\)"
+    ):
         C.auto_resume(tmp_path, torch.nn.Linear(4, 2))
+    bad = torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        bad.bias[1] = float("nan")
+    C.save_checkpoint(tmp_path, "checkpoint.pth", C.build_state(bad, 1))
+    with pytest.raises(NonFiniteError, match=r"checkpoint .*checkpoint.pth: tensor bias"):
+        C.auto_resume(tmp_path, torch.nn.Linear(3, 2))
+
+
+def test_transitional_utils_checkpoint_reexports_the_same_functions():
+    from utils import checkpoint as old
+
+    assert old.save_checkpoint is C.save_checkpoint and old.auto_resume is C.auto_resume
+    assert old.build_state is C.build_state and old.strip_prefixes is C.strip_prefixes
 
 
 def test_strip_prefixes():

@@ -5,6 +5,7 @@
 * ``TensorboardLogger`` writes scalars under ``log_dir`` on rank 0 only.
 * ``append_jsonl`` writes one dict per line to ``output_dir/log.txt``.
 * ``save_args`` writes the resolved args and model config to ``output_dir/args.json``.
+* ``to_plain`` turns args / configs into plain types (also used for checkpoints).
 """
 
 from __future__ import annotations
@@ -13,14 +14,32 @@ import json
 import math
 import os
 import sys
+from argparse import Namespace
 from collections import defaultdict, deque
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from utils.checkpoint import to_plain
 from utils.dist import all_reduce_sum_, is_main_process
+
+
+def to_plain(value: Any) -> Any:
+    """Args / configs as plain JSON types (dict, list, str, int, float, bool, None), which both JSON
+    and ``torch.load(weights_only=True)`` accept; anything else becomes its ``str``."""
+    if isinstance(value, Namespace):
+        value = vars(value)
+    if isinstance(value, dict):
+        return {str(k): to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    return str(value)
 
 
 class SmoothedValue:
