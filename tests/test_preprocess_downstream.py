@@ -77,7 +77,8 @@ def test_cpsc_labels_from_header_dx(shared_data, tmp_path):
     shutil.copy(shared_data / "cpsc2018/cinc2020/A0002.mat", raw / "A0002.mat")
     out = tmp_path / "out"
     summary = cpsc2018.main(["--dataset_path", str(raw), "--output_path", str(out), "--num_workers", "1"])
-    assert summary["label_origin"] == {"header_dx": 1} and summary["unmapped_dx_codes"] == {"1234": 1}
+    assert summary["label_origin"] == {"header_dx": 1} and summary["unmapped_dx_codes"] == {}
+    assert summary["invalid_dx_codes"] == {"A0001": ["1234"]}  # not a SNOMED-CT number (6-18 digits)
     assert summary["skipped_by_reason"] == {"no_label": 1}
     assert _find(out, "A0001")[1] == {"AF", "RBBB"}
 

@@ -24,8 +24,8 @@ import numpy as np
 
 from datasets.preprocess.downstream import RecordRef, add_common_args, build
 from datasets.preprocess.labels import CPSC_CLASSES, CPSC_REFERENCE_NUMBERS, CPSC_SNOMED
-from datasets.preprocess.records import read_header_dx
-from datasets.preprocess.signal import TARGET_LEN, minmax_scale, resample_fft
+from datasets.preprocess.records import read_header_dx, validate_dx
+from datasets.preprocess.signal import TARGET_LEN, check_record, minmax_scale, resample_fft
 
 KEEP_SAMPLES = 2500  # 5 s at 500 Hz
 PADDED_LEN = 5000
@@ -45,7 +45,7 @@ def cpsc_chain(sig: np.ndarray) -> np.ndarray:
     # Official behaviour: only the first 5 s of a (6-60 s) record are kept, zero-padded to 10 s.
     x = np.zeros((sig.shape[0], PADDED_LEN), dtype=np.float64)
     n = min(KEEP_SAMPLES, sig.shape[1])
-    x[:, :n] = sig[:, :n]
+    x[:, :n] = check_record(sig[:, :n])  # the shared rule on the part that is used (flat first 5 s: skipped)
     # Official behaviour: min-max is taken over the zero-padded record, so the padding becomes the
     # scaled value of 0 mV (not -3 and not 0), and only the first half holds the ECG.
     x = minmax_scale(x, -3.0, 3.0)
@@ -91,10 +91,15 @@ def collect_labels(
 ) -> tuple[dict[str, list[str]], dict]:
     """Header Dx codes first (CinC 2020), REFERENCE.csv as fallback; returns labels and where they came from."""
     labels, origin, unmapped = {}, Counter(), Counter()
+    wfdb_refs = [r for r in refs if r.kind == "wfdb"]
+    header_codes, invalid = validate_dx(
+        {r.name: read_header_dx(r.path) or [] for r in wfdb_refs},  # unreadable: the signal read reports it
+        {r.name: r.path for r in wfdb_refs},
+    )
     for ref in refs:
         from_header: list[str] = []
         if ref.kind == "wfdb":
-            codes = read_header_dx(ref.path) or []  # unreadable header: the signal read reports it
+            codes = header_codes[ref.name]
             from_header = sorted({CPSC_SNOMED[c] for c in codes if c in CPSC_SNOMED})
             unmapped.update(c for c in codes if c not in CPSC_SNOMED)
         if from_header:
@@ -103,7 +108,8 @@ def collect_labels(
         elif reference.get(ref.name):
             labels[ref.name] = reference[ref.name]
             origin["reference_csv"] += 1
-    return labels, {"label_origin": dict(origin), "unmapped_dx_codes": dict(unmapped)}
+    info = {"label_origin": dict(origin), "unmapped_dx_codes": dict(unmapped), "invalid_dx_codes": invalid}
+    return labels, info
 
 
 def run(args) -> dict:

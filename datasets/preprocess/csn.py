@@ -26,7 +26,7 @@ import numpy as np
 
 from datasets.preprocess.downstream import RecordRef, add_common_args, build
 from datasets.preprocess.labels import SNOMED_NAMES
-from datasets.preprocess.records import read_header_dx
+from datasets.preprocess.records import read_header_dx, split_dx_codes, validate_dx
 from datasets.preprocess.signal import TARGET_LEN, SignalError, bandpass, minmax_scale, resample_fft
 
 EXPECTED_LEN = 5000
@@ -85,9 +85,16 @@ def run(args) -> dict:
     if dup:
         raise SystemExit(f"record names found twice under {args.dataset_path}: {dup[:10]}")
     codes, bad_headers = read_codes(refs)
+    codes, invalid = validate_dx(codes, {r.name: r.path for r in refs})
     freq = Counter(c for cs in codes.values() for c in set(cs))
     if args.classes_file:
         classes = read_classes_file(args.classes_file)
+        _, not_snomed = split_dx_codes(classes)
+        if not_snomed or len(set(classes)) != len(classes) or not classes:
+            raise SystemExit(
+                f"{args.classes_file}: classes must be distinct SNOMED-CT codes (numbers); "
+                f"got {not_snomed[:5] or 'duplicates or no code'}"
+            )
     else:
         classes = sorted(c for c, n in freq.items() if n >= args.min_class_count)
     keep = set(classes)
@@ -96,6 +103,7 @@ def run(args) -> dict:
         "code_counts": dict(sorted(freq.items())),
         "codes_not_in_classes": sorted(set(freq) - keep),
         "unreadable_headers": bad_headers,
+        "invalid_dx_codes": invalid,
     }
     return build(args, "CSN", refs, labels, classes, csn_chain, info, class_names=SNOMED_NAMES)
 

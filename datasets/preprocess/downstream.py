@@ -35,7 +35,14 @@ from datasets.preprocess.records import (
     read_wfdb,
     write_summary,
 )
-from datasets.preprocess.signal import STANDARD_LEADS, TARGET_LEN, SignalError, reorder_leads
+from datasets.preprocess.signal import (
+    STANDARD_LEADS,
+    TARGET_LEN,
+    SignalError,
+    check_record,
+    finite_float32,
+    reorder_leads,
+)
 from datasets.preprocess.splits import (
     DEFAULT_FRACTIONS,
     SPLIT_NAMES,
@@ -45,8 +52,19 @@ from datasets.preprocess.splits import (
     split_file_format,
     write_split_csv,
 )
+from utils.integrity import (
+    digest,
+    file_identity,
+    files_identity,
+    make_stamp,
+    npy_identity,
+    read_stamp,
+    stamp_problems,
+    write_stamp,
+)
 
 SOURCE_FS = 500.0
+STAMP_FILE = "preprocess_stamp.json"  # what made the outputs (utils.integrity stamps)
 
 
 @dataclass(frozen=True)
@@ -89,9 +107,7 @@ def load_standard_500hz(ref: RecordRef) -> np.ndarray:
         if fs != SOURCE_FS:
             raise SignalError("wrong_fs", f"{ref.path}: fs {fs:g} Hz, expected {SOURCE_FS:g}")
         sig = reorder_leads(sig, names)
-    if not np.isfinite(sig).all():
-        raise SignalError("nonfinite_samples", f"{ref.path}: NaN/inf samples")
-    return sig
+    return check_record(sig, ref.path)  # NaN/inf, > 1000 mV (header gain), flat record: skipped
 
 
 def _process(
@@ -99,8 +115,7 @@ def _process(
 ) -> tuple[np.ndarray | None, str, str]:
     ref, chain = task
     try:
-        out = chain(load_standard_500hz(ref))
-        return out.astype(np.float32), "", ""
+        return finite_float32(chain(load_standard_500hz(ref)), ref.path), "", ""
     except SignalError as exc:
         return None, exc.reason, exc.detail or ref.path
 
@@ -198,6 +213,15 @@ def build(
         raise SystemExit(
             f"{source}: no usable record under {args.dataset_path} (see {out}/skipped_records.csv)"
         )
+    stamp = _stamp(args, source, refs, plan, ys, classes, split_source, chain, [])
+    old = read_stamp(out / STAMP_FILE)
+    problems = stamp_problems(out, old, stamp)
+    if not problems and (out / "summary.json").is_file():
+        print(f"{source}: {out} already holds these records, split and settings, outputs intact: skipped")
+        return json.loads((out / "summary.json").read_text())
+    if old is not None or any((out / f"{s}_data.npy").exists() for s in SPLIT_NAMES):
+        print(f"{source}: {out} redone: " + "; ".join(problems))
+    (out / STAMP_FILE).unlink(missing_ok=True)  # the folder is incomplete until it is stamped again
     counts, label_counts = {}, {}
     with tqdm(total=n_planned, desc=source, unit="rec", dynamic_ncols=True) as pbar:
         for split in SPLIT_NAMES:
@@ -236,4 +260,33 @@ def build(
         "seconds": round(time.time() - t0, 2),
     }
     write_summary(out / "summary.json", summary)
+    outputs = [npy_identity(out / f"{s}_{k}.npy", out) for s in SPLIT_NAMES for k in ("data", "labels")]
+    outputs += [
+        file_identity(out / n, out) for n in ["classes.json", *(f"{s}_records.json" for s in SPLIT_NAMES)]
+    ]
+    write_stamp(out / STAMP_FILE, _stamp(args, source, refs, plan, ys, classes, split_source, chain, outputs))
     return summary
+
+
+def _stamp(args, source, refs, plan, ys, classes, split_source, chain, outputs: list[dict]) -> dict:
+    """What defines the outputs: the planned records and labels per split (from split files, labels,
+    classes and seed alike), the chain, and the size/mtime of every raw record file."""
+    raw = [p for r in refs for p in _record_files(r)]
+    settings = {
+        "source": source,
+        "split": split_source,
+        "classes": list(classes),
+        "plan_sha256": digest(
+            {s: [[r.name for r in plan[s]], np.asarray(ys[s]).tolist()] for s in SPLIT_NAMES}
+        ),
+        "chain": getattr(chain, "__name__", repr(chain)),
+    }
+    return make_stamp(
+        f"{source}_preprocess", settings, {"records": files_identity(raw, args.dataset_path)}, outputs
+    )
+
+
+def _record_files(ref: RecordRef) -> list[str]:
+    if ref.kind == "icbeb_mat":
+        return [ref.path]
+    return [ref.path + s for s in (".hea", ".mat", ".dat") if Path(ref.path + s).exists()]

@@ -114,6 +114,25 @@ def split_dx_codes(codes: Sequence[str]) -> tuple[list[str], list[str]]:
     return valid, [c for c in codes if c not in valid]
 
 
+def validate_dx(codes: dict[str, list[str]], headers: dict[str, str]) -> tuple[dict, dict]:
+    """``(valid, invalid)`` per record of the header Dx codes ``codes`` (record -> codes). Invalid
+    codes (not SNOMED-CT numbers, see :func:`split_dx_codes`) never become labels or class columns;
+    they are printed naming the header file and returned for the summary."""
+    valid, invalid = {}, {}
+    for name, cs in codes.items():
+        valid[name], bad = split_dx_codes(cs)
+        if bad:
+            invalid[name] = bad
+    if invalid:
+        shown = "; ".join(f"{headers.get(n, n)}.hea: {b}" for n, b in list(invalid.items())[:5])
+        print(
+            f"WARNING: {len(invalid)} record(s) have Dx codes that are not SNOMED-CT numbers (ignored as "
+            f"labels, listed under invalid_dx_codes in summary.json): {shown}"
+            + (" ..." if len(invalid) > 5 else "")
+        )
+    return valid, invalid
+
+
 class SkipLog:
     """Collects skipped records (path, reason, detail) and writes them as CSV."""
 
