@@ -1,26 +1,34 @@
-"""Sentence embeddings from a HeartLang encoder (paper Sec. 3.1, 3.3).
+"""Sentence embeddings from a HeartLang encoder, from tokenised sentences or raw records (paper Sec. 3.1, 3.3).
 
-    from modeling import load_pretrained
-    from inference import embed_ecg, embed_sentences
-    model = load_pretrained("output/pretrain/checkpoint-200.pth")
-    emb = embed_ecg(model, signal)            # signal (12, 1000) or (N, 12, 1000), 100 Hz -> (N, D) CLS
+    from modeling import load_model
+    from inference import embed_ecg
+    model = load_model("output/pretrain/checkpoint-200.pth")
+    emb = embed_ecg(model, "records500/00000/00001_hr.hea")            # (1, D) CLS, header gives fs and leads
+    emb = embed_ecg(model, signal, fs=500)                             # (12, T) mV array, any length >= 10 s
 
 * :func:`embed_sentences` runs the encoder (no mask) on tokenised sentences ``x (B, 256, 96)``,
   ``in_chans (B, 256)``, ``in_times (B, 256)`` and pools the final-norm features: ``cls`` = the CLS
   output (what the linear probe reads), ``mean`` = the mean over the sentence's real words (lead id
   != 0; a sentence without any word gets zeros).
-* :func:`embed_ecg` tokenises raw records with :func:`datasets.qrs.tokenizer.tokenize_record` first.
+* :func:`embed_ecg` reads / checks raw records, applies the preprocessing chain of the checkpoint's
+  training data (:mod:`inference.records`), tokenises them with :func:`datasets.qrs.tokenizer.tokenize_record`
+  at 100 Hz and embeds them.
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import torch
 from torch import nn
 
+from datasets.preprocess.signal import STANDARD_LEADS, TARGET_FS, TARGET_LEN, SignalError
 from datasets.qrs.tokenizer import tokenize_record
 from modeling.embedding import padding_positions
 from modeling.heartlang import HeartLang, HeartLangClassifier
+
+from .records import ECGRecord, prepare_record, read_record, resolve_scaler
 
 POOLS = ("cls", "mean", "both")
 
@@ -62,26 +70,113 @@ def embed_sentences(
     return out.float().cpu()
 
 
-def tokenize_ecgs(signals: np.ndarray, fs: int = 100, used_channels=None, detector: str = "xqrs"):
-    """Raw records (N, leads, T) or one (leads, T) -> ``(x (N, 256, 96), in_chans (N, 256), in_times (N, 256))``."""
+def tokenize_ecgs(signals: np.ndarray, used_channels=None, detector: str = "xqrs", names=None):
+    """Preprocessed records (N, 12, 1000) or one (12, 1000) at 100 Hz -> ``(x (N, 256, 96), in_chans (N, 256),
+    in_times (N, 256))``. Raw records go through :func:`embed_ecg` / :func:`record_sentence` instead.
+
+    A record in which the detector finds no R peak would be an all-padding sentence: refused
+    (``SignalError("no_beat")`` naming it, ``names[i]`` or its index).
+    """
     signals = np.asarray(signals)
     if signals.ndim == 2:
         signals = signals[None]
-    if signals.ndim != 3:
-        raise ValueError(f"signals must be (leads, T) or (N, leads, T), got shape {signals.shape}")
+    if signals.ndim != 3 or signals.shape[1:] != (len(STANDARD_LEADS), TARGET_LEN):
+        raise ValueError(
+            f"tokenize_ecgs takes preprocessed (N, 12, 1000) 10 s records at 100 Hz, got shape {signals.shape}; "
+            "for raw records of any rate and length use embed_ecg(model, signal, fs=...)"
+        )
     words, chans, times = [], [], []
-    for record in signals:
-        w, c, t, _ = tokenize_record(record, used_channels=used_channels, fs=fs, detector=detector)
+    for i, record in enumerate(signals):
+        name = names[i] if names is not None else f"record {i}"
+        w, c, t = _tokenize(name, record, used_channels, detector)
         words.append(w)
         chans.append(c)
         times.append(t)
     return np.stack(words), np.stack(chans), np.stack(times)
 
 
-def embed_ecg(model: nn.Module, signals: np.ndarray, pool: str = "cls", fs: int = 100, **tokenizer_kwargs):
-    """Raw 100 Hz records (12, 1000) or (N, 12, 1000), preprocessed like the training data -> embeddings.
+def _tokenize(name: str, x: np.ndarray, used_channels, detector: str):
+    w, c, t, info = tokenize_record(x, used_channels=used_channels, fs=TARGET_FS, detector=detector)
+    if info.reason is not None:
+        raise SignalError(
+            "no_beat", f"{name}: no word to embed ({info.reason}{': ' + info.error if info.error else ''})"
+        )
+    return w, c, t
 
-    Returns (N, D) for ``cls`` / ``mean``, (N, 2, D) for ``both``.
+
+def as_records(signals, fs=None, lead_names=None) -> list[ECGRecord]:
+    """Paths, ECGRecord objects, arrays (leads, T) / (N, leads, T), or a list of them -> records.
+
+    ``fs`` is required for arrays; for files the header's rate is used (a different ``fs`` is an error).
     """
-    x, c, t = tokenize_ecgs(signals, fs=fs, **tokenizer_kwargs)
+    if isinstance(signals, (str, os.PathLike, ECGRecord)):
+        signals = [signals]
+    elif isinstance(signals, (np.ndarray, torch.Tensor)):
+        arr = np.asarray(signals.detach().cpu() if isinstance(signals, torch.Tensor) else signals)
+        if arr.ndim == 3:
+            signals = [arr[i] for i in range(len(arr))]
+            names = [f"signal[{i}]" for i in range(len(arr))]
+            return [ECGRecord(n, a, fs, _names(lead_names)) for n, a in zip(names, signals)]
+        if arr.ndim != 2:
+            raise SignalError(
+                "wrong_shape", f"signal: shape {arr.shape}; expected (leads, T) or (N, leads, T)"
+            )
+        return [ECGRecord("signal", arr, fs, _names(lead_names))]
+    out = []
+    for i, item in enumerate(signals):
+        if isinstance(item, ECGRecord):
+            out.append(item)
+        elif isinstance(item, (str, os.PathLike)):
+            rec = read_record(item)
+            if fs is not None and float(fs) != rec.fs:
+                raise SignalError(
+                    "wrong_fs", f"{rec.name}: the header says {rec.fs:g} Hz, fs={fs} was passed"
+                )
+            out.append(rec)
+        else:
+            out.append(ECGRecord(f"signal[{i}]", np.asarray(item), fs, _names(lead_names)))
+    return out
+
+
+def _names(lead_names):
+    return None if lead_names is None else tuple(str(n) for n in lead_names)
+
+
+def record_sentence(
+    record: ECGRecord, chain: str = "mimic", scaler=None, used_channels=None, detector="xqrs"
+):
+    """One raw record -> its sentence ``(x (256, 96), in_chans (256,), in_times (256,))``: preprocessed by
+    ``chain`` (:func:`inference.records.prepare_record`), then QRS-tokenised at 100 Hz."""
+    return _tokenize(record.name, prepare_record(record, chain, scaler), used_channels, detector)
+
+
+def embed_ecg(
+    model: nn.Module,
+    signals,
+    fs: float | None = None,
+    *,
+    lead_names=None,
+    chain: str = "mimic",
+    scaler=None,
+    pool: str = "cls",
+    used_channels=None,
+    detector: str = "xqrs",
+) -> torch.Tensor:
+    """Raw records at any sampling rate and length -> embeddings (N, D) for ``cls`` / ``mean``, (N, 2, D)
+    for ``both``, one row per record in input order.
+
+    signals: a record path (WFDB header / ``.mat``), an :class:`ECGRecord`, an array (leads, T) or
+        (N, leads, T) in mV, or a list of these. Arrays need ``fs`` (Hz) and, unless they are the 12
+        standard leads in order, ``lead_names``.
+    chain: the preprocessing of the checkpoint's training data (``mimic`` for pre-trained encoders,
+        ``ptbxl`` + ``scaler`` / ``cpsc2018`` / ``csn`` for probes; see :mod:`inference.records`).
+    A bad record raises ``SignalError`` (a ValueError) naming it and the rule it breaks.
+    """
+    if pool not in POOLS:
+        raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+    stats = resolve_scaler(chain, scaler)  # once, not per record
+    sentences = [
+        record_sentence(r, chain, stats, used_channels, detector) for r in as_records(signals, fs, lead_names)
+    ]
+    x, c, t = (np.stack(v) for v in zip(*sentences))
     return embed_sentences(model, x, c, t, pool=pool)

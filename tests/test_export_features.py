@@ -15,6 +15,7 @@ import export_features
 from inference import embed_ecg, embed_sentences
 from modeling import create_model, load_model
 from tests._train_data import make_downstream
+from utils.integrity import sha256_file
 
 
 def _save_ours(path, name: str, seed: int = 0):
@@ -89,6 +90,9 @@ def test_cli_matches_api_and_writes_metadata(tiny):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)  # batch 3 vs 10: same numbers
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["shape"] == [10, 2, 32] and meta["pool"] == "both"
+    # Traceable: the model actually loaded (no --model given), the weights' hash, the code version.
+    assert meta["model_name"] == "HeartLang_tiny" and meta["model_name_given"] is None
+    assert meta["checkpoint_sha256"] == sha256_file(tiny.ckpt) and meta["git_commit"] and meta["utc"]
     np.testing.assert_array_equal(np.load(meta["labels"]), np.load(tiny.data / "test_labels.npy"))
     args.pool, args.output = "mean", tiny.root / "feats" / "mean.npy"
     np.testing.assert_allclose(export_features.main(args), got[:, 1], rtol=1e-5, atol=1e-6)
@@ -118,17 +122,19 @@ def test_fine_tuned_checkpoint_and_clear_errors(tiny):
 
 
 def test_embed_raw_ecg_record(tiny, shared_data):
+    """The raw-record API on one 100 Hz PTB-XL record (the other sources and rules: test_inference_records.py)."""
     import wfdb
 
     from datasets.qrs.tokenizer import tokenize_record
+    from inference import ECGRecord, prepare_record
 
     rec = wfdb.rdrecord(str(shared_data / "ptbxl" / "records100" / "00000" / "00002_lr"))
-    signal = rec.p_signal.T.astype(np.float32)  # (12, 1000), 100 Hz
+    signal = rec.p_signal.T.astype(np.float32)  # (12, 1000), 100 Hz, standard lead order
     model = load_model(tiny.ckpt)
-    emb = embed_ecg(model, signal, pool="cls")
+    emb = embed_ecg(model, signal, fs=100, pool="cls")  # default chain: mimic (band-pass)
     assert emb.shape == (1, 32) and torch.isfinite(emb).all()
-    w, c, t, _ = tokenize_record(signal)
+    w, c, t, _ = tokenize_record(prepare_record(ECGRecord("r", signal, 100), "mimic"))
     torch.testing.assert_close(emb, embed_sentences(model, w[None], c[None], t[None]))
-    batch = embed_ecg(model, np.stack([signal, signal[:, ::-1].copy()]), pool="both")
+    batch = embed_ecg(model, np.stack([signal, signal[:, ::-1].copy()]), fs=100, pool="both")
     assert batch.shape == (2, 2, 32)
     torch.testing.assert_close(batch[0, 0], emb[0])

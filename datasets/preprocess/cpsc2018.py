@@ -40,11 +40,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def cpsc_chain(sig: np.ndarray) -> np.ndarray:
-    """(12, T) at 500 Hz -> (12, 1000): first 5 s, zero-pad to 10 s, min-max [-3, 3], resample."""
+def cpsc_chain(sig: np.ndarray, fs: float = 500.0) -> np.ndarray:
+    """(12, T) at ``fs`` (500 Hz in CPSC2018) -> (12, 1000): first 5 s, zero-pad to 10 s, min-max [-3, 3],
+    resample. ``fs`` only sets how many samples 5 s and 10 s are (2500 / 5000 at 500 Hz)."""
+    keep, padded = int(round(KEEP_SAMPLES * fs / 500.0)), int(round(PADDED_LEN * fs / 500.0))
     # Official behaviour: only the first 5 s of a (6-60 s) record are kept, zero-padded to 10 s.
-    x = np.zeros((sig.shape[0], PADDED_LEN), dtype=np.float64)
-    n = min(KEEP_SAMPLES, sig.shape[1])
+    x = np.zeros((sig.shape[0], padded), dtype=np.float64)
+    n = min(keep, sig.shape[1])
     x[:, :n] = check_record(sig[:, :n])  # the shared rule on the part that is used (flat first 5 s: skipped)
     # Official behaviour: min-max is taken over the zero-padded record, so the padding becomes the
     # scaled value of 0 mV (not -3 and not 0), and only the first half holds the ECG.

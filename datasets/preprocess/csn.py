@@ -42,10 +42,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def csn_chain(sig: np.ndarray) -> np.ndarray:
-    """(12, 5000) at 500 Hz -> (12, 1000): min-max [-3, 3], resample to 100 Hz, band-pass 0.67-40 Hz."""
-    if sig.shape[1] != EXPECTED_LEN:
-        raise SignalError("wrong_shape", f"{sig.shape[1]} samples, expected {EXPECTED_LEN} (10 s at 500 Hz)")
+def csn_chain(sig: np.ndarray, fs: float = 500.0) -> np.ndarray:
+    """(12, 10 s) at ``fs`` (5000 samples at 500 Hz in CSN) -> (12, 1000): min-max [-3, 3], resample to
+    100 Hz, band-pass 0.67-40 Hz."""
+    expected = int(round(EXPECTED_LEN * fs / 500.0))
+    if sig.shape[1] != expected:
+        raise SignalError("wrong_shape", f"{sig.shape[1]} samples, expected {expected} (10 s at {fs:g} Hz)")
     x = minmax_scale(sig, -3.0, 3.0)
     x = resample_fft(x, TARGET_LEN)
     return bandpass(x)

@@ -56,6 +56,7 @@ from utils.integrity import (
 )
 
 SUBSETS = ("all", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhythm")
+SCALER_FILE = "scaler.json"  # next to {split}_data.npy of every subset; read by load_scaler
 FOLDS = {"train": tuple(range(1, 9)), "val": (9,), "test": (10,)}
 STAMP_FILE = "preprocess_stamp.json"  # per subset folder: what made it (utils.integrity stamps)
 REQUIRED_COLUMNS = ("scp_codes", "strat_fold", "filename_lr", "filename_hr")
@@ -179,6 +180,38 @@ def statement_classes(statements: pd.DataFrame, subset: str) -> list[str]:
     return sorted(statements[statements[subset] == 1].index.astype(str))
 
 
+def ptbxl_chain(sig: np.ndarray, names: list[str]) -> np.ndarray:
+    """One 10 s record (n_leads, T) in header lead order -> (12, 1000) float32 in mV, standard lead order.
+
+    records100 (T = 1000) is used as it is; records500 (T = 5000) is FFT-resampled to 1000 samples.
+    The scaler (:func:`standardise`) is applied afterwards, per label subset.
+    """
+    return resample_fft(reorder_leads(sig, names), TARGET_LEN).astype(np.float32)
+
+
+def standardise(x: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """The subset's scalar StandardScaler: ``(x - mean) / std`` in float64, returned as float32."""
+    return ((np.asarray(x, dtype=np.float64) - mean) / std).astype(np.float32)
+
+
+def load_scaler(path: str | Path) -> tuple[float, float]:
+    """``(mean, std)`` of a ``scaler.json`` written by :func:`write_subset`; ``path`` is the file or the folder
+    holding it (``PTBXL/<subset>``, or ``PTBXL_QRS/<subset>``, where the QRS tokenizer copies it)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / SCALER_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"PTB-XL scaler {path} not found (written by datasets.preprocess.ptbxl)")
+    try:
+        obj = json.loads(path.read_text())
+        mean, std = float(obj["mean"]), float(obj["std"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: not a scaler file with numeric 'mean' and 'std' ({exc})") from exc
+    if not (np.isfinite(mean) and np.isfinite(std) and std > 0):
+        raise ValueError(f"{path}: scaler mean {mean} / std {std} must be finite with std > 0")
+    return mean, std
+
+
 def _read_one(task: tuple[str, int]) -> tuple[np.ndarray | None, str, str]:
     path, fs_wanted = task
     try:
@@ -190,10 +223,7 @@ def _read_one(task: tuple[str, int]) -> tuple[np.ndarray | None, str, str]:
         if sig.shape[1] != fs_wanted * 10:
             raise SignalError("wrong_shape", f"{path}: {sig.shape[1]} samples, expected {fs_wanted * 10}")
         check_record(sig, path)  # non-finite, implausible amplitude (gain error), flat: skipped, reported
-        x = reorder_leads(sig, names)
-        if fs_wanted != 100:
-            x = resample_fft(x, TARGET_LEN)
-        return finite_float32(x, path), "", ""
+        return finite_float32(ptbxl_chain(sig, names), path), "", ""
     except SignalError as exc:
         return None, exc.reason, exc.detail
 
@@ -325,11 +355,11 @@ def write_subset(
     out = args.output_path / subset
     check_finite(np.array([mean, std]), f"{out}: scaler (mean, std) fitted on train")
     for split, rows in split_of.items():
-        x = ((data[idx_kept[rows]].astype(np.float64) - mean) / std).astype(np.float32)
+        x = standardise(data[idx_kept[rows]], mean, std)
         check_finite(x, f"{out}/{split}_data.npy after standardisation")
         save_labelled_split(out, split, x, y[rows], ok.index.to_numpy()[idx_kept[rows]], "ecg_ids")
     write_classes(out, classes)
-    (out / "scaler.json").write_text(
+    (out / SCALER_FILE).write_text(
         json.dumps({"mean": mean, "std": std, "fitted_on": "train"}, indent=1) + "\n"
     )
     return {
