@@ -115,6 +115,10 @@ def parse_scp_codes(cell, where: str) -> dict:
     return value
 
 
+def _cell(v) -> str:
+    return "(missing)" if pd.isna(v) else str(v)
+
+
 def check_rows(args, db: pd.DataFrame, column: str, skipped: SkipLog) -> pd.DataFrame:
     """Rows that can be used: record paths must stay inside --dataset_path (else the run stops, naming
     the rows) and strat_fold must be an integer 1-10 (else the row is skipped as ``bad_strat_fold`` and
@@ -136,7 +140,7 @@ def check_rows(args, db: pd.DataFrame, column: str, skipped: SkipLog) -> pd.Data
         skipped.add(
             f"ecg_id {ecg_id} ({db.loc[ecg_id, column]})",
             "bad_strat_fold",
-            f"{where}: strat_fold {db.loc[ecg_id, 'strat_fold']!r} is not an integer 1-10 (1-8 train, 9 val, 10 test)",
+            f"{where}: strat_fold {_cell(db.loc[ecg_id, 'strat_fold'])} is not an integer 1-10 (1-8 train, 9 val, 10 test)",
         )
     if (~ok).any():
         print(
