@@ -20,7 +20,7 @@ import pytest
 import wfdb
 
 import QRSTokenizer
-from datasets.preprocess import csn, mimic, ptbxl
+from datasets.preprocess import cpsc2018, csn, mimic, ptbxl
 from datasets.synthetic.cohort import generate_mimic_like, generate_ptbxl_like, simulate_cohort
 
 STALE, NONFINITE, ARGS = "stale_outputs", "nonfinite_degenerate", "bad_arguments"
@@ -208,6 +208,23 @@ def test_tokenizer_truncated_sentences_are_named_and_redone(tmp_path, capsys):
     assert f"damaged output {target}" in capsys.readouterr().err and target.read_bytes() == good
 
 
+@case(STALE, "cpsc2018_preprocess", "redone")
+def test_cpsc_changed_reference_labels_rebuild_folder(tmp_path, capsys):
+    raw, out = _cpsc_raw(tmp_path), tmp_path / "out"
+    argv = ["--dataset_path", str(raw), "--output_path", str(out), "--num_workers", "1"]
+    cpsc2018.main(argv)
+    ref = raw / "REFERENCE.csv"
+    ref.write_text(ref.read_text().replace("R005,2", "R005,1"))  # AF -> Normal
+    cpsc2018.main(argv)
+    assert "redone: setting plan_sha256:" in capsys.readouterr().out
+    classes = json.loads((out / "classes.json").read_text())
+    for split in ("train", "val", "test"):
+        names = json.loads((out / f"{split}_records.json").read_text())
+        if "R005" in names:
+            y = np.load(out / f"{split}_labels.npy")[names.index("R005")]
+            assert [c for c, v in zip(classes, y) if v] == ["Normal"]
+
+
 # ================================================================ class 3: non-finite and degenerate
 @case(NONFINITE, "mimic_preprocess", "reported_skipped")
 def test_mimic_gain_overflow_and_flat_record_are_skipped_and_named(mraw, tmp_path):
@@ -280,6 +297,18 @@ def test_tokenizer_nan_records_are_named_in_official_mode_and_skipped_or_zeroed_
         assert np.isfinite(data).all() and s["records_with_nonfinite_input"] == 1
         assert (chans[2] == 0).all() == (policy == "skip") and (chans[[0, 1, 3]] > 0).any(axis=1).all()
         assert s["records_skipped_nonfinite"] == (policy == "skip")
+
+
+@case(NONFINITE, "cpsc2018_preprocess", "reported_skipped")
+def test_cpsc_flat_first_5s_is_skipped_not_turned_into_a_step(tmp_path):
+    raw = _cpsc_raw(tmp_path)
+    sig = _ecg(1)
+    sig[:, :2500] = 0.5  # the 5 s that are used carry no ECG
+    _wrsamp(raw, "R001", sig, 500, LEADS12, ["Dx: "])
+    summary = cpsc2018.main(
+        ["--dataset_path", str(raw), "--output_path", str(tmp_path / "o"), "--num_workers", "1"]
+    )
+    assert summary["skipped_by_reason"] == {"flat_record": 1} and sum(summary["records_out"].values()) == 7
 
 
 # ============================================================== class 5: arguments checked up front
@@ -365,6 +394,17 @@ def test_csn_non_snomed_dx_codes_never_become_classes(tmp_path, capsys):
         csn.main(["--dataset_path", str(raw), "--output_path", str(tmp_path / "p"), "--classes_file", str(tmp_path / "cls.txt")])  # fmt: skip
 
 
+@case(ARGS, "cpsc2018_preprocess", "reported_skipped")
+def test_cpsc_non_snomed_header_dx_is_reported_and_reference_used(tmp_path):
+    raw = _cpsc_raw(tmp_path)
+    _wrsamp(raw, "R002", _ecg(2), 500, LEADS12, ["Dx: AF,59118001x"])
+    summary = cpsc2018.main(
+        ["--dataset_path", str(raw), "--output_path", str(tmp_path / "o"), "--num_workers", "1"]
+    )
+    assert summary["invalid_dx_codes"] == {"R002": ["AF", "59118001x"]} and summary["unmapped_dx_codes"] == {}
+    assert summary["label_origin"] == {"reference_csv": 8} and sum(summary["records_out"].values()) == 8
+
+
 @case(ARGS, "qrs_tokenizer", "refused")
 def test_tokenizer_refuses_labels_of_another_run(tmp_path):
     src = tmp_path / "D" / "sub"
@@ -391,6 +431,16 @@ def _csn_raw(tmp_path: Path) -> Path:
     raw = tmp_path / "csn_raw"
     for i in range(8):
         _wrsamp(raw, f"R{i:03d}", _ecg(i), 500, LEADS12, [f"Dx: {'164889003' if i % 2 else '426783006'}"])
+    return raw
+
+
+def _cpsc_raw(tmp_path: Path) -> Path:
+    """8 CPSC2018-like CinC 2020 records (blank Dx lines, labels in REFERENCE.csv: 1 Normal, 2 AF)."""
+    raw = tmp_path / "cpsc_raw"
+    for i in range(8):
+        _wrsamp(raw, f"R{i:03d}", _ecg(i), 500, LEADS12, ["Dx: "])
+    rows = ["Recording,First_label,Second_label,Third_label"] + [f"R{i:03d},{1 + i % 2},," for i in range(8)]
+    (raw / "REFERENCE.csv").write_text("\n".join(rows) + "\n")
     return raw
 
 
