@@ -30,13 +30,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from datasets.qrs.detect import DEFAULT_DETECTOR, FAST_ENGINE, prepare_detector
 from datasets.qrs.tokenizer import (
     REASON_DETECTOR_ERROR,
     REASON_FLAT,
     REASON_NO_BEAT,
     REASON_NONFINITE,
     REASON_NONFINITE_SKIPPED,
-    tokenize_record,
+    tokenize_records,
 )
 from utils.integrity import check_finite, file_identity, make_stamp, npy_identity
 

@@ -168,8 +168,10 @@ def cut_words(x: np.ndarray, qrs_inds: np.ndarray, token_len: int = 96) -> np.nd
     k = np.arange(token_len)
     valid = (k >= offset[:, None]) & (k < (offset + length)[:, None])  # (B, token_len)
     src = np.clip(start[:, None] + k - offset[:, None], 0, T - 1)  # (B, token_len)
-    # np.where (not a multiply by the mask) so that padding is +0.0 even next to NaN/negative samples.
-    words = np.where(valid[None], x[:, src], np.float32(0))  # (L, B, token_len)
+    words = x[:, src]  # (L, B, token_len), a fresh copy
+    # Assigned (not a multiply by the mask) so that padding is +0.0 even next to NaN/negative samples;
+    # an in-place write is ~2x faster than np.where over the whole gather.
+    words[:, ~valid] = 0
     return words.reshape(L * len(start), token_len)
 
 
@@ -214,9 +216,9 @@ def tokenize_record(
     into ``signal`` (default all); the first one drives R-peak detection.
     Returns ``data (max_len, token_len) float32, in_chans (max_len,) int32, in_times (max_len,)
     int32, info``. ``detector``: "xqrs_fast" (default) or "xqrs" (wfdb itself): the same peaks.
-    ``peaks``: an already computed ``detect_r_peaks`` result for this record's detection lead
-    (``tokenize_records`` passes it). Never raises on record content (NaN, flat, no beat,
-    detector failure).
+    ``peaks``: ``(detect_r_peaks result, the lead it was computed on)`` for this record
+    (``tokenize_records`` passes it; the lead must equal this record's detection lead).
+    Never raises on record content (NaN, flat, no beat, detector failure).
     """
     chans, src, nonfinite = _used_leads(signal, used_channels, nan_policy)
     info = RecordInfo()
@@ -235,7 +237,12 @@ def tokenize_record(
     in_chans = np.zeros(max_len, dtype=np.int32)
     in_times = np.zeros(max_len, dtype=np.int32)
 
-    det = detect_r_peaks(src[0], fs, detector) if peaks is None else peaks
+    if peaks is None:
+        det = detect_r_peaks(src[0], fs, detector)
+    else:
+        det, lead = peaks
+        if not np.array_equal(lead, src[0], equal_nan=True):  # a batch must see what we would
+            raise RuntimeError("tokenize_record: the precomputed peaks belong to another detection lead")
     qrs, info.error = det
     info.detector_fallback = bool(getattr(det, "fallback", False))
     info.qrs_inds = qrs
@@ -286,4 +293,6 @@ def tokenize_records(
     leads = np.stack([_used_leads(s, used_channels, nan_policy)[1][0] for s in signals])
     found = detect_r_peaks_batch(leads, fs, detector)
     kw = dict(fs=fs, max_len=max_len, token_len=token_len, nan_policy=nan_policy, detector=detector)
-    return [tokenize_record(s, used_channels, peaks=p, **kw) for s, p in zip(signals, found)]
+    return [
+        tokenize_record(s, used_channels, peaks=(p, lead), **kw) for s, p, lead in zip(signals, found, leads)
+    ]
