@@ -30,8 +30,9 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HEARTLANG_NO_PROGRESS", "1")  # timing output stays readable (no tqdm bars)
 
-from engine.common import Amp, train_one_epoch  # noqa: E402
-from engine.finetune import FinetuneStep, set_train_mode, set_trainable  # noqa: E402
+from engine.config import OptimConfig  # noqa: E402
+from engine.finetune import compute_loss, forward_batch, set_trainable  # noqa: E402
+from engine.loop import Amp, train_one_epoch  # noqa: E402
 from engine.pretrain import PretrainStep  # noqa: E402
 from engine.vqhbr import vqhbr_step  # noqa: E402
 from modeling import create_model  # noqa: E402
@@ -67,7 +68,13 @@ def stages(device: torch.device):
         def build():
             m = create_model("HeartLang_finetune_base", num_classes=5).to(device)
             set_trainable(m, trainable)
-            return m, lambda: FinetuneStep(device, True), lambda mm: set_train_mode(mm, trainable)
+
+            def step(mm, b):
+                logits, y = forward_batch(mm, b, device)
+                return compute_loss(logits, y, True), {}
+
+            # Official behaviour: model.train(True) on the whole classifier (frozen backbone included).
+            return m, lambda: step, lambda mm: mm.train()
 
         return build
 
@@ -94,13 +101,15 @@ def sync(device):
 
 
 def time_engine(model, step_fn, batches, amp, args_ns, set_mode) -> float:
-    opt = create_optimizer(args_ns, model, layer_decay=0.9)
+    optim = OptimConfig(lr=args_ns.lr, min_lr=args_ns.lr, weight_decay=args_ns.weight_decay, warmup_epochs=0,
+                        warmup_steps=-1, epochs=1, batch_size=1, clip_grad=args_ns.clip_grad, layer_decay=0.9)  # fmt: skip
+    opt = create_optimizer(model, optim)
     lr_values = np.full(len(batches), args_ns.lr)
     (set_mode or (lambda m: m.train()))(model)
-    train_one_epoch(model, batches[:1], opt, amp, 0, args_ns, step_fn, lr_values, 1)  # warm-up
+    train_one_epoch(model, batches[:1], opt, amp, 0, step_fn, lr_values, 1, 1, optim.clip_grad)  # warm-up
     sync(amp_device(amp))
     t0 = time.perf_counter()
-    train_one_epoch(model, batches, opt, amp, 0, args_ns, step_fn, lr_values, len(batches))
+    train_one_epoch(model, batches, opt, amp, 0, step_fn, lr_values, len(batches), 1, optim.clip_grad)
     sync(amp_device(amp))
     return time.perf_counter() - t0
 

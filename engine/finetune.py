@@ -1,27 +1,36 @@
 """Downstream fine-tuning / linear probing and evaluation pieces (paper Sec. 4).
 
-* ``--trainable linear``: only ``mlp_head`` is trained; the backbone is frozen and kept in eval mode
-  (no dropout), which is what a linear probe of the pre-trained features means.
+* ``--trainable linear``: only ``mlp_head`` is trained; the frozen backbone computes the CLS feature
+  without autograd. # Official behaviour: the original calls ``model.train(True)`` on the whole
+  classifier, so the frozen backbone's dropout (0.1) and embedding dropout are ON while the head trains;
+  ``--probe_backbone_eval`` (corrected) keeps it in eval mode, which also makes ``--cache_features`` valid.
 * ``--trainable all``: every parameter trains, with layer-wise lr decay (utils.optim).
 * Loss: BCE-with-logits for multi-label (``--is_binary``), cross-entropy on the argmax class otherwise.
-* Metric: macro ROC-AUC over classes (utils.metrics), the paper's number.
+* Metric: macro ROC-AUC over classes (utils.metrics), the paper's number; it picks checkpoint-best.pth.
+* :class:`FinetuneStage` plugs these into engine.run; ``--eval`` is :meth:`FinetuneStage.test`.
 """
 
 from __future__ import annotations
 
-import csv
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
-from engine.common import Amp, gather_predictions, unwrap
-from utils.logging import MetricLogger
-from utils.metrics import ClassificationReport, classification_report
+from datasets.ecg_dataset import build_sentence_dataset, load_class_names, subsample_indices
+from engine.loop import Amp, gather_predictions, unwrap
+from engine.run import Context, Stage, dropout_active
+from modeling import create_model
+from modeling.checkpoint import load_model, load_state_dict_strict, read_checkpoint, state_dict_of
+from modeling.hub import resolve_checkpoint
+from reporting.results import count_leads, describe_dataset_dir, write_result
+from utils.dist import is_main_process, print0
+from utils.integrity import folder_identity, sha256_file
+from utils.logging import MetricLogger, TensorboardLogger, append_jsonl
+from utils.metrics import ClassificationReport, classification_report, format_table
 
 
 def set_trainable(model: nn.Module, trainable: str) -> list[str]:
@@ -45,14 +54,6 @@ def set_trainable(model: nn.Module, trainable: str) -> list[str]:
     return names
 
 
-def set_train_mode(model: nn.Module, trainable: str) -> None:
-    """model.train(), but a frozen backbone (linear probe) stays in eval mode (no dropout)."""
-    model.train()
-    net = unwrap(model)
-    if trainable == "linear" and hasattr(net, "backbone"):  # (with cached features only the head is here)
-        net.backbone.eval()
-
-
 def compute_loss(logits: torch.Tensor, y: torch.Tensor, is_binary: bool) -> torch.Tensor:
     """logits (B, C); y (B, C) multi-hot float. BCE for multi-label, else CE on argmax(y)."""
     logits = logits.float()
@@ -69,18 +70,6 @@ def forward_batch(model, batch, device: torch.device) -> tuple[torch.Tensor, tor
         return model(inputs[0]), y
     x, c, t = inputs
     return model(x, in_chan_matrix=c, in_time_matrix=t), y
-
-
-class FinetuneStep:
-    """``step_fn`` for :func:`engine.common.train_one_epoch`."""
-
-    def __init__(self, device: torch.device, is_binary: bool):
-        self.device = device
-        self.is_binary = is_binary
-
-    def __call__(self, model, batch):
-        logits, y = forward_batch(model, batch, self.device)
-        return compute_loss(logits, y, self.is_binary), {}
 
 
 class FeatureDataset(Dataset):
@@ -150,34 +139,169 @@ def evaluate(
     return stats, report
 
 
-def describe_dataset_dir(dataset_dir: str) -> tuple[str, str]:
-    """``.../PTBXL_QRS/form`` -> ("PTBXL", "form"); ``.../CPSC2018_QRS`` (no subset) -> ("CPSC2018", "all")."""
-    p = Path(dataset_dir.rstrip("/"))
-    if "_QRS" in p.name:
-        return p.name.split("_QRS")[0], "all"
-    return p.parent.name.split("_QRS")[0], p.name
+class FinetuneStage(Stage):
+    """Stage 3 for engine.run: linear probe (``trainable='linear'``) or full fine-tuning (``'all'``)."""
 
+    name = "finetune"
+    best_metric = "macro_auc"
+    best_key = "best_val_auc"
+    adjust_batch = True  # Official behaviour: engine.data.fit_batch_size
+    test_keys = ("model", "nb_classes", "is_binary", "trainable", "split_ratio", "sampling_method", "seed")
 
-RESULT_FIELDS = [
-    "dataset", "subset", "leads", "ratio", "sampling", "seed", "trainable", "model", "finetune",
-    "macro_auc", "macro_f1", "accuracy", "n_test", "classes_without_auc", "output_dir",
-]  # fmt: skip
+    def __init__(self, run, optim, dataset_dir: str, model: str, nb_classes: int, is_binary: bool,
+                 trainable: str, finetune: str, split_ratio: float, sampling_method: str,
+                 cache_features: bool = False):  # fmt: skip
+        super().__init__(run, optim)
+        if trainable not in ("linear", "all"):
+            raise ValueError(f"--trainable must be 'linear' or 'all', got {trainable!r}")
+        self.probe_eval = run.recipe["probe_backbone_eval"]
+        if cache_features and not (trainable == "linear" and self.probe_eval):
+            raise ValueError(
+                "--cache_features needs --trainable linear and a backbone in eval mode (--probe_backbone_eval or "
+                "--recipe corrected): the original's train-mode backbone gives other features every epoch"
+            )
+        self.dataset_dir, self.model_name, self.nb_classes, self.is_binary = (
+            dataset_dir,
+            model,
+            nb_classes,
+            is_binary,
+        )
+        self.trainable, self.finetune, self.cache = trainable, finetune, cache_features
+        self.split_ratio, self.sampling_method = split_ratio, sampling_method
+        self.model: nn.Module | None = None
+        self.keep: np.ndarray | None = None
 
+    # data ------------------------------------------------------------------------------------------
+    def _split(self, split: str):
+        ds = build_sentence_dataset(self.dataset_dir, split)
+        labels = np.asarray(ds.labels)
+        if labels.ndim != 2 or labels.shape[1] != self.nb_classes:
+            raise ValueError(
+                f"{self.dataset_dir}/{split}_labels.npy has {labels.shape[-1] if labels.ndim == 2 else labels.shape} "
+                f"label columns but --nb_classes is {self.nb_classes}: set --nb_classes to the label width"
+            )
+        if len(ds) == 0:
+            raise ValueError(f"{self.dataset_dir}: the {split} split has 0 records; rerun the preprocessing")
+        return ds
 
-def append_result_row(path: str | os.PathLike, row: dict) -> Path:
-    """Append one row to the results CSV (header written when the file is new)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    new = not path.is_file() or path.stat().st_size == 0
-    with open(path, "a", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=RESULT_FIELDS)
-        if new:
-            writer.writeheader()
-        writer.writerow({k: row.get(k, "") for k in RESULT_FIELDS})
-    return path
+    def train_set(self):
+        full = self._split("train")
+        self.keep = subsample_indices(
+            np.asarray(full.labels), self.split_ratio, self.sampling_method, self.run.seed
+        )
+        print0(
+            f"training on {len(self.keep)} of {len(full)} records ({self.sampling_method}, ratio {self.split_ratio})"
+        )
+        return Subset(full, self.keep.tolist())
 
+    def val_set(self):
+        return self._split("val")
 
-def count_leads(in_chans: np.ndarray) -> int:
-    """Number of distinct lead ids (0 = padding excluded) used by a split."""
-    ids = np.unique(np.asarray(in_chans))
-    return int((ids > 0).sum())
+    def inputs_identity(self) -> dict:
+        ident = {"dataset": folder_identity(self.dataset_dir)}
+        if self.finetune:
+            ident["finetune_sha256"] = sha256_file(resolve_checkpoint(self.finetune))
+        return ident
+
+    # model -----------------------------------------------------------------------------------------
+    def build_model(self, load_weights: bool):
+        kwargs = dict(
+            num_classes=self.nb_classes, padding_attention_mask=self.run.recipe["padding_attention_mask"]
+        )
+        if load_weights and self.finetune:
+            # A VQ-HBR (or otherwise wrong) checkpoint, NaN/inf weights or other sizes are refused here.
+            model = load_model(
+                self.finetune, name=self.model_name, kind=("heartlang", "classifier"), **kwargs
+            )
+            print0(f"loaded pre-trained backbone from {self.finetune}")
+        else:
+            model = create_model(self.model_name, **kwargs)
+        if load_weights and not self.finetune:
+            # Official behaviour: without --finetune the original re-draws EVERY parameter from U(-0.1, 0.1)
+            # (fixtures README item 7); it defines the "no pre-training" baseline.
+            model.randomly_initialize_weights(-0.1, 0.1)
+            print0("no --finetune: every parameter drawn from U(-0.1, 0.1) (official random init)")
+        set_trainable(model, self.trainable)
+        self.model = model
+        return model
+
+    def prepare(self, model, ctx: Context, train_set, val_set):
+        self.device, self.amp = ctx.device, ctx.amp
+        if self.trainable == "all":
+            return model, train_set, val_set
+        if self.cache:
+            # The frozen backbone in eval mode gives the same CLS feature every epoch: compute it once (after
+            # resuming, from the weights actually used) and train mlp_head alone on the cached features.
+            train_set = extract_features(model, ctx.loader(train_set, train=False), ctx.device, ctx.amp)
+            val_set = extract_features(model, ctx.loader(val_set, train=False), ctx.device, ctx.amp)
+        return model.mlp_head, train_set, val_set
+
+    def set_train_mode(self, module) -> None:
+        self.model.train()  # Official behaviour: model.train(True) on the whole classifier
+        if self.trainable == "linear" and self.probe_eval:
+            self.model.backbone.eval()
+
+    def step(self, module, batch):
+        *inputs, y = (v.to(self.device, non_blocking=True) for v in batch)
+        if len(inputs) == 1:  # cached features
+            logits = module(inputs[0])
+        elif self.trainable == "linear":
+            with torch.no_grad():  # the frozen backbone: no autograd graph, whatever its mode
+                feats = self.model.forward_features(*inputs)
+            logits = module(feats)
+        else:
+            x, c, t = inputs
+            logits = module(x, in_chan_matrix=c, in_time_matrix=t)
+        return compute_loss(logits, y, self.is_binary), {}
+
+    def evaluate(self, module, loader, ctx: Context) -> dict:
+        net = module if self.cache else self.model
+        stats, _ = evaluate(net, loader, ctx.device, ctx.amp, self.is_binary, "Val")
+        return stats
+
+    def validate_now(self, epoch: int) -> bool:
+        return True
+
+    def plan_extra(self, model, train_set) -> dict:
+        self.set_train_mode(model)
+        return {"train_rows": self.keep.tolist(), "dropout_active": dropout_active(model)}
+
+    def summary(self, stats: dict) -> str:
+        return (f"epoch {stats['epoch']}: train loss {stats['train_loss']:.4f}, val macro AUC "
+                f"{stats['val_macro_auc']:.4f} (best {stats['best_val_auc']:.4f})")  # fmt: skip
+
+    # --eval ----------------------------------------------------------------------------------------
+    def test(self, ctx: Context, record: dict, results_csv: str) -> dict:
+        """Test macro AUC of ``output_dir/checkpoint-best.pth``: table on stdout, one row in the CSV."""
+        out = Path(self.run.output_dir)
+        best = out / "checkpoint-best.pth"
+        model = self.build_model(load_weights=False).to(ctx.device)
+        state = read_checkpoint(best)
+        load_state_dict_strict(model, state_dict_of(state, str(best)))
+        test_set = self._split("test")
+        loader = ctx.loader(test_set, train=False)
+        logits, labels, loss = predict(model, loader, ctx.device, ctx.amp, self.is_binary, "Test")
+        report = classification_report(labels, logits, self.is_binary)
+        stats = {"loss": loss, **report.as_dict()}
+        names = load_class_names(self.dataset_dir, self.nb_classes)
+        print0(
+            f"test of {best} on {self.dataset_dir} ({report.n_samples} records)\n"
+            + format_table(report, names)
+        )
+        dataset, subset = describe_dataset_dir(self.dataset_dir)
+        row = {
+            "dataset": dataset, "subset": subset, "leads": count_leads(test_set.chans), "ratio": self.split_ratio,
+            "sampling": self.sampling_method, "seed": self.run.seed, "trainable": self.trainable,
+            "finetune": record["args"].get("finetune", ""), "macro_auc": f"{report.macro_auc:.6f}",
+            "macro_f1": f"{report.macro_f1:.6f}", "accuracy": f"{report.accuracy:.6f}", "n_test": report.n_samples,
+            "classes_without_auc": ";".join(names[c] for c in report.undefined_classes), "output_dir": str(out),
+        }  # fmt: skip
+        if is_main_process():
+            written = write_result(results_csv, row, best, self.model_name, record.get("recipe", self.run.recipe),
+                                   roc=(labels, logits, names))  # fmt: skip
+            append_jsonl(out / "test_log.txt", {**stats, **written.row})
+            tb = TensorboardLogger(self.run.log_dir)
+            tb.update(head="test", step=0, **stats)
+            tb.close()
+            print0(f"appended to {written.path}; ROC curves: {written.row.get('roc_png', '')}")
+        return {**stats, "per_class_auc": report.per_class_auc.tolist()}

@@ -3,16 +3,24 @@
 Half of the 256 word positions of every sentence are masked; HeartLang predicts, for each masked
 position, the index of the collective word that the frozen VQ-HBR tokenizer assigns to the unmasked
 sentence. Loss: cross-entropy over the masked positions; metric: masked-word accuracy.
-:class:`PretrainStep` is the training step; :func:`evaluate` the validation pass (``--val_freq``).
+:class:`PretrainStep` is the training step; :func:`evaluate` the validation pass (``--val_freq``);
+:class:`PretrainStage` plugs them into engine.run.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.common import Amp
+from datasets.ecg_dataset import build_sentence_dataset
+from engine.loop import Amp
+from engine.run import Context, Stage
+from modeling import create_model
+from modeling.checkpoint import load_model, tokenizer_size
+from utils.integrity import folder_identity, sha256_file
 from utils.logging import MetricLogger
 
 
@@ -106,3 +114,82 @@ def evaluate(model, loader, step_fn: PretrainStep, amp: Amp) -> dict:
         logger.update(loss=float(loss), **metrics)
     logger.synchronize_between_processes()
     return logger.global_averages()
+
+
+def load_tokenizer(name: str, weight: str, device) -> nn.Module:
+    """Frozen VQ-HBR from ``weight`` (a path or an hf:// spec), strictly; another kind of checkpoint or
+    NaN/inf weights are refused (modeling.checkpoint.load_model)."""
+    tokenizer = load_model(weight, name=name, kind="vqhbr", device=device)
+    for p in tokenizer.parameters():
+        p.requires_grad_(False)
+    return tokenizer.eval()
+
+
+def resolve_tokenizer_size(weight: str, codebook_size: int | None, code_dim: int | None) -> tuple[int, int]:
+    """The tokenizer's (codebook size, code dimension) from its checkpoint; --codebook_size/--codebook_dim,
+    when given, must agree. Without a readable checkpoint (a --dry_run) the flags or the seed's 8192 x 128."""
+    if not weight or not (weight.startswith("hf://") or Path(weight).is_file()):
+        return codebook_size or 8192, code_dim or 128
+    size, dim = tokenizer_size(weight)
+    for flag, given, actual in (("--codebook_size", codebook_size, size), ("--codebook_dim", code_dim, dim)):
+        if given is not None and given != actual:
+            raise ValueError(
+                f"{flag} {given} does not match the tokenizer {weight} ({actual}): drop the flag (the size is "
+                "read from the checkpoint) or give the matching --tokenizer_weight"
+            )
+    return size, dim
+
+
+class PretrainStage(Stage):
+    """Stage 2 for engine.run: HeartLang predicts the frozen tokenizer's codes of masked words."""
+
+    name = "pretrain"
+
+    def __init__(self, run, optim, dataset_dir: str, model: str, tokenizer_model: str, tokenizer_weight: str,
+                 codebook_size: int | None, code_dim: int | None, mask_ratio: float):  # fmt: skip
+        super().__init__(run, optim)
+        self.dataset_dir = dataset_dir
+        self.model_name, self.tokenizer_model, self.tokenizer_weight = (
+            model,
+            tokenizer_model,
+            tokenizer_weight,
+        )
+        self.codebook_size, self.code_dim, self.mask_ratio = codebook_size, code_dim, mask_ratio
+
+    def _data(self, split: str):
+        return build_sentence_dataset(self.dataset_dir, split, with_labels=False,
+                                      all_batch_folders=self.run.recipe["all_batch_folders"])  # fmt: skip
+
+    def train_set(self):
+        return self._data("train")
+
+    def val_set(self):
+        return self._data("val") if self.run.val_freq > 0 else None
+
+    def inputs_identity(self) -> dict:
+        if not self.tokenizer_weight:
+            raise ValueError(
+                "--tokenizer_weight is required: the pre-training targets come from a trained VQ-HBR"
+            )
+        return {
+            "dataset": folder_identity(self.dataset_dir),
+            "tokenizer_sha256": sha256_file(self.tokenizer_weight),
+        }
+
+    def build_model(self, load_weights: bool):
+        r = self.run.recipe
+        return create_model(self.model_name, codebook_size=self.codebook_size, mask_before_conv=r["mask_before_conv"],
+                            padding_attention_mask=r["padding_attention_mask"])  # fmt: skip
+
+    def prepare(self, model, ctx: Context, train_set, val_set):
+        tokenizer = load_tokenizer(self.tokenizer_model, self.tokenizer_weight, ctx.device)
+        r = self.run.recipe
+        self.step = PretrainStep(tokenizer, ctx.device, self.mask_ratio, r["mask_real_words_only"],
+                                 r["tokenizer_targets_with_ids"])  # fmt: skip
+        return model, train_set, val_set
+
+    def evaluate(self, module, loader, ctx: Context) -> dict:
+        return evaluate(module, loader, self.step, ctx.amp)
+
+    def summary(self, stats: dict) -> str:
+        return f"epoch {stats['epoch']}: loss {stats['train_loss']:.4f}, masked-word acc {stats['train_mlm_acc']:.4f}"

@@ -3,7 +3,7 @@
 Loss = MSE reconstruction of every word (padding included) + commitment loss, both computed by
 ``VQHBR.forward(x, in_chan_matrix, in_time_matrix) -> (loss, log)``. Besides the losses we report
 codebook usage: the number of unused codes and the perplexity ``exp(H(p))`` of the code distribution
-``p`` (8192 = every code equally used, 1 = collapse).
+``p`` (8192 = every code equally used, 1 = collapse). :class:`VQHBRStage` plugs these into engine.run.
 """
 
 from __future__ import annotations
@@ -12,8 +12,12 @@ import math
 
 import torch
 
-from engine.common import Amp, unwrap
+from datasets.ecg_dataset import build_sentence_dataset
+from engine.loop import Amp, unwrap
+from engine.run import Context, Stage
+from modeling import create_model
 from utils.dist import all_reduce_sum_
+from utils.integrity import folder_identity
 from utils.logging import MetricLogger
 
 
@@ -76,3 +80,55 @@ def evaluate(model, loader, device: torch.device, amp: Amp) -> dict:
     out = logger.global_averages()
     out.update(usage_stats(counts.cpu()))
     return out
+
+
+class VQHBRStage(Stage):
+    """Stage 1 for engine.run: VQ-HBR on the unlabeled sentences of ``dataset_dir``."""
+
+    name = "vqhbr"
+
+    def __init__(self, run, optim, dataset_dir: str, model: str, codebook_size: int, code_dim: int,
+                 ema_decay: float, kmeans_init: bool):  # fmt: skip
+        super().__init__(run, optim)
+        self.dataset_dir = dataset_dir
+        self.model_name = model
+        self.model_kwargs = dict(
+            codebook_size=codebook_size, codebook_dim=code_dim, decay=ema_decay, quantize_kmeans_init=kmeans_init,
+            padding_attention_mask=run.recipe["padding_attention_mask"],
+        )  # fmt: skip
+
+    def _data(self, split: str):
+        return build_sentence_dataset(self.dataset_dir, split, with_labels=False,
+                                      all_batch_folders=self.run.recipe["all_batch_folders"])  # fmt: skip
+
+    def train_set(self):
+        return self._data("train")
+
+    def val_set(self):
+        return self._data("val") if self.run.val_freq > 0 else None
+
+    def inputs_identity(self) -> dict:
+        return {"dataset": folder_identity(self.dataset_dir)}
+
+    def build_model(self, load_weights: bool):
+        return create_model(self.model_name, **self.model_kwargs)
+
+    def step(self, module, batch):
+        return vqhbr_step(module, batch, self.device)
+
+    def prepare(self, model, ctx: Context, train_set, val_set):
+        self.device = ctx.device
+        return model, train_set, val_set
+
+    def evaluate(self, module, loader, ctx: Context) -> dict:
+        return evaluate(module, loader, ctx.device, ctx.amp)
+
+    def epoch_stats(self, model) -> dict:
+        return ema_usage_stats(model)
+
+    def summary(self, stats: dict) -> str:
+        text = f"epoch {stats['epoch']}: train rec_loss {stats.get('train_rec_loss', float('nan')):.5f}"
+        if "val_unused_codes" in stats:
+            text += (f", val rec_loss {stats.get('val_rec_loss', float('nan')):.5f}, unused codes "
+                     f"{stats['val_unused_codes']}, perplexity {stats['val_perplexity']:.1f}")  # fmt: skip
+        return text

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -74,15 +75,19 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def run_name(task: str, ratio: float, seed: int) -> str:
-    return f"{task}_linear_{ratio:g}_seed{seed}"
+def run_name(args, task: str, ratio: float, seed: int) -> str:
+    """Everything that defines the run is in its folder name: task, ratio, sampling, seed, the initial
+    checkpoint and any extra flags (a rerun with another checkpoint never reuses an earlier folder)."""
+    init = f"{Path(args.finetune).parent.name}_{Path(args.finetune).stem}"
+    extra = re.sub(r"[^A-Za-z0-9.]+", "_", args.extra).strip("_")
+    return f"{task}_linear_{ratio:g}_{args.sampling_method}_seed{seed}_{init}" + (f"_{extra}" if extra else "")
 
 
 def probe_commands(args, task: str, ratio: float, seed: int, nproc: int) -> tuple[list[str], list[str], Path]:
     """(train command, eval command, the checkpoint that marks a finished training run)."""
     _, folder, _ = TASKS[task]
     dataset_dir = args.data_root / folder
-    out = args.output_dir / run_name(task, ratio, seed)
+    out = args.output_dir / run_name(args, task, ratio, seed)
     labels = dataset_dir / "train_labels.npy"
     if not labels.is_file() and not args.dry_run:
         raise FileNotFoundError(f"{labels}: tokenise {folder} first (QRSTokenizer.py; docs/tokenizer.md)")
@@ -170,7 +175,7 @@ def main(args) -> str | None:
                             continue
                         proc = subprocess.run(cmd, cwd=REPO, env=env)
                         if proc.returncode != 0:
-                            raise SystemExit(f"{run_name(task, ratio, seed)} failed (exit {proc.returncode})")
+                            raise SystemExit(f"{run_name(args, task, ratio, seed)} failed (exit {proc.returncode})")
     if args.dry_run:
         return None
     table = format_table(collect(args.results_csv, args.output_dir), tuple(sorted(set(args.ratios))))

@@ -48,10 +48,11 @@ def make_downstream(
 
 
 def make_pretrain(root: Path, n_train: int = 16, n_val: int = 8) -> Path:
-    """MIMIC-IV-like folder with two batch_k sub-folders (train and val split between them)."""
+    """MIMIC-IV-like folder with two batch_k sub-folders (train and val split between them). They are batch_0
+    and batch_2: the original's folder list (our default) leaves batch_1 out."""
     folder = root / "MIMIC-IV_QRS"
     half = n_train // 2
     write_qrs_split(folder / "batch_0", "train", half, None, 10)
-    write_qrs_split(folder / "batch_1", "train", n_train - half, None, 11)
+    write_qrs_split(folder / "batch_2", "train", n_train - half, None, 11)
     write_qrs_split(folder / "batch_0", "val", n_val, None, 12)
     return folder

@@ -3,26 +3,27 @@
 from __future__ import annotations
 
 import math
-from argparse import Namespace
 
 import numpy as np
 import pytest
 import torch
 
+from engine.config import OptimConfig
 from modeling import create_model
 from utils.optim import adjust_learning_rate, cosine_scheduler, create_optimizer, param_groups_layer_decay
 
 
 def _args(**kw):
-    base = dict(opt="adamw", lr=1e-3, weight_decay=0.05, opt_betas=[0.9, 0.98], opt_eps=1e-8)
-    return Namespace(**{**base, **kw})
+    base = dict(lr=1e-3, min_lr=1e-5, weight_decay=0.05, warmup_epochs=0, warmup_steps=-1, epochs=1, batch_size=4,
+                opt="adamw", opt_betas=(0.9, 0.98), opt_eps=1e-8)  # fmt: skip
+    return OptimConfig(**{**base, **kw})
 
 
 @pytest.mark.parametrize("decay", [0.9, 0.5])
 def test_layer_decay_really_applies_to_every_block(decay):
     model = create_model("HeartLang_finetune_tiny", num_classes=3)
     depth = model.get_num_layers()
-    opt = create_optimizer(_args(), model, layer_decay=decay)
+    opt = create_optimizer(model, _args(layer_decay=decay))
     adjust_learning_rate(opt, 0, np.array([1e-3]))
     lr_of = {n: g["lr"] for g in opt.param_groups for n in g["param_names"]}
     for i in range(depth):
@@ -35,12 +36,17 @@ def test_layer_decay_really_applies_to_every_block(decay):
     assert len({round(v, 12) for v in lr_of.values()}) == depth + 2
 
 
-def test_weight_decay_split_uses_the_models_no_weight_decay():
+@pytest.mark.parametrize("corrected", [False, True])
+def test_weight_decay_rule_official_and_corrected(corrected):
     model = create_model("HeartLang_tiny")
-    groups = param_groups_layer_decay(model, 0.05, 0.9)
+    groups = param_groups_layer_decay(model, 0.05, 0.9, no_decay_embeddings=corrected)
     wd_of = {n: g["weight_decay"] for g in groups for n in g["param_names"]}
-    for name in ("cls_token", "pos_embed", "mask_token", "norm_layer.weight", "lm_head.bias"):
+    for name in ("cls_token", "norm_layer.weight", "lm_head.bias"):  # 1-D / biases: exempt in both
         assert wd_of[name] == 0.0, name
+    # Official behaviour: pos_embed, mask_token, the embedding tables and the token conv are decayed.
+    for name in ("pos_embed", "mask_token", "spa_embed.embed.weight", "tem_embed.embed.weight",
+                 "token_embed.tokenConv.weight"):  # fmt: skip
+        assert wd_of[name] == (0.0 if corrected else 0.05), name
     assert wd_of["lm_head.weight"] == 0.05
     assert wd_of["transformer.layers.0.0.to_qkv.weight"] == 0.05
     assert set(wd_of) == {n for n, _ in model.named_parameters()}
@@ -59,7 +65,7 @@ def test_frozen_parameters_are_left_out_and_all_frozen_raises():
 
 def test_only_adamw_is_offered():
     with pytest.raises(ValueError, match="adamw"):
-        create_optimizer(_args(opt="sgd"), torch.nn.Linear(2, 2))
+        create_optimizer(torch.nn.Linear(2, 2), _args(opt="sgd"))
 
 
 def test_cosine_schedule_warmup_end_and_last_step():
@@ -84,7 +90,7 @@ def test_warmup_steps_override_and_invalid_sizes():
 
 def test_adjust_learning_rate_scales_each_group():
     model = create_model("HeartLang_finetune_tiny", num_classes=3)
-    opt = create_optimizer(_args(), model, layer_decay=0.5)
+    opt = create_optimizer(model, _args(layer_decay=0.5))
     lr = adjust_learning_rate(opt, 3, np.array([1.0, 2.0, 3.0, 4.0]))
     assert lr == 4.0
     assert {g["lr"] / g["lr_scale"] for g in opt.param_groups} == {4.0}

@@ -1,4 +1,4 @@
-"""The mixed-precision path of engine.common.train_one_epoch, exercised on CPU.
+"""The mixed-precision path of engine.loop.train_one_epoch, exercised on CPU.
 
 On a GPU the engines run under ``torch.autocast`` (bf16 by default, fp16 with a GradScaler); no GPU is
 available to the test suite, so these tests force the same ``Amp`` object into its enabled states on
@@ -8,13 +8,12 @@ through the real step functions.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
 
-from engine.common import Amp, train_one_epoch
+from engine.config import OptimConfig
+from engine.loop import Amp, train_one_epoch
 from engine.pretrain import PretrainStep
 from engine.vqhbr import vqhbr_step
 from modeling import create_model
@@ -46,10 +45,10 @@ def _amp(mode: str) -> Amp:
 
 
 def _args(**kw):
-    base = dict(opt="adamw", lr=1e-3, weight_decay=0.05, opt_betas=[0.9, 0.98], opt_eps=1e-8,
-                clip_grad=3.0, update_freq=1)  # fmt: skip
+    base = dict(lr=1e-3, min_lr=1e-5, weight_decay=0.05, warmup_epochs=0, warmup_steps=-1, epochs=1, batch_size=4,
+                opt_betas=(0.9, 0.98), opt_eps=1e-8, clip_grad=3.0, update_freq=1)  # fmt: skip
     base.update(kw)
-    return SimpleNamespace(**base)
+    return OptimConfig(**base)
 
 
 @pytest.mark.parametrize("mode", ["bf16", "fp16"])
@@ -57,11 +56,11 @@ def test_vqhbr_trains_under_autocast(mode):
     torch.manual_seed(0)
     model = create_model("vqhbr_tiny").train()
     args = _args()
-    opt = create_optimizer(args, model)
+    opt = create_optimizer(model, args)
     amp = _amp(mode)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    stats = train_one_epoch(model, _batches(), opt, amp, 0, args, lambda m, b: vqhbr_step(m, b, torch.device("cpu")),
-                            np.full(2, 1e-3), 2)  # fmt: skip
+    stats = train_one_epoch(model, _batches(), opt, amp, 0, lambda m, b: vqhbr_step(m, b, torch.device("cpu")),
+                            np.full(2, 1e-3), 2, args.update_freq, args.clip_grad)  # fmt: skip
     assert np.isfinite(stats["loss"]) and np.isfinite(stats["grad_norm"])
     after = model.state_dict()
     assert not torch.equal(before["encoder.transformer.layers.0.0.to_qkv.weight"],
@@ -80,8 +79,9 @@ def test_pretraining_step_under_autocast(mode):
     tokenizer = create_model("vqhbr_tiny").eval()
     model = create_model("HeartLang_tiny").train()
     args = _args(update_freq=2)
-    opt = create_optimizer(args, model)
+    opt = create_optimizer(model, args)
     step = PretrainStep(tokenizer, torch.device("cpu"))
-    stats = train_one_epoch(model, _batches(4), opt, _amp(mode), 0, args, step, np.full(2, 1e-3), 2)
+    stats = train_one_epoch(model, _batches(4), opt, _amp(mode), 0, step, np.full(2, 1e-3), 2, args.update_freq,
+                            args.clip_grad)  # fmt: skip
     assert np.isfinite(stats["loss"]) and 0.0 <= stats["mlm_acc"] <= 1.0
     assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32

@@ -108,7 +108,7 @@ def test_pipeline_under_torchrun_two_processes(tmp_path, repo_root):
     assert "x 2 process(es)" in out and "effective batch 8" in out
     log = json.loads((vq_dir / "log.txt").read_text().splitlines()[-1])
     assert {"train_rec_loss", "train_quant_loss", "val_unused_codes", "val_perplexity"} <= set(log)
-    assert json.loads((vq_dir / "args.json").read_text())["model_config"]["n_code"] == 64
+    assert json.loads((vq_dir / "args.json").read_text())["model_config"]["codebook_size"] == 64
     assert any((tmp_path / "tb").iterdir())
 
     _torchrun(repo_root, SCRIPTS[1], ["--model", "HeartLang_tiny", "--tokenizer_model", "vqhbr_tiny",
@@ -156,6 +156,7 @@ def _resume_matches(tmp_path: Path, script: str, argv: list[str], run=None) -> N
     cut.mkdir()
     # All that a run killed during epoch 2 leaves behind: checkpoint-1.pth and one log line.
     shutil.copy(full / "checkpoint-1.pth", cut / "checkpoint-1.pth")
+    shutil.copy(full / "run.json", cut / "run.json")  # written at the start of every run
     (cut / "log.txt").write_text((full / "log.txt").read_text().splitlines()[0] + "\n")
     run(script, [*argv, "--output_dir", str(cut), "--epochs", "2", "--save_ckpt_freq", "1"])
     a = [json.loads(line) for line in (full / "log.txt").read_text().splitlines()]
@@ -219,7 +220,7 @@ def test_generated_scripts_are_current_and_every_command_parses(repo_root):
 
 
 def test_describe_dataset_dir():
-    from engine.finetune import describe_dataset_dir
+    from reporting.results import describe_dataset_dir
 
     assert describe_dataset_dir("datasets/ecg_datasets/PTBXL_QRS/form/") == ("PTBXL", "form")
     assert describe_dataset_dir("datasets/ecg_datasets/PTBXL_QRS_3Leads/rhythm") == ("PTBXL", "rhythm")
@@ -240,7 +241,7 @@ def test_label_fraction_smaller_than_one_batch_still_trains(tmp_path):
 def test_cached_features_linear_probe_equals_the_plain_one(tmp_path):
     down = make_downstream(tmp_path)
     argv = ["--model", "HeartLang_finetune_tiny", "--trainable", "linear", "--nb_classes", "3", "--is_binary",
-            "--dataset_dir", str(down), "--epochs", "2", *COMMON]  # fmt: skip
+            "--dataset_dir", str(down), "--epochs", "2", "--probe_backbone_eval", *COMMON]  # fmt: skip
     _run_inprocess(SCRIPTS[2], [*argv, "--output_dir", str(tmp_path / "plain")])
     _run_inprocess(SCRIPTS[2], [*argv, "--output_dir", str(tmp_path / "cached"), "--cache_features"])
     a = [json.loads(line) for line in (tmp_path / "plain" / "log.txt").read_text().splitlines()]

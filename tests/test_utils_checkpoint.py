@@ -98,13 +98,6 @@ def test_resume_from_another_model_fails_loudly(tmp_path):
         C.auto_resume(tmp_path, torch.nn.Linear(3, 2))
 
 
-def test_transitional_utils_checkpoint_reexports_the_same_functions():
-    from utils import checkpoint as old
-
-    assert old.save_checkpoint is C.save_checkpoint and old.auto_resume is C.auto_resume
-    assert old.build_state is C.build_state and old.strip_prefixes is C.strip_prefixes
-
-
 def test_strip_prefixes():
     sd = {"module.a.weight": 1, "_orig_mod.b": 2, "module._orig_mod.c": 3, "d": 4, "_orig_mod.module.e": 5,
           "blocks.module.f": 6}  # fmt: skip

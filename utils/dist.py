@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from utils.integrity import set_parent_death_signal
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -65,16 +67,15 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name}={value!r} is not an integer") from exc
 
 
-def init_distributed_mode(args=None, device: str | None = None, timeout_s: int = 1800) -> DistInfo:
+def init_distributed_mode(device: str | None = None, timeout_s: int = 1800) -> DistInfo:
     """Initialise from torchrun's RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT.
 
-    ``device``: "cuda", "cpu" or None (CUDA when available). When ``args`` is given,
-    ``args.rank``, ``args.world_size``, ``args.gpu`` / ``args.local_rank``,
-    ``args.distributed`` and ``args.device`` are filled in (the seed's ``--world_size``
-    flag is informative only: the real size comes from torchrun).
+    ``device``: "cuda", "cpu" or None (CUDA when available). Returns a :class:`DistInfo`; nothing else
+    is written anywhere (the seed's ``--world_size`` flag only plans a --dry_run: torchrun sets the
+    real size). Under torchrun every worker asks Linux to be terminated when its launcher dies, so a
+    ``kill -9`` of torchrun leaves no orphan training (docs/robustness.md).
     """
-    want = device or (getattr(args, "device", None) if args is not None else None)
-    use_cuda = torch.cuda.is_available() if want in (None, "", "auto") else str(want).startswith("cuda")
+    use_cuda = torch.cuda.is_available() if device in (None, "", "auto") else str(device).startswith("cuda")
     if use_cuda and not torch.cuda.is_available():
         raise RuntimeError("--device cuda was requested but CUDA is not available on this machine")
 
@@ -82,6 +83,8 @@ def init_distributed_mode(args=None, device: str | None = None, timeout_s: int =
     rank = _env_int("RANK", 0)
     local_rank = _env_int("LOCAL_RANK", 0)
     distributed = world_size > 1
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # launched by torchrun (also with one process)
+        set_parent_death_signal()
 
     if use_cuda:
         torch.cuda.set_device(local_rank)
@@ -107,10 +110,6 @@ def init_distributed_mode(args=None, device: str | None = None, timeout_s: int =
     info = DistInfo(
         rank=rank, world_size=world_size, local_rank=local_rank, device=dev, distributed=distributed
     )
-    if args is not None:
-        args.rank, args.world_size, args.gpu, args.local_rank = rank, world_size, local_rank, local_rank
-        args.distributed, args.device = distributed, str(dev)
-        args.dist_backend = ("nccl" if use_cuda else "gloo") if distributed else "none"
     return info
 
 

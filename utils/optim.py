@@ -1,14 +1,17 @@
 """Optimiser and learning-rate schedules for the three training stages (paper Sec. 3.2-3.3, Sec. 4).
 
-* AdamW parameter groups built from the model's own optimiser hooks:
-  ``no_weight_decay()`` (names excluded from weight decay; 1-d tensors and biases are excluded too)
-  and ``get_layer_id(name)`` / ``get_num_layers()`` for layer-wise lr decay.
+* AdamW parameter groups. Weight decay, official rule: every parameter is decayed except 1-D tensors
+  (LayerNorm weights, the 1-D cls_token) and biases, so pos_embed, mask_token, the lead/time embedding
+  tables and the token convolution ARE decayed (fixtures recipe_original.json). Corrected rule
+  (``no_decay_embeddings``): those embeddings and tokens are exempt too. Layer-wise lr decay from the
+  model's ``get_layer_id(name)`` / ``get_num_layers()`` hooks.
   The lr scale of layer id ``i`` is ``layer_decay ** (num_layers + 1 - i)``, so with depth D there are
   D + 2 distinct scales: embeddings (id 0) get the smallest, the head / final norm (id D + 1) gets 1.
   The original HeartLang code looked for ``blocks.N`` names that its model does not have, so its
   layer decay silently did nothing; ours asks the model, and the tests check the resulting lrs.
 * ``cosine_scheduler``: per-iteration value array (BEiT / MAE style) with a linear warm-up from
-  ``start_warmup_value`` to ``base_value`` followed by a half-cosine to ``final_value``.
+  ``start_warmup_value`` (the original: 0, whatever --warmup_lr says) to ``base_value`` followed by a
+  half-cosine to ``final_value``. ``peak_lr``: the stage's lr scaling rule.
 * ``adjust_learning_rate``: writes ``lr * lr_scale`` into every group for one step (weight decay is
   constant: no stage schedules it).
 
@@ -31,21 +34,32 @@ def _matches(name: str, skip: Iterable[str]) -> bool:
     return any(name == s or name.startswith(s + ".") for s in skip)
 
 
+# Corrected rule: parameters below a module or named like these are not decayed either.
+EMBEDDING_NAMES = frozenset({"pos_embed", "mask_token", "cls_token", "spa_embed", "tem_embed", "token_embed"})
+
+
+def is_decayed(name: str, param: torch.Tensor, no_decay_embeddings: bool = False) -> bool:
+    """The weight-decay rule for one parameter (see the module docstring)."""
+    # Official behaviour: only 1-D tensors and biases are exempt (embeddings and tokens are decayed).
+    if param.ndim <= 1 or name.endswith(".bias"):
+        return False
+    return not (no_decay_embeddings and EMBEDDING_NAMES.intersection(name.split(".")))
+
+
 def param_groups_layer_decay(
     model: nn.Module,
     weight_decay: float,
     layer_decay: float = 1.0,
-    no_weight_decay: Iterable[str] | None = None,
+    no_decay_embeddings: bool = False,
+    no_weight_decay: Iterable[str] = (),
 ) -> list[dict]:
     """Build AdamW parameter groups: {decay, no_decay} x layer id, each with its ``lr_scale``.
 
     Only parameters with ``requires_grad`` are included (the linear probe freezes the backbone).
-    ``no_weight_decay`` defaults to ``model.no_weight_decay()`` when the model has that hook.
+    Decay follows :func:`is_decayed`; ``no_weight_decay`` adds names (or module prefixes) to exempt.
     Layer ids come from ``model.get_layer_id(name)`` in ``[0, num_layers + 1]``; a model without the
     hooks gets a single layer (scale 1). Each group carries ``layer_id`` and ``param_names`` for logs.
     """
-    if no_weight_decay is None:
-        no_weight_decay = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
     skip = set(no_weight_decay)
     has_layers = hasattr(model, "get_layer_id") and hasattr(model, "get_num_layers")
     num_layers = model.get_num_layers() if has_layers else 0
@@ -53,8 +67,7 @@ def param_groups_layer_decay(
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        # Norm weights, biases, tokens and embeddings named by the model are not decayed.
-        if param.ndim <= 1 or name.endswith(".bias") or _matches(name, skip):
+        if not is_decayed(name, param, no_decay_embeddings) or _matches(name, skip):
             decay_name, this_wd = "no_decay", 0.0
         else:
             decay_name, this_wd = "decay", weight_decay
@@ -77,20 +90,33 @@ def param_groups_layer_decay(
     return [groups[k] for k in sorted(groups, key=lambda k: (groups[k]["layer_id"], k))]
 
 
-def create_optimizer(args, model: nn.Module, layer_decay: float = 1.0) -> torch.optim.Optimizer:
-    """AdamW over :func:`param_groups_layer_decay` from ``args.opt``, ``args.lr``, ``args.weight_decay``,
-    ``args.opt_betas`` and ``args.opt_eps`` (the seed's flag names). Only ``adamw`` is offered."""
-    opt = getattr(args, "opt", "adamw").lower()
-    if opt != "adamw":
-        raise ValueError(f"--opt {opt!r} is not supported; HeartLang trains every stage with 'adamw'")
-    groups = param_groups_layer_decay(model, args.weight_decay, layer_decay)
-    kwargs = {"lr": args.lr}
-    if getattr(args, "opt_betas", None) is not None:
-        kwargs["betas"] = tuple(args.opt_betas)
-    if getattr(args, "opt_eps", None) is not None:
-        kwargs["eps"] = args.opt_eps
+def create_optimizer(model: nn.Module, optim) -> torch.optim.AdamW:
+    """AdamW over :func:`param_groups_layer_decay` from an ``engine.config.OptimConfig``."""
+    if optim.opt != "adamw":
+        raise ValueError(f"--opt {optim.opt!r} is not supported; HeartLang trains every stage with 'adamw'")
+    groups = param_groups_layer_decay(model, optim.weight_decay, optim.layer_decay, optim.no_decay_embeddings)
+    kwargs = {"lr": optim.lr, "eps": optim.opt_eps}
+    if optim.opt_betas is not None:
+        kwargs["betas"] = tuple(optim.opt_betas)
     # param_names is metadata for logs only; AdamW keeps unknown group keys untouched.
     return torch.optim.AdamW(groups, **kwargs)
+
+
+def peak_lr(optim, world_size: int) -> float:
+    """The schedule's peak lr. Official behaviour (VQ-HBR only, ``lr_batch_reference`` = 128): --lr is
+    multiplied by (batch_size x world_size) / 128, so the seed's 8 x 64 command peaks at 2e-4, not 5e-5."""
+    if optim.lr_batch_reference:
+        return optim.lr * optim.batch_size * world_size / optim.lr_batch_reference
+    return optim.lr
+
+
+def lr_schedule(optim, world_size: int, niter_per_ep: int) -> np.ndarray:
+    """Per-iteration lr of the whole run."""
+    # Official behaviour: the warm-up starts at 0, not at --warmup_lr.
+    return cosine_scheduler(
+        peak_lr(optim, world_size), optim.min_lr, optim.epochs, niter_per_ep, optim.warmup_epochs, 0.0,
+        optim.warmup_steps,
+    )  # fmt: skip
 
 
 def cosine_scheduler(

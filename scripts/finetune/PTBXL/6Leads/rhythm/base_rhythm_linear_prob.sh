@@ -9,9 +9,13 @@ SAMPLING=${SAMPLING:-random}
 TRAINABLE=${TRAINABLE:-linear}
 SEED=${SEED:-0}
 FINETUNE=${FINETUNE:-checkpoints/heartlang_base/checkpoint-200.pth}
-EXTRA_ARGS=${EXTRA_ARGS:-}  # e.g. "--cache_features" (linear probe on cached CLS features)
+EXTRA_ARGS=${EXTRA_ARGS:-}  # e.g. "--recipe corrected --cache_features" (eval-mode probe on cached CLS features)
+# The output folder names everything that defines the run (a seed sweep or another checkpoint never
+# lands in the folder of an earlier run; the run fingerprint would refuse it anyway: docs/robustness.md).
+INIT=$(basename "$(dirname "$FINETUNE")")_$(basename "$FINETUNE" .pth)
+EXTRA_TAG=$(printf '%s' "$EXTRA_ARGS" | tr -cs 'A-Za-z0-9.' '_' | sed 's/^_*//; s/_*$//')
 for RATIO in $RATIOS; do
-    NAME=rhythm_6leads_base_${TRAINABLE}_${RATIO}_${SAMPLING}
+    NAME=rhythm_6leads_base_${TRAINABLE}_${RATIO}_${SAMPLING}_seed${SEED}_${INIT}${EXTRA_TAG:+_$EXTRA_TAG}
     torchrun --nnodes=1 --master_port=2025 --nproc_per_node=$NPROC run_class_finetuning.py \
         --dataset_dir datasets/ecg_datasets/PTBXL_QRS_6Leads/rhythm \
         --output_dir checkpoints/finetune/ptbxl/finetune_$NAME/ \
@@ -46,6 +50,6 @@ for RATIO in $RATIOS; do
         --seed $SEED \
         --is_binary \
         --nb_classes 12 \
-        --world_size $NPROC \
+        --world_size $NPROC $EXTRA_ARGS \
         --results_csv results/finetune_results.csv
 done

@@ -1,0 +1,232 @@
+"""The command-line schema shared by the three training stages and the typed configs the engine takes.
+
+The seed's flag names and defaults stay the interface (docs/training.md lists every default that differs from
+the original's argparse). The entry script parses argv into a Namespace and converts it ONCE, here, into
+:class:`RunConfig` (the run: folders, seed, processes, checkpoints) and :class:`OptimConfig` (AdamW and its
+schedule); engine code never reads the Namespace.
+
+The recipe. By default every stage trains as the original code does ("paper-faithful"); each corrected
+variant is one flag, and ``--recipe corrected`` switches all of them on at once (an explicit flag always wins):
+
+=============================  ======  ======================================================================
+flag                           stages  corrected behaviour (official behaviour in brackets)
+=============================  ======  ======================================================================
+--padding_attention_mask       all     padding words are masked out of attention [attended to]
+--no_decay_embeddings          all     no weight decay on pos_embed, mask/cls tokens, lead/time tables and the
+                                       token convolution [only 1-D tensors and biases are exempt]
+--sampler_seed_from_seed       all     the training sampler's shuffle is seeded with --seed [always 0]
+--all_batch_folders            1, 2    every MIMIC batch_k folder [the original's list skips batch_1]
+--mask_before_conv             2       masked words replaced before the token convolution [after]
+--mask_real_words_only         2       only real words are masked [padding words too]
+--tokenizer_targets_with_ids   2       targets from the tokenizer WITH lead/time ids [without]
+--probe_backbone_eval          3       the frozen backbone runs in eval mode (no dropout) while the linear
+                                       probe trains; allows --cache_features [train mode: dropout 0.1 on]
+=============================  ======  ======================================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+
+# flag -> (stages it applies to, help). Stages: "vqhbr", "pretrain", "finetune".
+RECIPE_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
+    "padding_attention_mask": (
+        ("vqhbr", "pretrain", "finetune"),
+        "padding words (lead id 0) are masked out of attention; the original attends to them",
+    ),
+    "no_decay_embeddings": (
+        ("vqhbr", "pretrain", "finetune"),
+        "no weight decay on pos_embed, mask/cls tokens, lead/time embedding tables and the token convolution "
+        "(the original decays them: only 1-D tensors and biases are exempt)",
+    ),
+    "sampler_seed_from_seed": (
+        ("vqhbr", "pretrain", "finetune"),
+        "seed the training sampler's shuffle with --seed (the original always uses 0)",
+    ),
+    "all_batch_folders": (
+        ("vqhbr", "pretrain"),
+        "train on every MIMIC batch_k folder (the original's folder list skips batch_1)",
+    ),
+    "mask_before_conv": (
+        ("pretrain",),
+        "replace masked words before the token convolution (original: after, so a masked word leaks into "
+        "its neighbours' embeddings)",
+    ),
+    "mask_real_words_only": (("pretrain",), "mask only real words (original: padding words too)"),
+    "tokenizer_targets_with_ids": (
+        ("pretrain",),
+        "give the tokenizer the lead/time ids when computing targets (original: it gets none)",
+    ),
+    "probe_backbone_eval": (
+        ("finetune",),
+        "linear probe: the frozen backbone runs in eval mode, dropout off (original: the whole classifier is "
+        "in train mode, so backbone dropout 0.1 is on); needed by --cache_features",
+    ),
+}
+
+# Settings that never change a result: left out of the run fingerprint (docs/robustness.md).
+HARMLESS_SETTINGS = frozenset(
+    {
+        "output_dir", "log_dir", "num_workers", "pin_mem", "device", "resume", "auto_resume", "save_ckpt",
+        "save_ckpt_freq", "local_rank", "dist_on_itp", "dist_url", "dry_run", "eval", "results_csv",
+        "world_size", "val_freq", "momentum", "layer_scale_init_value", "drop_path", "warmup_lr",
+        # paths whose CONTENT identity is fingerprinted instead (a moved file is the same input)
+        "dataset_dir", "finetune", "tokenizer_weight",
+    }
+)  # fmt: skip
+
+
+def add_common_args(parser: argparse.ArgumentParser, stage: str) -> None:
+    """Flags shared by the three stages (seed names and their defaults where the seed has them)."""
+    g = parser.add_argument_group("run")
+    g.add_argument("--output_dir", default="", help="checkpoints, log.txt, args.json, run.json go here")
+    g.add_argument("--log_dir", default=None, help="TensorBoard folder")
+    g.add_argument("--device", default=None, help="cuda | cpu (default: cuda when available)")
+    g.add_argument("--seed", default=0, type=int)
+    g.add_argument("--resume", default="",
+                   help="continue deliberately from this checkpoint, even if the run's settings changed")  # fmt: skip
+    g.add_argument("--auto_resume", action="store_true", default=True,
+                   help="continue from the newest checkpoint in --output_dir when its settings match")  # fmt: skip
+    g.add_argument("--no_auto_resume", action="store_false", dest="auto_resume")
+    g.add_argument("--save_ckpt", action="store_true", default=True)
+    g.add_argument("--no_save_ckpt", action="store_false", dest="save_ckpt")
+    g.add_argument("--save_ckpt_freq", default=20, type=int)
+    g.add_argument("--num_workers", default=4, type=int)
+    g.add_argument("--pin_mem", action="store_true", default=True, help="pinned host memory (GPU only)")
+    g.add_argument("--no_pin_mem", action="store_false", dest="pin_mem")
+    g.add_argument("--world_size", default=1, type=int,
+                   help="processes a --dry_run plans for when not launched by torchrun (torchrun sets the real one)")  # fmt: skip
+    g.add_argument("--local_rank", default=-1, type=int)
+    g.add_argument("--dist_on_itp", action="store_true")
+    g.add_argument("--dist_url", default="env://")
+    g.add_argument("--dist_eval", action="store_true",
+                   help="accepted for the original's scripts; evaluation is always sharded over the processes")  # fmt: skip
+    g.add_argument("--amp", default="bf16", choices=["bf16", "fp16", "none"], help="GPU mixed precision")
+    g.add_argument("--max_steps_per_epoch", default=0, type=int, help="debug: cap optimizer steps per epoch")
+    g.add_argument("--dry_run", action="store_true",
+                   help="resolve the run, write <output_dir>/plan.json and a summary, and exit without training")  # fmt: skip
+    g.add_argument("--update_freq", "--gradient_accumulation_steps", dest="update_freq", default=1, type=int)
+    r = parser.add_argument_group("recipe (default: the original's; docs/training.md)")
+    r.add_argument("--recipe", default="official", choices=["official", "corrected"],
+                   help="'corrected' switches on every corrected variant below; a flag given explicitly wins")  # fmt: skip
+    for name, (stages, text) in RECIPE_FLAGS.items():
+        if stage in stages:
+            r.add_argument(f"--{name}", action="store_true", default=None, help=f"corrected variant: {text}")
+    o = parser.add_argument_group("optimizer")
+    o.add_argument("--opt", default="adamw", type=str, help="only adamw")
+    o.add_argument("--opt_eps", default=1e-8, type=float)
+    o.add_argument("--opt_betas", default=None, type=float, nargs="+")
+    o.add_argument("--clip_grad", default=None, type=float, help="max grad norm (None: no clipping)")
+    o.add_argument(
+        "--momentum", default=0.9, type=float, help="unused by AdamW; kept for the seed's interface"
+    )
+    o.add_argument("--weight_decay", default=0.05, type=float)
+    o.add_argument("--lr", default=5e-4, type=float)
+    o.add_argument("--warmup_lr", default=1e-6, type=float,
+                   help="kept for the seed's interface; unused: the original's warm-up starts at 0")  # fmt: skip
+    o.add_argument("--min_lr", default=1e-5, type=float)
+    o.add_argument("--warmup_epochs", default=5, type=int)
+    o.add_argument("--warmup_steps", default=-1, type=int, help="overrides --warmup_epochs when > 0")
+    o.add_argument("--epochs", default=100, type=int)
+    o.add_argument("--batch_size", default=64, type=int, help="per process")
+
+
+def resolve_recipe(args: argparse.Namespace, stage: str) -> dict[str, bool]:
+    """``{flag: bool}`` of the corrected variants of ``stage``: explicit flags, else ``--recipe``."""
+    corrected = args.recipe == "corrected"
+    return {
+        name: bool(corrected if getattr(args, name, None) is None else getattr(args, name))
+        for name, (stages, _) in RECIPE_FLAGS.items()
+        if stage in stages
+    }
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW and its per-iteration schedules."""
+
+    lr: float
+    min_lr: float
+    weight_decay: float
+    warmup_epochs: int
+    warmup_steps: int
+    epochs: int
+    batch_size: int  # per process, as requested (a stage may lower it: see engine.data.fit_batch_size)
+    update_freq: int = 1
+    opt: str = "adamw"
+    opt_eps: float = 1e-8
+    opt_betas: tuple[float, ...] | None = None
+    clip_grad: float | None = None
+    layer_decay: float = 1.0
+    # Official behaviour (VQ-HBR only): the peak lr is --lr * (batch_size * world_size) / 128.
+    lr_batch_reference: int | None = None
+    no_decay_embeddings: bool = False
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything about the run that is not the model, the data or the optimizer."""
+
+    stage: str
+    output_dir: str
+    log_dir: str | None = None
+    device: str | None = None
+    seed: int = 0
+    resume: str = ""
+    auto_resume: bool = True
+    save_ckpt: bool = True
+    save_ckpt_freq: int = 20
+    num_workers: int = 4
+    pin_mem: bool = True
+    planned_world_size: int = 1
+    amp: str = "bf16"
+    max_steps_per_epoch: int = 0
+    dry_run: bool = False
+    val_freq: int = 1
+    recipe: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)  # every resolved flag, for args.json / the fingerprint
+
+
+def configs_from_args(
+    args: argparse.Namespace, stage: str, layer_decay: float = 1.0, lr_batch_reference: int | None = None
+) -> tuple[RunConfig, OptimConfig]:
+    """The one conversion from the parsed Namespace to typed configs (and the checks that need no data)."""
+    recipe = resolve_recipe(args, stage)
+    checks = [
+        (args.epochs >= 1, f"--epochs must be >= 1, got {args.epochs}"),
+        (args.batch_size >= 1, f"--batch_size must be >= 1, got {args.batch_size}"),
+        (args.update_freq >= 1, f"--update_freq must be >= 1, got {args.update_freq}"),
+        (args.lr > 0, f"--lr must be > 0, got {args.lr}"),
+        (args.min_lr >= 0, f"--min_lr must be >= 0, got {args.min_lr}"),
+        (args.weight_decay >= 0, f"--weight_decay must be >= 0, got {args.weight_decay}"),
+        (args.warmup_epochs >= 0, f"--warmup_epochs must be >= 0, got {args.warmup_epochs}"),
+        (args.world_size >= 1, f"--world_size must be >= 1, got {args.world_size}"),
+        (
+            args.max_steps_per_epoch >= 0,
+            f"--max_steps_per_epoch must be >= 0, got {args.max_steps_per_epoch}",
+        ),
+        (args.opt.lower() == "adamw", f"--opt {args.opt!r} is not supported; HeartLang trains with 'adamw'"),
+        (bool(args.output_dir), "--output_dir is required"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
+    settings = {k: v for k, v in vars(args).items()}
+    settings.update(recipe)
+    run = RunConfig(
+        stage=stage, output_dir=args.output_dir, log_dir=args.log_dir, device=args.device, seed=args.seed,
+        resume=args.resume, auto_resume=args.auto_resume, save_ckpt=args.save_ckpt,
+        save_ckpt_freq=args.save_ckpt_freq, num_workers=args.num_workers, pin_mem=args.pin_mem,
+        planned_world_size=args.world_size, amp=args.amp, max_steps_per_epoch=args.max_steps_per_epoch,
+        dry_run=args.dry_run, val_freq=getattr(args, "val_freq", 1), recipe=recipe, settings=settings,
+    )  # fmt: skip
+    optim = OptimConfig(
+        lr=args.lr, min_lr=args.min_lr, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
+        warmup_steps=args.warmup_steps, epochs=args.epochs, batch_size=args.batch_size,
+        update_freq=args.update_freq, opt=args.opt.lower(), opt_eps=args.opt_eps,
+        opt_betas=tuple(args.opt_betas) if args.opt_betas else None, clip_grad=args.clip_grad,
+        layer_decay=layer_decay, lr_batch_reference=lr_batch_reference,
+        no_decay_embeddings=recipe.get("no_decay_embeddings", False),
+    )  # fmt: skip
+    return run, optim
