@@ -266,6 +266,10 @@ class FinetuneStage(Stage):
         self.set_train_mode(model)
         return {"train_rows": self.keep.tolist(), "dropout_active": dropout_active(model)}
 
+    def test_plan_extra(self) -> dict:
+        test = self._split("test")
+        return {"n_test": len(test), "nb_classes": self.nb_classes}
+
     def summary(self, stats: dict) -> str:
         return (f"epoch {stats['epoch']}: train loss {stats['train_loss']:.4f}, val macro AUC "
                 f"{stats['val_macro_auc']:.4f} (best {stats['best_val_auc']:.4f})")  # fmt: skip

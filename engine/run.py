@@ -21,6 +21,7 @@ evaluation (engine/vqhbr.py, engine/pretrain.py, engine/finetune.py).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -49,6 +50,7 @@ from utils.integrity import (
     digest,
     provenance,
     read_stamp,
+    utc_now,
     write_json_atomic,
 )
 from utils.logging import TensorboardLogger, append_jsonl, read_jsonl, save_args
@@ -131,6 +133,10 @@ class Stage:
     def plan_extra(self, model: nn.Module, train_set) -> dict:
         return {}
 
+    def test_plan_extra(self) -> dict:
+        """What ``--eval --dry_run`` adds to its plan (e.g. the test split's size)."""
+        return {}
+
     def summary(self, stats: dict) -> str:
         return f"epoch {stats['epoch']}: train loss {stats['train_loss']:.4f}"
 
@@ -204,7 +210,13 @@ def fingerprint(stage: Stage, world_size: int) -> dict:
 def check_run_record(out: Path, fp: dict, explicit_resume: str) -> None:
     """Refuse to continue a folder made by a different run (rank 0)."""
     record = read_stamp(out / RUN_RECORD)
-    has_ckpt = find_latest_checkpoint(out) is not None
+    # What a run leaves that another run must not continue or mix with: checkpoints, the best checkpoint
+    # (--eval tests it), and the epoch log (also all a --no_save_ckpt run leaves).
+    has_ckpt = (
+        find_latest_checkpoint(out) is not None
+        or (out / "checkpoint-best.pth").is_file()
+        or ((out / "log.txt").is_file() and (out / "log.txt").stat().st_size > 0)
+    )
     how = (
         f"Start fresh with another --output_dir (or delete {out}), or continue deliberately with "
         f"--resume {out / 'checkpoint.pth'}."
@@ -212,7 +224,8 @@ def check_run_record(out: Path, fp: dict, explicit_resume: str) -> None:
     if record is None:
         if has_ckpt and not explicit_resume:
             raise StaleOutputError(
-                f"{out} holds checkpoints but no {RUN_RECORD}: the settings that made them are unknown. {how}"
+                f"{out} holds checkpoints or a log but no {RUN_RECORD}: the settings that made them are "
+                f"unknown. {how}"
             )
         return
     old = {**{f"--{k}": v for k, v in record["fingerprint"]["settings"].items()},
@@ -222,6 +235,7 @@ def check_run_record(out: Path, fp: dict, explicit_resume: str) -> None:
         **{f"input {k}": v for k, v in fp["inputs"].items()},
     }
     changes = diff_settings(old, new)
+    changes = [_name_changed_files(c, record["fingerprint"]["inputs"], fp["inputs"]) for c in changes]
     if changes and has_ckpt:
         if explicit_resume:
             print0(
@@ -232,6 +246,21 @@ def check_run_record(out: Path, fp: dict, explicit_resume: str) -> None:
         raise StaleOutputError(
             f"{out} holds a run made with other settings or inputs:\n  " + "\n  ".join(changes) + f"\n{how}"
         )
+
+
+def _name_changed_files(change: str, old: dict, new: dict) -> str:
+    """``input dataset: [...] -> [...]`` becomes ``input dataset: 2 file(s) changed: train_labels.npy, ...``."""
+    key = change.split(":", 1)[0].removeprefix("input ")
+    a, b = old.get(key), new.get(key)
+    if not (change.startswith("input ") and isinstance(a, list) and isinstance(b, list)):
+        return change
+    a = {f.get("name"): f for f in a if isinstance(f, dict)}
+    b = {f.get("name"): f for f in b if isinstance(f, dict)}
+    names = [f"{n} (removed)" for n in sorted(set(a) - set(b))]
+    names += [f"{n} (new)" for n in sorted(set(b) - set(a))]
+    names += [f"{n} (rewritten)" for n in sorted(set(a) & set(b)) if a[n] != b[n]]
+    more = " ..." if len(names) > 5 else ""
+    return f"input {key}: {len(names)} file(s) changed: {', '.join(names[:5])}{more}"
 
 
 def write_run_record(out: Path, fp: dict, stage: Stage) -> None:
@@ -262,11 +291,12 @@ def run_stage(stage: Stage) -> dict:
     info = init_distributed_mode(run.device)
     lock = OutputDirLock(out).acquire() if info.rank == 0 else None
     try:
-        return _train(stage, info, out)
+        stats = _train(stage, info, out)
     finally:
         if lock is not None:
             lock.release()
-        destroy_distributed()
+    destroy_distributed()  # not after an error: its barrier would wait for ranks that are still training
+    return stats
 
 
 def _train(stage: Stage, info: DistInfo, out: Path) -> dict:
@@ -296,6 +326,10 @@ def _train(stage: Stage, info: DistInfo, out: Path) -> dict:
                 f"the newest checkpoint in {out} was made by another run (fingerprint differs)"
             )
     best = float(ckpt.get("best_value", -math.inf)) if ckpt else -math.inf
+    if info.rank == 0:
+        trim_log(out / "log.txt", start_epoch)
+    if info.rank == 0:
+        _keep_log_before(out, start_epoch)
     module, train_set, val_set = stage.prepare(model, ctx, train_set, val_set)
     train_loader = ctx.loader(train_set, train=True)
     val_loader = ctx.loader(val_set, train=False) if val_set is not None else None
@@ -308,8 +342,12 @@ def _train(stage: Stage, info: DistInfo, out: Path) -> dict:
         f"{optim.update_freq} x world {info.world_size} = effective batch {batch * optim.update_freq * info.world_size}"
         f"; {niter} optimizer steps per epoch; peak lr {peak_lr(optim, info.world_size):.3e}"
     )
-    if start_epoch >= optim.epochs:
-        print0(f"{out}: all {optim.epochs} epochs are already done with the same settings; nothing to train")
+    done = start_epoch >= optim.epochs
+    if done:
+        print0(
+            f"{out}: all {optim.epochs} epochs are already done with the same settings and inputs; nothing "
+            "to train (another --output_dir, or delete this one, to train again)"
+        )
     save_args(run.settings, out, model_config)
     tb = TensorboardLogger(run.log_dir)
     stats: dict = {}
@@ -352,11 +390,47 @@ def _train(stage: Stage, info: DistInfo, out: Path) -> dict:
             append_jsonl(out / "log.txt", stats)
         tb.flush()
         print0(stage.summary(stats))
-    print0(f"training time {time.time() - t0:.1f} s")
+    if not done:
+        print0(f"training time {time.time() - t0:.1f} s")
     tb.close()
     if info.rank == 0 and (out / "log.txt").is_file():
         _plot_curves(out)
     return stats
+
+
+def _keep_log_before(out: Path, start_epoch: int) -> None:
+    """log.txt lines of epochs this run is about to (re)train are set aside, so the log never holds an
+    epoch twice (a run restarted without a checkpoint, e.g. --no_save_ckpt, or killed between its
+    checkpoint and its log line); the full old log is kept as log.txt.replaced-<utc> (nothing lost)."""
+    path = out / "log.txt"
+    if not path.is_file():
+        return
+    lines, keep = path.read_text(encoding="utf-8").splitlines(), []
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except ValueError:  # a line cut short by a kill
+            continue
+        if isinstance(rec, dict) and int(rec.get("epoch", -1)) < start_epoch:
+            keep.append(rec)
+    if len(keep) == len(lines):
+        return
+    aside = path.with_name(f"log.txt.replaced-{utc_now().replace(':', '')}")
+    os.replace(path, aside)
+    for rec in keep:
+        append_jsonl(path, rec)
+    print0(f"{path}: {len(lines) - len(keep)} line(s) of epochs >= {start_epoch} (retrained now) moved; old log "
+           f"kept as {aside.name}")  # fmt: skip
+
+
+def trim_log(path: Path, start_epoch: int) -> None:
+    """Keep only the log lines of epochs before ``start_epoch``: a fresh start drops an earlier attempt's lines,
+    a resume drops the lines of epochs that are about to be trained again."""
+    if path.is_file():
+        kept = [r for r in read_jsonl(path) if int(r.get("epoch", -1)) < start_epoch]
+        path.unlink()
+        for record in kept:
+            append_jsonl(path, record)
 
 
 def _plot_curves(out: Path) -> None:
@@ -373,10 +447,13 @@ def _plot_curves(out: Path) -> None:
 
 def test_stage(stage: Stage, test_fn) -> dict:
     """``--eval``: ``test_fn(ctx)`` on the trained run in ``output_dir``, refused when the folder was trained
-    with other settings or inputs (its result would be reported under the wrong settings)."""
+    with other settings or inputs (its result would be reported under the wrong settings). With --dry_run:
+    :func:`plan_test` only."""
     run = stage.run
     out = Path(run.output_dir)
     best = out / "checkpoint-best.pth"
+    if run.dry_run:
+        return plan_test(stage, best)
     if not best.is_file():
         raise FileNotFoundError(f"--eval needs {best}: train first with the same --output_dir")
     info = init_distributed_mode(run.device)
@@ -410,11 +487,34 @@ def test_stage(stage: Stage, test_fn) -> dict:
         ctx = Context(
             info=info, amp=Amp(info.device, run.amp), run=stage.run, batch_size=stage.optim.batch_size
         )
-        return test_fn(ctx, record)
+        result = test_fn(ctx, record)
     finally:
         if lock is not None:
             lock.release()
-        destroy_distributed()
+    destroy_distributed()
+    return result
+
+
+def plan_test(stage: Stage, best: Path) -> dict:
+    """``--eval --dry_run``: what the evaluation would read and whether it would start, written to
+    ``<output_dir>/plan_eval.json`` (the training run's plan.json is left alone); nothing is evaluated."""
+    run = stage.run
+    out = Path(run.output_dir)
+    record = read_stamp(out / RUN_RECORD)
+    problems = [] if best.is_file() else [f"{best} is missing: train first with the same --output_dir"]
+    if best.is_file() and record is None:
+        problems.append(f"{out / RUN_RECORD} is missing: the settings that trained {best} are unknown")
+    plan = {
+        "stage": stage.name, "eval": True, "world_size": planned_world_size(run), "checkpoint": str(best),
+        "batch_size": stage.optim.batch_size, "recipe": record.get("recipe", run.recipe) if record else run.recipe,
+        "ready": not problems, "problems": problems, **stage.test_plan_extra(),
+    }  # fmt: skip
+    if int(os.environ.get("RANK", "0")) == 0:
+        write_json_atomic(out / "plan_eval.json", plan)
+        state = "ready" if plan["ready"] else "NOT ready: " + "; ".join(problems)
+        print(f"plan of --eval ({stage.name}): {plan['world_size']} process(es) x batch {plan['batch_size']}; "
+              f"{state}\nwrote {out / 'plan_eval.json'} (dry run: nothing evaluated)")  # fmt: skip
+    return plan
 
 
 def dropout_active(model: nn.Module) -> list[str]:
