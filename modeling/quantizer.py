@@ -10,6 +10,10 @@ State-dict keys are the original's: ``cluster_size`` (buffer, EMA code usage), `
 ``embedding.cluster_size``, ``embedding.embed_avg`` (``requires_grad=False`` parameters) and
 ``embedding.initted`` (buffer).
 
+Precision: VQHBR.encode calls the quantizer with autocast disabled, so distances, the EMA update and k-means
+run in fp32 whatever the training precision. The original runs its quantizer under the caller's autocast
+(fp16 distance and cluster-sum matmuls on a GPU); a deliberate, GPU-only difference (docs/training.md).
+
 Distributed training: usage counts and cluster sums are summed over ranks by an injected
 ``all_reduce_fn`` (default: ``utils.dist.all_reduce_sum_``, i.e. ``torch.distributed.all_reduce`` when
 a process group with more than one process exists, otherwise nothing is called); k-means runs on

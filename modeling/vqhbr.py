@@ -94,7 +94,13 @@ class VQHBR(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x: (B, N, 96) -> (codes (B, N, codebook_dim), indices (B*N,) long, quant loss ())."""
         feats = self.encoder(x, in_chan_matrix, in_time_matrix, return_qrs_tokens=True)
-        # The original runs the task layer and quantizer with autocast disabled: distances in fp32.
+        # Deliberate difference (GPU only): the original disables autocast around the task layer ONLY; its
+        # quantizer runs under the caller's autocast, so on a GPU its distance matmul and EMA cluster-sum
+        # matmul run in fp16. Ours keeps the quantizer inside the fp32 block: the distance is 2 - 2 z.e on
+        # the unit sphere, fp16 rounds z.e near 1 to ~5e-4 (bf16, our GPU default, to ~4e-3), and the best
+        # and second-best codes can be as close as 1.5e-3 in distance (fixtures README), so a 16-bit matmul
+        # can pick another code. On CPU autocast is off in both (engine.loop.Amp): CPU numerics are the
+        # original's (tests/test_model_parity.py).
         with torch.autocast(device_type=x.device.type, enabled=False):
             z = self.encode_task_layer(feats.float())
             quantize, loss, indices = self.quantize(z)

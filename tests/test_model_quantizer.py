@@ -99,3 +99,24 @@ def test_two_ranks_share_codebook(tmp_path, repo_root):
     assert not torch.equal(r0["after_init"], r0["after_steps"])
     # Without the broadcast each rank runs its own k-means (the original's behaviour): they disagree.
     assert not torch.equal(r0["control_after_init"], r1["control_after_init"])
+
+
+def test_quantizer_runs_in_fp32_under_16_bit_autocast():
+    """Deliberate difference (docs/training.md): under a 16-bit autocast the original's quantizer matmuls run in
+    16 bits; ours stay fp32 (bf16 autocast on CPU stands in for the GPU's)."""
+    from modeling import create_model
+
+    torch.manual_seed(0)
+    model = create_model("vqhbr_tiny").train()
+    seen = {}
+    linear = next(m for m in model.encoder.modules() if isinstance(m, torch.nn.Linear))
+    linear.register_forward_hook(lambda m, inp, out: seen.update(encoder_linear=out.dtype))
+    model.quantize.register_forward_hook(lambda m, inp, out: seen.update(z=inp[0].dtype, z_q=out[0].dtype))
+    x = torch.randn(2, 256, 96)
+    before = model.quantize.embedding.weight.clone()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model.encode(x)
+    # autocast is really on in the encoder; the quantizer's input, output and codebook stay fp32
+    assert seen == {"encoder_linear": torch.bfloat16, "z": torch.float32, "z_q": torch.float32}
+    assert model.quantize.embedding.weight.dtype == torch.float32
+    assert not torch.equal(before, model.quantize.embedding.weight)  # one (fp32) EMA step happened
