@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 
 from engine.config import add_common_args, configs_from_args
-from engine.pretrain import PretrainStage
+from engine.pretrain import TARGET_MODES, PretrainStage
 from engine.run import run_stage
 
 
@@ -36,6 +36,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--codebook_dim", default=None, type=int, help="code dimension (default: from --tokenizer_weight)"
     )
+    t.add_argument("--targets", default="cached", choices=list(TARGET_MODES),
+                   help="cached: the tokenizer's targets computed once per data set next to the sentences "
+                        "(engine/targets.py) and read by the loader; on_the_fly: a tokenizer forward every step, "
+                        "as the original")  # fmt: skip
     d = parser.add_argument_group("data")
     d.add_argument("--dataset_dir", default="datasets/ecg_datasets/MIMIC-IV_QRS", type=str)
     d.add_argument("--val_freq", default=0, type=int, help="validate every N epochs (0: never)")
@@ -53,7 +57,7 @@ def build_stage(args: argparse.Namespace) -> PretrainStage:
     return PretrainStage(
         run, optim, dataset_dir=args.dataset_dir, model=args.model, tokenizer_model=args.tokenizer_model,
         tokenizer_weight=args.tokenizer_weight, codebook_size=args.codebook_size, code_dim=args.codebook_dim,
-        mask_ratio=args.mask_ratio,
+        mask_ratio=args.mask_ratio, targets=args.targets,
     )  # fmt: skip
 
 

@@ -30,7 +30,8 @@ def _load(path: Path) -> np.ndarray:
 
 class SentenceDataset(Dataset):
     """One folder, one split. Item: ``(x (256, 96) float32, in_chans (256,) long, in_times (256,) long,
-    label)``; label is a (C,) float32 multi-hot tensor, or ``-1`` when the split has no labels."""
+    label)``; label is a (C,) float32 multi-hot tensor, the (256,) long cached pre-training targets when
+    they are attached (:meth:`attach_targets`, engine.targets), or ``-1``."""
 
     skipped_batch_folders: tuple[str, ...] = ()  # a single folder leaves nothing out
 
@@ -57,6 +58,18 @@ class SentenceDataset(Dataset):
                 raise ValueError(
                     f"{self.root}/{split}_labels.npy has {self.labels.shape[0]} rows, data has {n}"
                 )
+        self.targets = None  # (N, L) cached pre-training targets (engine.targets), or None
+
+    def attach_targets(self, targets: np.ndarray) -> None:
+        """Cached pre-training targets (N, L) of this split: the item's 4th element becomes the target row
+        (a pre-training split has no labels)."""
+        if self.labels is not None:
+            raise ValueError(f"{self.root}/{self.split}: a labelled split takes no pre-training targets")
+        if tuple(targets.shape) != tuple(self.chans.shape):
+            raise ValueError(
+                f"{self.root}/{self.split}: targets of shape {tuple(targets.shape)}, sentences {self.chans.shape}"
+            )
+        self.targets = targets
 
     def __len__(self) -> int:
         return self.data.shape[0]
@@ -66,7 +79,12 @@ class SentenceDataset(Dataset):
         x = torch.from_numpy(np.array(self.data[i], dtype=np.float32))
         c = torch.from_numpy(np.array(self.chans[i], dtype=np.int64))
         t = torch.from_numpy(np.array(self.times[i], dtype=np.int64))
-        y = torch.from_numpy(np.array(self.labels[i], dtype=np.float32)) if self.labels is not None else -1
+        if self.labels is not None:
+            y = torch.from_numpy(np.array(self.labels[i], dtype=np.float32))
+        elif self.targets is not None:
+            y = torch.from_numpy(np.array(self.targets[i], dtype=np.int64))
+        else:
+            y = -1
         return x, c, t, y
 
 

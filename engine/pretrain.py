@@ -18,10 +18,15 @@ from torch import nn
 from datasets.ecg_dataset import build_sentence_dataset
 from engine.loop import Amp
 from engine.run import Context, Stage
+from engine.targets import ensure_targets, tokenizer_sha256
 from modeling import create_model
 from modeling.checkpoint import load_model, tokenizer_size
+from utils.dist import barrier, print0
 from utils.integrity import folder_identity, sha256_file
 from utils.logging import MetricLogger
+
+# --targets: read the frozen tokenizer's targets from a per-data-set cache (default) or compute them every step.
+TARGET_MODES = ("cached", "on_the_fly")
 
 
 def random_masking(x: torch.Tensor, mask_ratio: float = 0.5) -> torch.Tensor:
@@ -61,22 +66,27 @@ class PretrainStep:
     """``step_fn`` for :func:`engine.common.train_one_epoch` and the validation pass.
 
     tokenizer: frozen VQ-HBR (eval mode, no grad). ``targets_with_ids`` selects the corrected variant
-    that gives the tokenizer the lead/time ids.
+    that gives the tokenizer the lead/time ids. ``cached``: the batch's 4th element holds the cached
+    (B, 256) targets (engine.targets, ``--targets cached``) and the tokenizer is not called (may be None).
     """
 
     def __init__(
         self,
-        tokenizer: nn.Module,
+        tokenizer: nn.Module | None,
         device: torch.device,
         mask_ratio: float = 0.5,
         mask_real_words_only: bool = False,
         targets_with_ids: bool = False,
+        cached: bool = False,
     ):
+        if tokenizer is None and not cached:
+            raise ValueError("PretrainStep needs the tokenizer unless the targets are cached")
         self.tokenizer = tokenizer
         self.device = device
         self.mask_ratio = mask_ratio
         self.mask_real_words_only = mask_real_words_only
         self.targets_with_ids = targets_with_ids
+        self.cached = cached
 
     @torch.no_grad()
     def targets(self, x: torch.Tensor, c: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -88,7 +98,7 @@ class PretrainStep:
         return self.tokenizer.get_codebook_indices(x)
 
     def __call__(self, model, batch):
-        x, c, t, _ = batch
+        x, c, t, cached = batch
         x = x.to(self.device, non_blocking=True)
         c = c.to(self.device, non_blocking=True)
         t = t.to(self.device, non_blocking=True)
@@ -96,7 +106,12 @@ class PretrainStep:
             mask = random_masking_real_words(x, c, self.mask_ratio)
         else:
             mask = random_masking(x, self.mask_ratio)
-        labels = self.targets(x, c, t)[mask]
+        if self.cached:
+            if not torch.is_tensor(cached) or cached.shape != mask.shape:
+                raise ValueError("--targets cached: the batch carries no (B, 256) cached targets")
+            labels = cached.to(self.device, non_blocking=True).long()[mask]
+        else:
+            labels = self.targets(x, c, t)[mask]
         logits = model(x, mask_bool_matrix=mask, in_chan_matrix=c, in_time_matrix=t)
         loss = F.cross_entropy(logits.float(), labels)
         acc = (logits.detach().argmax(-1) == labels).float().mean()
@@ -146,8 +161,12 @@ class PretrainStage(Stage):
     name = "pretrain"
 
     def __init__(self, run, optim, dataset_dir: str, model: str, tokenizer_model: str, tokenizer_weight: str,
-                 codebook_size: int | None, code_dim: int | None, mask_ratio: float):  # fmt: skip
+                 codebook_size: int | None, code_dim: int | None, mask_ratio: float,
+                 targets: str = "cached"):  # fmt: skip
         super().__init__(run, optim)
+        if targets not in TARGET_MODES:
+            raise ValueError(f"--targets must be one of {list(TARGET_MODES)}, got {targets!r}")
+        self.targets = targets
         self.dataset_dir = dataset_dir
         self.model_name, self.tokenizer_model, self.tokenizer_weight = (
             model,
@@ -182,11 +201,30 @@ class PretrainStage(Stage):
                             padding_attention_mask=r["padding_attention_mask"])  # fmt: skip
 
     def prepare(self, model, ctx: Context, train_set, val_set):
-        tokenizer = load_tokenizer(self.tokenizer_model, self.tokenizer_weight, ctx.device)
         r = self.run.recipe
-        self.step = PretrainStep(tokenizer, ctx.device, self.mask_ratio, r["mask_real_words_only"],
-                                 r["tokenizer_targets_with_ids"])  # fmt: skip
+        with_ids = r["tokenizer_targets_with_ids"]
+        tokenizer = None
+        if self.targets == "cached":
+            self._cache_targets(ctx, [d for d in (train_set, val_set) if d is not None], with_ids)
+        else:
+            tokenizer = load_tokenizer(self.tokenizer_model, self.tokenizer_weight, ctx.device)
+        self.step = PretrainStep(tokenizer, ctx.device, self.mask_ratio, r["mask_real_words_only"], with_ids,
+                                 cached=self.targets == "cached")  # fmt: skip
         return model, train_set, val_set
+
+    def _cache_targets(self, ctx: Context, datasets: list, with_ids: bool) -> None:
+        """Rank 0 computes missing or stale cached targets (engine.targets); the others wait, then read."""
+        sha = tokenizer_sha256(self.tokenizer_weight)
+        size = self.codebook_size or resolve_tokenizer_size(self.tokenizer_weight, None, None)[0]
+
+        def load():
+            return load_tokenizer(self.tokenizer_model, self.tokenizer_weight, ctx.device)
+
+        for write in (True, False):  # rank 0 writes first; then every other rank attaches what it wrote
+            if (ctx.info.rank == 0) == write:
+                for ds in datasets:
+                    ensure_targets(ds, sha, size, with_ids, load, ctx.device, write=write, log=print0)
+            barrier()
 
     def evaluate(self, module, loader, ctx: Context) -> dict:
         return evaluate(module, loader, self.step, ctx.amp)
