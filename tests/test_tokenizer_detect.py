@@ -108,6 +108,11 @@ def test_short_leads_report_wfdb_errors():
             assert want[1] == g[1] and np.array_equal(want[0], g[0]), n
             assert g.fallback == (n < D.xqrs_constants(100).min_len)
     assert "padlen" in detect_r_peaks(np.ones(10) + np.arange(10), 100)[1]
+    for dtype in (np.float16, ">f8", np.int16):  # not native float32/64: wfdb decides, same outcome
+        X = (rng.normal(size=(2, 1000)) * 100).astype(dtype)
+        for x, g in zip(X, detect_r_peaks_batch(X, 100)):
+            want = detect_r_peaks(x, 100, "xqrs")
+            assert g.fallback and want[1] == g[1] and np.array_equal(want[0], g[0]), dtype
     with pytest.raises(ValueError, match="detector"):
         detect_r_peaks(np.ones(100), detector="pan_tompkins")
 

@@ -19,8 +19,8 @@ own XQRS steps in another way:
 
 A lead goes to the reference path (wfdb itself) when the fast path cannot promise identical
 output: NaN/inf in the lead or in its filtered versions, a lead too short for the filters (wfdb
-raises; the message must be the same), a sampling rate whose constants wfdb cannot compute, or
-numba missing. Such leads are counted (``reference_path`` in the run summary and the benchmark).
+raises; the message must be the same), input that is not native float32/float64, a sampling rate
+whose constants wfdb cannot compute, or numba missing. Such leads are counted (``reference_path`` in the run summary and the benchmark).
 Before first use in a process the compiled kernels are checked against wfdb on probe signals;
 any difference raises instead of silently producing other peaks.
 Identity is tested on every shared real record (tests/test_tokenizer_detect.py,
@@ -45,6 +45,7 @@ FAST_ENGINE = "numba" if K.HAVE_NUMBA else "wfdb"  # what xqrs_fast runs on in t
 _PATCH_LOCK = threading.Lock()
 _READY_LOCK = threading.Lock()
 _READY: dict = {}
+_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def find_local_peaks_fast(sig: np.ndarray, radius: int) -> np.ndarray:
@@ -216,8 +217,8 @@ def _fast_batch(leads: np.ndarray, fs) -> list:
     n, T = leads.shape
     out: list = [None] * n
     c = xqrs_constants(fs)
-    if c is None or T < c.min_len:
-        return out
+    if c is None or T < c.min_len or leads.dtype not in _FAST_DTYPES:
+        return out  # e.g. float16 or big-endian input: wfdb decides (scipy may refuse it per lead)
     finite = np.isfinite(leads).all(axis=1)
     rows = np.flatnonzero(finite)
     if rows.size == 0:
