@@ -78,12 +78,15 @@ def build_unlabeled_folder(ptbxl: Path, out: Path, max_records: int, seed: int) 
     return {"unlabeled_train": int((~is_val).sum()), "unlabeled_val": int(is_val.sum()), "unreadable": failed}
 
 
-def main(args) -> dict:
+def pretrain_unlabeled(args, run: Runner) -> dict:
+    """Stages 1-4: the data folders, the tokenised sentences, VQ-HBR and the pre-trained HeartLang_small.
+
+    Each stage is skipped when its output exists (a re-run resumes). Returns the paths and sizes the probes
+    need (also used by scripts/probe_mode_check.py, which reuses ONE pre-training run)."""
     out = args.output_dir.resolve()
     data, ckpt = out / "ecg_datasets", out / "checkpoints"
     cores = os.cpu_count() or 1
-    run, py, tr = Runner(False, threads=cores), sys.executable, torchrun_prefix(1)
-    t0 = time.time()
+    py, tr = sys.executable, torchrun_prefix(1)
     run.stage("1/5 unlabeled records -> MIMIC-IV-style batch folder")
     sizes = build_unlabeled_folder(args.ptbxl, data / "MIMIC-IV", args.max_unlabeled, args.seed)
     print(
@@ -110,9 +113,19 @@ def main(args) -> dict:
              str(data / "MIMIC-IV_QRS"), "--output_dir", str(ckpt / "pretrain"), "--epochs", str(args.pt_epochs),
              "--warmup_epochs", "1", "--lr", "1e-3", "--clip_grad", "3.0", "--save_ckpt_freq", str(args.pt_epochs),
              *common], "pretrain", done=pt_ckpt)  # fmt: skip
-    run.stage("5/5 linear probe, pre-trained vs random init, --eval")
     task_dir = data / "PTBXL_QRS" / "superdiagnostic"
-    n_classes = int(np.load(task_dir / "train_labels.npy").shape[1])
+    return {"out": out, "ckpt": ckpt, "pt_ckpt": pt_ckpt, "task_dir": task_dir, "sizes": sizes,
+            "n_classes": int(np.load(task_dir / "train_labels.npy").shape[1])}  # fmt: skip
+
+
+def main(args) -> dict:
+    cores = os.cpu_count() or 1
+    run, tr = Runner(False, threads=cores), torchrun_prefix(1)
+    t0 = time.time()
+    prep = pretrain_unlabeled(args, run)
+    out, ckpt, pt_ckpt, task_dir = prep["out"], prep["ckpt"], prep["pt_ckpt"], prep["task_dir"]
+    sizes, n_classes = prep["sizes"], prep["n_classes"]
+    run.stage("5/5 linear probe, pre-trained vs random init, --eval")
     results_csv = out / "results" / "finetune_results.csv"
     for ratio in args.ratios:
         for init in ("pretrained", "random"):
@@ -123,7 +136,9 @@ def main(args) -> dict:
                   "--is_binary", "--nb_classes", str(n_classes), "--batch_size", str(batch), "--num_workers", "0",
                   "--seed", str(args.seed)]  # fmt: skip
             ft += ["--finetune", str(pt_ckpt)] if init == "pretrained" else []
-            run.run([*ft, "--cache_features", "--lr", "5e-3", "--epochs", str(args.ft_epochs), "--warmup_epochs", "1", "--save_ckpt_freq",
+            # Eval-mode backbone (corrected recipe) so that the CLS features are computed once; the official
+            # train-mode probe is compared with it in scripts/probe_mode_check.py.
+            run.run([*ft, "--probe_backbone_eval", "--cache_features", "--lr", "5e-3", "--epochs", str(args.ft_epochs), "--warmup_epochs", "1", "--save_ckpt_freq",
                      str(args.ft_epochs)], f"probe {name}",
                     done=ckpt / "finetune" / name / f"checkpoint-{args.ft_epochs}.pth")  # fmt: skip
             run.run([*ft, "--eval", "--results_csv", str(results_csv)], f"eval {name}")
