@@ -29,6 +29,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 
+from utils.optim import ADAMW_IMPLS
+
 # flag -> (stages it applies to, help). Stages: "vqhbr", "pretrain", "finetune".
 RECIPE_FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "padding_attention_mask": (
@@ -71,6 +73,9 @@ HARMLESS_SETTINGS = frozenset(
         "output_dir", "log_dir", "num_workers", "pin_mem", "device", "resume", "auto_resume", "save_ckpt",
         "save_ckpt_freq", "local_rank", "dist_on_itp", "dist_url", "dry_run", "eval", "results_csv",
         "world_size", "val_freq", "momentum", "layer_scale_init_value", "drop_path", "warmup_lr",
+        # kernels that compute the same function (rounding-level differences, like --device): a run may be
+        # resumed with or without them
+        "compile", "compile_backend", "adamw_impl",
         # paths whose CONTENT identity is fingerprinted instead (a moved file is the same input)
         "dataset_dir", "finetune", "tokenizer_weight",
     }
@@ -107,6 +112,10 @@ def add_common_args(parser: argparse.ArgumentParser, stage: str) -> None:
     g.add_argument("--dry_run", action="store_true",
                    help="resolve the run, write <output_dir>/plan.json and a summary, and exit without training")  # fmt: skip
     g.add_argument("--update_freq", "--gradient_accumulation_steps", dest="update_freq", default=1, type=int)
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the module that trains (docs/training.md 'Speed'); checkpoints keep plain keys")  # fmt: skip
+    g.add_argument("--compile_backend", default="inductor",
+                   help="torch.compile backend (inductor; aot_eager / eager compile fast, for tests)")  # fmt: skip
     r = parser.add_argument_group("recipe (default: the original's; docs/training.md)")
     r.add_argument("--recipe", default="official", choices=["official", "corrected"],
                    help="'corrected' switches on every corrected variant below; a flag given explicitly wins")  # fmt: skip
@@ -130,6 +139,9 @@ def add_common_args(parser: argparse.ArgumentParser, stage: str) -> None:
     o.add_argument("--warmup_steps", default=-1, type=int, help="overrides --warmup_epochs when > 0")
     o.add_argument("--epochs", default=100, type=int)
     o.add_argument("--batch_size", default=64, type=int, help="per process")
+    o.add_argument("--adamw_impl", default="auto", choices=list(ADAMW_IMPLS),
+                   help="AdamW kernel: auto = fused on CPU and CUDA (measured fastest, docs/training.md 'Speed'), "
+                        "else foreach; for_loop = torch's per-tensor loop")  # fmt: skip
 
 
 def resolve_recipe(args: argparse.Namespace, stage: str) -> dict[str, bool]:
@@ -162,6 +174,7 @@ class OptimConfig:
     # Official behaviour (VQ-HBR only): the peak lr is --lr * (batch_size * world_size) / 128.
     lr_batch_reference: int | None = None
     no_decay_embeddings: bool = False
+    adamw_impl: str = "auto"  # utils.optim.ADAMW_IMPLS
 
 
 @dataclass(frozen=True)
@@ -186,6 +199,8 @@ class RunConfig:
     val_freq: int = 1
     recipe: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)  # every resolved flag, for args.json / the fingerprint
+    compile: bool = False  # torch.compile the module that trains (engine.run)
+    compile_backend: str = "inductor"
 
 
 def configs_from_args(
@@ -220,6 +235,7 @@ def configs_from_args(
         save_ckpt_freq=args.save_ckpt_freq, num_workers=args.num_workers, pin_mem=args.pin_mem,
         planned_world_size=args.world_size, amp=args.amp, max_steps_per_epoch=args.max_steps_per_epoch,
         dry_run=args.dry_run, val_freq=getattr(args, "val_freq", 1), recipe=recipe, settings=settings,
+        compile=args.compile, compile_backend=args.compile_backend,
     )  # fmt: skip
     optim = OptimConfig(
         lr=args.lr, min_lr=args.min_lr, weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
@@ -227,6 +243,6 @@ def configs_from_args(
         update_freq=args.update_freq, opt=args.opt.lower(), opt_eps=args.opt_eps,
         opt_betas=tuple(args.opt_betas) if args.opt_betas else None, clip_grad=args.clip_grad,
         layer_decay=layer_decay, lr_batch_reference=lr_batch_reference,
-        no_decay_embeddings=recipe.get("no_decay_embeddings", False),
+        no_decay_embeddings=recipe.get("no_decay_embeddings", False), adamw_impl=args.adamw_impl,
     )  # fmt: skip
     return run, optim

@@ -170,6 +170,7 @@ class FinetuneStage(Stage):
         self.split_ratio, self.sampling_method = split_ratio, sampling_method
         self.model: nn.Module | None = None
         self.keep: np.ndarray | None = None
+        self.features = None  # the compiled backbone feature function under --compile (linear probe)
 
     # data ------------------------------------------------------------------------------------------
     def _split(self, split: str):
@@ -236,6 +237,12 @@ class FinetuneStage(Stage):
             val_set = extract_features(model, ctx.loader(val_set, train=False), ctx.device, ctx.amp)
         return model.mlp_head, train_set, val_set
 
+    def compile(self, module):
+        if self.trainable == "linear" and not self.cache:
+            # The probe's cost is the frozen backbone's forward (the step calls it directly): compile it too.
+            self.features = torch.compile(self.model.forward_features, backend=self.run.compile_backend)
+        return torch.compile(module, backend=self.run.compile_backend)
+
     def set_train_mode(self, module) -> None:
         self.model.train()  # Official behaviour: model.train(True) on the whole classifier
         if self.trainable == "linear" and self.probe_eval:
@@ -247,7 +254,7 @@ class FinetuneStage(Stage):
             logits = module(inputs[0])
         elif self.trainable == "linear":
             with torch.no_grad():  # the frozen backbone: no autograd graph, whatever its mode
-                feats = self.model.forward_features(*inputs)
+                feats = (self.features or self.model.forward_features)(*inputs)
             logits = module(feats)
         else:
             x, c, t = inputs

@@ -116,6 +116,10 @@ class Stage:
     def set_train_mode(self, module: nn.Module) -> None:
         module.train()
 
+    def compile(self, module: nn.Module) -> nn.Module:
+        """``--compile``: the module the step calls, compiled (a stage may compile more, e.g. a frozen part)."""
+        return torch.compile(module, backend=self.run.compile_backend)
+
     # step / evaluation ----------------------------------------------------------------------------
     def step(self, module: nn.Module, batch) -> tuple[torch.Tensor, dict]:
         raise NotImplementedError
@@ -334,6 +338,9 @@ def _train(stage: Stage, info: DistInfo, out: Path) -> dict:
     train_loader = ctx.loader(train_set, train=True)
     val_loader = ctx.loader(val_set, train=False) if val_set is not None else None
     ddp = wrap_ddp(module, info)
+    if run.compile:
+        # DDP first, then compile (torch's recommended order); checkpoints save `model`, never the wrapper.
+        ddp = stage.compile(ddp)
     n_params = sum(p.numel() for p in model.parameters())
     print0(
         f"{stage.name}: {n_params / 1e6:.2f} M parameters on {info.device} x {info.world_size} process(es), "

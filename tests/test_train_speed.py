@@ -100,27 +100,6 @@ def test_targets_do_not_change_the_dataset_identity(pre):
     assert folder_identity(folder) == before  # a resumed run still sees the same input data set
 
 
-def _pretrain(tmp_path: Path, folder: Path, tok: Path, mode: str, extra=()) -> list[dict]:
-    from tests.test_train_stages import _run_inprocess
-
-    out = tmp_path / f"run_{mode}_{len(extra)}"
-    _run_inprocess("run_heartlang_pretraining.py", [
-        "--model", "HeartLang_tiny", "--tokenizer_model", "vqhbr_tiny", "--tokenizer_weight", str(tok),
-        "--codebook_size", "64", "--dataset_dir", str(folder), "--output_dir", str(out), "--batch_size", "4",
-        "--num_workers", "0",
-        "--warmup_epochs", "1", "--epochs", "1", "--val_freq", "1", "--targets", mode, *extra,
-    ])  # fmt: skip
-    return [json.loads(line) for line in (out / "log.txt").read_text().splitlines()]
-
-
-def test_pretraining_with_cached_targets_trains_exactly_as_on_the_fly(pre, tmp_path):
-    folder, tok = pre
-    cached = _pretrain(tmp_path, folder, tok, "cached")
-    fly = _pretrain(tmp_path, folder, tok, "on_the_fly")
-    assert cached == fly  # same masks, same targets, same losses and accuracies, bit for bit
-    assert target_files(folder / "batch_0", "val", False)[0].is_file()  # the val split got its targets too
-
-
 def test_train_mode_probe_runs_no_autograd_through_the_backbone(tmp_path):
     """Official train-mode probe: every backbone activation is computed without grad; only mlp_head learns."""
     from engine.config import OptimConfig, RunConfig
@@ -150,3 +129,67 @@ def test_train_mode_probe_runs_no_autograd_through_the_backbone(tmp_path):
     loss.backward()
     assert model.mlp_head.weight.grad is not None
     assert all(p.grad is None for p in model.backbone.parameters())
+
+
+# ------------------------------------------------------------------------------------------ --compile
+def _pretrain_run(tmp_path: Path, folder: Path, tok: Path, name: str, extra=()) -> Path:
+    from tests.test_train_stages import _run_inprocess
+
+    out = tmp_path / name
+    _run_inprocess("run_heartlang_pretraining.py", [
+        "--model", "HeartLang_tiny", "--tokenizer_model", "vqhbr_tiny", "--tokenizer_weight", str(tok),
+        "--codebook_size", "64", "--dataset_dir", str(folder), "--output_dir", str(out), "--batch_size", "4",
+        "--num_workers", "0", "--warmup_epochs", "1", "--epochs", "1", *extra,
+    ])  # fmt: skip
+    return out
+
+
+def test_cached_targets_and_compile_train_exactly_as_the_original_way(pre, tmp_path):
+    """One pre-training epoch with validation, three ways: --targets cached (default), --targets on_the_fly
+    (the original's way) and cached + --compile (dynamo's "eager" backend here: the same kernels, so the same
+    numbers; inductor's parity is measured in benchmarks/compile_bench.py). Same masks, targets, losses and
+    accuracies bit for bit; the compiled run's checkpoint keeps the plain key tree."""
+    folder, tok = pre
+    cached = _pretrain_run(tmp_path, folder, tok, "cached", ["--val_freq", "1"])
+    fly = _pretrain_run(tmp_path, folder, tok, "fly", ["--val_freq", "1", "--targets", "on_the_fly"])
+    comp = _pretrain_run(
+        tmp_path, folder, tok, "compiled", ["--val_freq", "1", "--compile", "--compile_backend", "eager"]
+    )
+    log = (cached / "log.txt").read_text()
+    assert "val_mlm_acc" in log and target_files(folder / "batch_0", "val", False)[0].is_file()
+    assert (fly / "log.txt").read_text() == log
+    assert (comp / "log.txt").read_text() == log
+    state = torch.load(comp / "checkpoint.pth", map_location="cpu", weights_only=False)
+    keys = list(state["model"])
+    assert keys == list(
+        torch.load(cached / "checkpoint.pth", map_location="cpu", weights_only=False)["model"]
+    )
+    assert not any("_orig_mod" in k or k.startswith("module.") for k in keys)
+    run = json.loads((comp / "run.json").read_text())
+    assert "compile" not in run["fingerprint"]["settings"]  # a run may be resumed with or without --compile
+    assert run["fingerprint"]["settings"]["targets"] == "cached"
+
+
+def test_adamw_impl_choice_and_equivalence():
+    from utils.optim import adamw_kwargs
+
+    params = [torch.nn.Parameter(torch.randn(3))]
+    assert adamw_kwargs("auto", params) == {"fused": True}
+    assert adamw_kwargs("for_loop", params) == {"foreach": False}
+    with pytest.raises(ValueError, match="--adamw_impl"):
+        adamw_kwargs("fast", params)
+    # fused == for-loop AdamW to rounding over 20 steps (the kernels differ, the update rule does not).
+    torch.manual_seed(0)
+    ref = create_model("HeartLang_finetune_tiny", num_classes=3)
+    finals = []
+    for impl in ("for_loop", "fused"):
+        model = create_model("HeartLang_finetune_tiny", num_classes=3)
+        model.load_state_dict(ref.state_dict())
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05, **adamw_kwargs(impl, []))
+        g = torch.Generator().manual_seed(1)
+        for _ in range(20):
+            for p in model.parameters():
+                p.grad = torch.randn(p.shape, generator=g)
+            opt.step()
+        finals.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.allclose(finals[0], finals[1], rtol=0, atol=1e-6)

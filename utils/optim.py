@@ -90,14 +90,34 @@ def param_groups_layer_decay(
     return [groups[k] for k in sorted(groups, key=lambda k: (groups[k]["layer_id"], k))]
 
 
+# --adamw_impl choices. Measured on CPU (benchmarks/results/train_bench.json "adamw"): fused is the fastest
+# on CPU; on CUDA torch's fused kernel is the documented fastest. Same update rule, rounding-level differences.
+ADAMW_IMPLS = ("auto", "fused", "foreach", "for_loop")
+
+
+def adamw_kwargs(impl: str, params: list[torch.Tensor]) -> dict:
+    """``{fused: True}`` / ``{foreach: True}`` / ``{foreach: False}`` for ``--adamw_impl impl``; ``auto`` =
+    fused where every parameter is a floating CPU or CUDA tensor, else foreach."""
+    if impl not in ADAMW_IMPLS:
+        raise ValueError(f"--adamw_impl must be one of {list(ADAMW_IMPLS)}, got {impl!r}")
+    if impl == "auto":
+        ok = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+        impl = "fused" if ok else "foreach"
+    return {"fused": {"fused": True}, "foreach": {"foreach": True}, "for_loop": {"foreach": False}}[impl]
+
+
 def create_optimizer(model: nn.Module, optim) -> torch.optim.AdamW:
-    """AdamW over :func:`param_groups_layer_decay` from an ``engine.config.OptimConfig``."""
+    """AdamW over :func:`param_groups_layer_decay` from an ``engine.config.OptimConfig`` (kernel chosen by
+    its ``adamw_impl``: :func:`adamw_kwargs`; build it after moving the model to its device)."""
     if optim.opt != "adamw":
         raise ValueError(f"--opt {optim.opt!r} is not supported; HeartLang trains every stage with 'adamw'")
     groups = param_groups_layer_decay(model, optim.weight_decay, optim.layer_decay, optim.no_decay_embeddings)
     kwargs = {"lr": optim.lr, "eps": optim.opt_eps}
     if optim.opt_betas is not None:
         kwargs["betas"] = tuple(optim.opt_betas)
+    # (test and benchmark code passes Namespaces without the field: the default kernel)
+    impl = getattr(optim, "adamw_impl", "auto")
+    kwargs.update(adamw_kwargs(impl, [p for g in groups for p in g["params"]]))
     # param_names is metadata for logs only; AdamW keeps unknown group keys untouched.
     return torch.optim.AdamW(groups, **kwargs)
 
