@@ -209,6 +209,7 @@ def tokenize_record(
     nan_policy: str = "official",
     detector: str = DEFAULT_DETECTOR,
     peaks: tuple | None = None,
+    _prepared: tuple | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, RecordInfo]:
     """Tokenize one record into an ECG sentence.
 
@@ -220,7 +221,8 @@ def tokenize_record(
     (``tokenize_records`` passes it; the lead must equal this record's detection lead).
     Never raises on record content (NaN, flat, no beat, detector failure).
     """
-    chans, src, nonfinite = _used_leads(signal, used_channels, nan_policy)
+    # _prepared: this signal's _used_leads result, when tokenize_records already computed it.
+    chans, src, nonfinite = _used_leads(signal, used_channels, nan_policy) if _prepared is None else _prepared
     info = RecordInfo()
     info.nonfinite_input = nonfinite
     if nonfinite and nan_policy == "skip":
@@ -290,9 +292,11 @@ def tokenize_records(
         raise ValueError(f"signals must be (n, n_leads, T), got shape {signals.shape}")
     if len(signals) == 0:
         return []
-    leads = np.stack([_used_leads(s, used_channels, nan_policy)[1][0] for s in signals])
+    prepared = [_used_leads(s, used_channels, nan_policy) for s in signals]
+    leads = np.stack([src[0] for _, src, _ in prepared])
     found = detect_r_peaks_batch(leads, fs, detector)
     kw = dict(fs=fs, max_len=max_len, token_len=token_len, nan_policy=nan_policy, detector=detector)
     return [
-        tokenize_record(s, used_channels, peaks=(p, lead), **kw) for s, p, lead in zip(signals, found, leads)
+        tokenize_record(s, used_channels, peaks=(p, lead), _prepared=prep, **kw)
+        for s, p, lead, prep in zip(signals, found, leads, prepared)
     ]
