@@ -53,6 +53,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 def build_stage(args: argparse.Namespace) -> FinetuneStage:
     if args.nb_classes < 1:
         raise ValueError(f"--nb_classes must be >= 1, got {args.nb_classes}")
+    if not 0 < args.split_ratio <= 1:
+        raise ValueError(f"--split_ratio must be in (0, 1], got {args.split_ratio}")
+    if not 0 < args.layer_decay <= 1:
+        raise ValueError(f"--layer_decay must be in (0, 1], got {args.layer_decay}")
     # Layer decay only matters when the blocks train (--trainable all); the linear probe trains mlp_head.
     layer_decay = args.layer_decay if args.trainable == "all" else 1.0
     run, optim = configs_from_args(args, "finetune", layer_decay=layer_decay)

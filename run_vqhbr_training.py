@@ -40,6 +40,11 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def build_stage(args: argparse.Namespace) -> VQHBRStage:
+    for flag, ok in (("codebook_n_emd", args.codebook_n_emd >= 1), ("codebook_emd_dim", args.codebook_emd_dim >= 1),
+                     ("ema_decay", 0 <= args.ema_decay < 1)):  # fmt: skip
+        if not ok:
+            rule = "in [0, 1)" if flag == "ema_decay" else ">= 1"
+            raise ValueError(f"--{flag} must be {rule}, got {getattr(args, flag)}")
     run, optim = configs_from_args(args, "vqhbr", lr_batch_reference=LR_BATCH_REFERENCE)
     return VQHBRStage(
         run, optim, dataset_dir=args.dataset_dir, model=args.model, codebook_size=args.codebook_n_emd,

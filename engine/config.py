@@ -222,6 +222,17 @@ def configs_from_args(
             f"--max_steps_per_epoch must be >= 0, got {args.max_steps_per_epoch}",
         ),
         (args.opt.lower() == "adamw", f"--opt {args.opt!r} is not supported; HeartLang trains with 'adamw'"),
+        # A negative max norm would flip every gradient (clip_grad_norm_ scales by max_norm / norm).
+        (
+            args.clip_grad is None or args.clip_grad > 0,
+            f"--clip_grad must be > 0, got {args.clip_grad} (leave it out for no clipping)",
+        ),
+        (args.opt_eps > 0, f"--opt_eps must be > 0, got {args.opt_eps}"),
+        (
+            not args.opt_betas or (len(args.opt_betas) == 2 and all(0 <= b < 1 for b in args.opt_betas)),
+            f"--opt_betas must be two numbers in [0, 1), got {args.opt_betas}",
+        ),
+        (args.save_ckpt_freq >= 0, f"--save_ckpt_freq must be >= 0, got {args.save_ckpt_freq}"),
         (bool(args.output_dir), "--output_dir is required"),
     ]
     for ok, message in checks:

@@ -5,12 +5,17 @@
   (``--sampler_seed_from_seed`` seeds it with --seed).
 * Evaluation: a :class:`ShardSampler`: every sample exactly once over the ranks, for exact metrics.
 * :func:`fit_batch_size`: the fine-tuning stage's rule for training sets smaller than one batch.
+* :func:`batch_indices` / :func:`describe_sample`: which records a batch holds (``"<dir>/train_data.npy row
+  17"``), for errors such as a non-finite loss.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
+
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
 
 class ShardSampler(Sampler):
@@ -80,3 +85,25 @@ def make_loader(
         drop_last=train,
         persistent_workers=False,
     )
+
+
+def batch_indices(loader: DataLoader, i: int) -> list[int]:
+    """Dataset indices of the ``i``-th batch ``loader`` yields in the current epoch (its sampler gives the
+    same order again once ``set_epoch`` was called, so this is exact)."""
+    batch = next(itertools.islice(iter(loader.batch_sampler), i, None), None)
+    return [int(j) for j in batch] if batch is not None else []
+
+
+def describe_sample(dataset: Dataset, i: int) -> str:
+    """Where item ``i`` of ``dataset`` comes from: ``"<root>/<split>_data.npy row r"`` through Subsets (the
+    --split_ratio rows) and MIMIC ``batch_k`` concatenations; other datasets: ``"<type> item i"``."""
+    if isinstance(dataset, Subset):
+        return describe_sample(dataset.dataset, int(dataset.indices[i]))
+    parts, offsets = getattr(dataset, "parts", None), getattr(dataset, "offsets", None)
+    if parts is not None and offsets is not None:
+        k = bisect.bisect_right(offsets, i) - 1
+        return describe_sample(parts[k], i - offsets[k])
+    root, split = getattr(dataset, "root", None), getattr(dataset, "split", None)
+    if root is not None and split is not None:
+        return f"{root}/{split}_data.npy row {i}"
+    return f"{type(dataset).__name__} item {i}"

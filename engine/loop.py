@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from engine.data import batch_indices, describe_sample
 from utils.dist import get_world_size, is_dist_avail_and_initialized, seed_all
 from utils.logging import MetricLogger, TensorboardLogger
 from utils.optim import adjust_learning_rate
@@ -87,7 +88,7 @@ def train_one_epoch(
                 loss, metrics = step_fn(model, batch)
             loss_value = float(loss.detach())
             if not math.isfinite(loss_value):
-                raise FloatingPointError(f"loss is {loss_value} at epoch {epoch}, step {step}; stopping")
+                raise FloatingPointError(nonfinite_loss_message(loss_value, epoch, step, loader, i, batch))
             amp.scaler.scale(loss / update_freq).backward()
         grad_norm = None
         if boundary:
@@ -107,6 +108,34 @@ def train_one_epoch(
     out = logger.global_averages()
     out["lr"] = lr
     return out
+
+
+def nonfinite_loss_message(loss_value: float, epoch: int, step: int, loader, i: int, batch) -> str:
+    """The error of a NaN/inf loss: the records of the batch, and those whose input or label is not finite
+    (then the data is at fault, not the optimisation)."""
+    head = f"loss is {loss_value} at epoch {epoch}, step {step} (batch {i} of the epoch); stopping."
+    try:
+        names = [describe_sample(loader.dataset, j) for j in batch_indices(loader, i)]
+    except Exception:  # noqa: BLE001 - naming the records must never hide the error itself
+        names = []
+    tensors = [
+        v for v in (batch if isinstance(batch, (list, tuple)) else [batch]) if isinstance(v, torch.Tensor)
+    ]
+    bad_rows: set[int] = set()
+    for v in tensors:
+        if v.is_floating_point() and v.ndim >= 1 and v.shape[0] == len(names):
+            bad_rows |= {
+                int(r) for r in (~torch.isfinite(v.reshape(v.shape[0], -1)).all(dim=1)).nonzero()[:, 0]
+            }
+    if bad_rows:
+        bad = [names[r] for r in sorted(bad_rows)]
+        return (f"{head} {len(bad)} of the batch's {len(names)} samples hold NaN/inf input or labels: "
+                + "; ".join(bad[:20]) + (" ..." if len(bad) > 20 else "")
+                + ". Re-tokenise with QRSTokenizer.py --nan_policy interpolate|zero|skip (it names such "
+                "records in {split}_nonfinite_records.csv) or remove them.")  # fmt: skip
+    where = f" Its samples: {'; '.join(names[:20])}{' ...' if len(names) > 20 else ''}." if names else ""
+    return (f"{head} The batch's inputs are finite, so the optimisation diverged (lower --lr, or set "
+            f"--clip_grad).{where}")  # fmt: skip
 
 
 def gather_predictions(indices: list[int], *arrays: np.ndarray) -> tuple[np.ndarray, ...]:

@@ -21,7 +21,6 @@ evaluation (engine/vqhbr.py, engine/pretrain.py, engine/finetune.py).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -50,7 +49,6 @@ from utils.integrity import (
     digest,
     provenance,
     read_stamp,
-    utc_now,
     write_json_atomic,
 )
 from utils.logging import TensorboardLogger, append_jsonl, read_jsonl, save_args
@@ -332,8 +330,6 @@ def _train(stage: Stage, info: DistInfo, out: Path) -> dict:
     best = float(ckpt.get("best_value", -math.inf)) if ckpt else -math.inf
     if info.rank == 0:
         trim_log(out / "log.txt", start_epoch)
-    if info.rank == 0:
-        _keep_log_before(out, start_epoch)
     module, train_set, val_set = stage.prepare(model, ctx, train_set, val_set)
     train_loader = ctx.loader(train_set, train=True)
     val_loader = ctx.loader(val_set, train=False) if val_set is not None else None
@@ -403,31 +399,6 @@ def _train(stage: Stage, info: DistInfo, out: Path) -> dict:
     if info.rank == 0 and (out / "log.txt").is_file():
         _plot_curves(out)
     return stats
-
-
-def _keep_log_before(out: Path, start_epoch: int) -> None:
-    """log.txt lines of epochs this run is about to (re)train are set aside, so the log never holds an
-    epoch twice (a run restarted without a checkpoint, e.g. --no_save_ckpt, or killed between its
-    checkpoint and its log line); the full old log is kept as log.txt.replaced-<utc> (nothing lost)."""
-    path = out / "log.txt"
-    if not path.is_file():
-        return
-    lines, keep = path.read_text(encoding="utf-8").splitlines(), []
-    for line in lines:
-        try:
-            rec = json.loads(line)
-        except ValueError:  # a line cut short by a kill
-            continue
-        if isinstance(rec, dict) and int(rec.get("epoch", -1)) < start_epoch:
-            keep.append(rec)
-    if len(keep) == len(lines):
-        return
-    aside = path.with_name(f"log.txt.replaced-{utc_now().replace(':', '')}")
-    os.replace(path, aside)
-    for rec in keep:
-        append_jsonl(path, rec)
-    print0(f"{path}: {len(lines) - len(keep)} line(s) of epochs >= {start_epoch} (retrained now) moved; old log "
-           f"kept as {aside.name}")  # fmt: skip
 
 
 def trim_log(path: Path, start_epoch: int) -> None:

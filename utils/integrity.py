@@ -251,23 +251,33 @@ class OutputDirLock:
 
     The kernel drops an ``flock`` when its process dies (also on ``kill -9``), so a lock file left by a
     dead process is simply re-locked; a live holder makes :meth:`acquire` raise
-    :class:`BusyOutputDirError` naming its pid, host, start time and command."""
+    :class:`BusyOutputDirError` naming its pid, host, start time and command. A holder that is dead
+    while the lock is still held means processes it forked (data-loader workers inherit the lock's
+    file) are still exiting: :meth:`acquire` then retries for up to ``dead_holder_wait_s`` seconds."""
 
-    def __init__(self, folder: str | os.PathLike):
+    def __init__(self, folder: str | os.PathLike, dead_holder_wait_s: float = 20.0):
         self.path = Path(folder) / ".lock"
+        self.dead_holder_wait_s = dead_holder_wait_s
         self._fh = None
 
     def acquire(self) -> OutputDirLock:
         import fcntl
+        import time
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path, "a+", encoding="utf-8")
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "(unknown holder)"
-            fh.close()
+        deadline = time.monotonic() + self.dead_holder_wait_s
+        while True:
+            fh = open(self.path, "a+", encoding="utf-8")
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                fh.seek(0)
+                holder = fh.read().strip() or "(unknown holder)"
+                fh.close()
+            if _holder_is_dead(holder) and time.monotonic() < deadline:
+                time.sleep(0.5)  # its forked children (data-loader workers) still hold the flock
+                continue
             raise BusyOutputDirError(
                 f"{self.path.parent} is in use by another run ({holder}). Wait for it to finish or stop it "
                 "(two writers would interleave logs and overwrite each other's checkpoints), or choose "
@@ -299,6 +309,24 @@ class OutputDirLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _holder_is_dead(holder: str) -> bool:
+    """True when the lock file names a process on this host that no longer exists."""
+    try:
+        rec = json.loads(holder)
+        pid, host = int(rec["pid"]), rec.get("host")
+    except (ValueError, TypeError, KeyError):
+        return False
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def set_parent_death_signal(sig: int = signal.SIGTERM) -> bool:
