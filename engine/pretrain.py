@@ -173,6 +173,9 @@ class PretrainStage(Stage):
             tokenizer_model,
             tokenizer_weight,
         )
+        # Up front: the vocabulary is the tokenizer's codebook (read from --tokenizer_weight; the flags, when
+        # given, must agree; a non-VQ-HBR file is refused here).
+        codebook_size, code_dim = resolve_tokenizer_size(tokenizer_weight, codebook_size, code_dim)
         self.codebook_size, self.code_dim, self.mask_ratio = codebook_size, code_dim, mask_ratio
 
     def _data(self, split: str):
