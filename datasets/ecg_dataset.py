@@ -15,11 +15,12 @@ import bisect
 import json
 import random
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 
 def _load(path: Path) -> np.ndarray:
@@ -87,6 +88,79 @@ class SentenceDataset(Dataset):
             y = -1
         return x, c, t, y
 
+    def __getitems__(self, indices: list[int]) -> SentenceBatch:
+        """Batch-level read (the DataLoader calls this with a batch's indices): one sorted fancy-index read
+        per array instead of one small read per row; the same items as ``[self[i] for i in indices]``, in
+        that order, already stacked (:func:`collate_sentences`; benchmarks/loader_bench.py measures it)."""
+        return read_batch([self], [0, len(self)], indices)
+
+    def _label_source(self) -> tuple[np.ndarray | None, np.dtype]:
+        if self.labels is not None:
+            return self.labels, np.dtype(np.float32)
+        if self.targets is not None:
+            return self.targets, np.dtype(np.int64)
+        return None, np.dtype(np.int64)
+
+
+def read_batch(parts: list[SentenceDataset], offsets: list[int], indices) -> SentenceBatch:
+    """Items ``indices`` of the concatenation of ``parts`` (``offsets``: cumulative sizes), stacked: the
+    indices are sorted, each part's rows are read in file order with one fancy index per array and written
+    to their places in the batch arrays (the requested order)."""
+    n_total = offsets[-1]
+    idx = np.asarray(indices, dtype=np.int64)
+    idx = np.where(idx < 0, idx + n_total, idx)
+    if idx.size and (idx.min() < 0 or idx.max() >= n_total):
+        raise IndexError(f"index out of range for a data set of {n_total} sentences")
+    order = np.argsort(idx, kind="stable")
+    sidx = idx[order]
+    first = parts[0]
+    length, width = first.data.shape[1:]
+    y_src, y_dtype = first._label_source()
+    x = np.empty((len(idx), length, width), np.float32)
+    c = np.empty((len(idx), length), np.int64)
+    t = np.empty((len(idx), length), np.int64)
+    y = (
+        np.empty((len(idx), *y_src.shape[1:]), y_dtype)
+        if y_src is not None
+        else np.full(len(idx), -1, np.int64)
+    )
+    bounds = np.searchsorted(sidx, offsets)
+    for k, part in enumerate(parts):
+        a, b = int(bounds[k]), int(bounds[k + 1])
+        if a == b:
+            continue
+        rows, dest = sidx[a:b] - offsets[k], order[a:b]  # read in file order, write to the batch position
+        x[dest] = part.data[rows]
+        c[dest] = part.chans[rows]
+        t[dest] = part.times[rows]
+        src = part._label_source()[0]
+        if src is not None:
+            y[dest] = src[rows]
+    return SentenceBatch(tuple(torch.from_numpy(v) for v in (x, c, t, y)))
+
+
+class SentenceBatch(Sequence):
+    """The items of one batch, stored stacked: ``tensors = (x (B,256,96), c (B,256), t (B,256), y (B,...))``.
+    Indexing gives the per-item tuples (as ``__getitem__`` would); :func:`collate_sentences` returns the
+    stacked tensors without copying them again."""
+
+    def __init__(self, tensors: tuple):
+        self.tensors = tuple(tensors)
+
+    def __len__(self) -> int:
+        return len(self.tensors[0])
+
+    def __getitem__(self, k):
+        return tuple(v[k] for v in self.tensors)
+
+
+def collate_sentences(data):
+    """DataLoader ``collate_fn``: a :class:`SentenceBatch` as its stacked tensors (a list, like
+    ``default_collate`` of tuples), anything else through ``default_collate``."""
+    if isinstance(data, SentenceBatch):
+        return list(data.tensors)
+    return default_collate(data)
+
 
 class ConcatSentenceDataset(Dataset):
     """Lazy concatenation of several :class:`SentenceDataset` (MIMIC-IV ``batch_k`` folders)."""
@@ -106,6 +180,10 @@ class ConcatSentenceDataset(Dataset):
             i += len(self)
         k = bisect.bisect_right(self.offsets, i) - 1
         return self.parts[k][i - self.offsets[k]]
+
+    def __getitems__(self, indices: list[int]) -> SentenceBatch:
+        """Batch-level read over the ``batch_k`` parts (:func:`read_batch`), original order kept."""
+        return read_batch(self.parts, self.offsets, indices)
 
 
 def batch_folders(root: Path) -> list[Path]:

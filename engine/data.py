@@ -17,6 +17,8 @@ import itertools
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
+from datasets.ecg_dataset import collate_sentences
+
 
 class ShardSampler(Sampler):
     """Evaluation sampler: rank r takes indices r, r + W, ... with NO padding, so gathered
@@ -84,6 +86,8 @@ def make_loader(
         pin_memory=pin_memory and torch.cuda.is_available(),
         drop_last=train,
         persistent_workers=False,
+        # sentence datasets read a whole batch at once (SentenceDataset.__getitems__): no second copy
+        collate_fn=collate_sentences,
     )
 
 

@@ -193,3 +193,29 @@ def test_adamw_impl_choice_and_equivalence():
             opt.step()
         finals.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert torch.allclose(finals[0], finals[1], rtol=0, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------- batch-level reads
+def test_batch_level_reads_equal_row_reads(pre, tmp_path):
+    """SentenceDataset/ConcatSentenceDataset.__getitems__ (+ collate_sentences) == one __getitem__ per row,
+    in the sampler's order, across batch_k parts, with cached targets, and through a Subset of labelled rows."""
+    from torch.utils.data import Subset, default_collate
+
+    from engine.data import make_loader
+
+    folder, tok = pre
+    ds = build_sentence_dataset(folder, "train", with_labels=False)
+    _ensure(ds, tok)
+    labelled = build_sentence_dataset(make_downstream(tmp_path), "train")
+    for dataset in (
+        ds,
+        build_sentence_dataset(folder, "val", with_labels=False),
+        Subset(labelled, [5, 1, 9, 3, 0]),
+    ):
+        loader = make_loader(dataset, 4, 0, 1, True)
+        loader.sampler.set_epoch(3)
+        order = list(loader.batch_sampler)
+        for got, idx in zip(loader, order):
+            want = default_collate([dataset[i] for i in idx])
+            assert len(got) == 4 and all(torch.equal(a, b) for a, b in zip(got, want))
+            assert got[0].dtype == torch.float32 and got[1].dtype == torch.int64
