@@ -386,7 +386,7 @@ time.sleep(float(sys.argv[4]))
 """
 
 
-@case(CONCURRENT, "all", "resumed")
+@case(CONCURRENT, "output_dir_lock", "resumed")
 def test_lock_kept_by_children_of_a_dead_holder_is_waited_for(tmp_path):
     """A killed trainer's data-loader workers inherit its lock for a few seconds: wait, do not refuse."""
     dead = subprocess.Popen(["true"])
