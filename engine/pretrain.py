@@ -15,9 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from datasets.ecg_dataset import build_sentence_dataset
 from engine.loop import Amp
-from engine.run import Context, Stage
+from engine.run import Context, UnlabelledSentenceStage
 from engine.targets import ensure_targets, tokenizer_sha256
 from modeling import create_model
 from modeling.checkpoint import load_model, tokenizer_size
@@ -155,7 +154,7 @@ def resolve_tokenizer_size(weight: str, codebook_size: int | None, code_dim: int
     return size, dim
 
 
-class PretrainStage(Stage):
+class PretrainStage(UnlabelledSentenceStage):
     """Stage 2 for engine.run: HeartLang predicts the frozen tokenizer's codes of masked words."""
 
     name = "pretrain"
@@ -177,16 +176,6 @@ class PretrainStage(Stage):
         # given, must agree; a non-VQ-HBR file is refused here).
         codebook_size, code_dim = resolve_tokenizer_size(tokenizer_weight, codebook_size, code_dim)
         self.codebook_size, self.code_dim, self.mask_ratio = codebook_size, code_dim, mask_ratio
-
-    def _data(self, split: str):
-        return build_sentence_dataset(self.dataset_dir, split, with_labels=False,
-                                      all_batch_folders=self.run.recipe["all_batch_folders"])  # fmt: skip
-
-    def train_set(self):
-        return self._data("train")
-
-    def val_set(self):
-        return self._data("val") if self.run.val_freq > 0 else None
 
     def inputs_identity(self) -> dict:
         if not self.tokenizer_weight:

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from datasets.ecg_dataset import build_sentence_dataset
 from engine.config import HARMLESS_SETTINGS, OptimConfig, RunConfig
 from engine.data import fit_batch_size, iters_per_epoch, make_loader
 from engine.loop import Amp, reseed_epoch, train_one_epoch, wrap_ddp
@@ -141,6 +142,24 @@ class Stage:
 
     def summary(self, stats: dict) -> str:
         return f"epoch {stats['epoch']}: train loss {stats['train_loss']:.4f}"
+
+
+class UnlabelledSentenceStage(Stage):
+    """A stage trained on the unlabelled sentences of ``dataset_dir`` (VQ-HBR, pre-training): a MIMIC-IV_QRS
+    layout (``batch_k`` folders, the recipe's folder list) or one folder; the val split is read only when
+    ``--val_freq`` > 0."""
+
+    dataset_dir: str
+
+    def _data(self, split: str) -> Dataset:
+        return build_sentence_dataset(self.dataset_dir, split, with_labels=False,
+                                      all_batch_folders=self.run.recipe["all_batch_folders"])  # fmt: skip
+
+    def train_set(self) -> Dataset:
+        return self._data("train")
+
+    def val_set(self) -> Dataset | None:
+        return self._data("val") if self.run.val_freq > 0 else None
 
 
 # ------------------------------------------------------------------------------------------- the plan

@@ -12,9 +12,8 @@ import math
 
 import torch
 
-from datasets.ecg_dataset import build_sentence_dataset
 from engine.loop import Amp, unwrap
-from engine.run import Context, Stage
+from engine.run import Context, UnlabelledSentenceStage
 from modeling import create_model
 from utils.dist import all_reduce_sum_
 from utils.integrity import folder_identity
@@ -82,7 +81,7 @@ def evaluate(model, loader, device: torch.device, amp: Amp) -> dict:
     return out
 
 
-class VQHBRStage(Stage):
+class VQHBRStage(UnlabelledSentenceStage):
     """Stage 1 for engine.run: VQ-HBR on the unlabeled sentences of ``dataset_dir``."""
 
     name = "vqhbr"
@@ -96,16 +95,6 @@ class VQHBRStage(Stage):
             codebook_size=codebook_size, codebook_dim=code_dim, decay=ema_decay, quantize_kmeans_init=kmeans_init,
             padding_attention_mask=run.recipe["padding_attention_mask"],
         )  # fmt: skip
-
-    def _data(self, split: str):
-        return build_sentence_dataset(self.dataset_dir, split, with_labels=False,
-                                      all_batch_folders=self.run.recipe["all_batch_folders"])  # fmt: skip
-
-    def train_set(self):
-        return self._data("train")
-
-    def val_set(self):
-        return self._data("val") if self.run.val_freq > 0 else None
 
     def inputs_identity(self) -> dict:
         return {"dataset": folder_identity(self.dataset_dir)}

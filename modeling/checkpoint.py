@@ -28,7 +28,6 @@ import fnmatch
 import os
 import random
 import re
-import tempfile
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ import torch
 from torch import nn
 
 from utils.dist import is_main_process
-from utils.integrity import check_finite
+from utils.integrity import atomic_file, check_finite
 from utils.logging import to_plain
 
 from .config import BackboneConfig, canonical_fields
@@ -84,21 +83,10 @@ def set_rng_state(state: dict) -> None:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temp file beside ``path``, fsync, then ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    """``torch.save`` to a temp file beside ``path``, fsync, then ``os.replace`` (utils.integrity.atomic_file)."""
+    with atomic_file(path, "wb", fsync=True) as fh:
+        torch.save(obj, fh)
+    return Path(path)
 
 
 def save_checkpoint(output_dir: str | os.PathLike, name: str, state: dict) -> Path | None:

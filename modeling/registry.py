@@ -32,31 +32,15 @@ MODEL_CONFIGS: dict[str, tuple[type[nn.Module], Any]] = {
     "vqhbr_small": (
         VQHBR,
         VQHBRConfig(
-            embed_dim=128,
-            depth=2,
+            **{**_SMALL_BACKBONE, "depth": 2, "heads": 2},
             decoder_depth=1,
-            heads=2,
-            dim_head=32,
-            mlp_dim=256,
             codebook_size=_SMALL_CODEBOOK,
             codebook_dim=32,
         ),
-    ),  # fmt: skip
+    ),
     "HeartLang_small": (HeartLang, HeartLangConfig(codebook_size=_SMALL_CODEBOOK, **_SMALL_BACKBONE)),
     "HeartLang_finetune_small": (HeartLangClassifier, ClassifierConfig(**_SMALL_BACKBONE)),
-    "vqhbr_tiny": (
-        VQHBR,
-        VQHBRConfig(
-            embed_dim=32,
-            depth=2,
-            decoder_depth=1,
-            heads=2,
-            dim_head=16,
-            mlp_dim=64,
-            codebook_size=64,
-            codebook_dim=16,
-        ),
-    ),  # fmt: skip
+    "vqhbr_tiny": (VQHBR, VQHBRConfig(**_TINY_BACKBONE, decoder_depth=1, codebook_size=64, codebook_dim=16)),
     "HeartLang_tiny": (HeartLang, HeartLangConfig(codebook_size=64, **_TINY_BACKBONE)),
     "HeartLang_finetune_tiny": (HeartLangClassifier, ClassifierConfig(**_TINY_BACKBONE)),
 }

@@ -16,6 +16,7 @@ from utils.integrity import (
     NonFiniteError,
     OutputDirLock,
     StaleOutputError,
+    atomic_file,
     check_finite,
     damaged_outputs,
     diff_settings,
@@ -55,6 +56,21 @@ def test_stamp_roundtrip_and_damaged(tmp_path):
     p.write_text("{trunc")
     with pytest.raises(StaleOutputError, match="s.json is damaged"):
         read_stamp(p)
+
+
+def test_atomic_file_replaces_on_success_and_keeps_the_old_file_on_error(tmp_path):
+    target = tmp_path / "sub" / "f.bin"
+    with atomic_file(target, "wb", fsync=True) as fh:
+        fh.write(b"one")
+    assert target.read_bytes() == b"one"
+    with pytest.raises(RuntimeError, match="interrupted"):
+        with atomic_file(target, "wb") as fh:
+            fh.write(b"two, half written")
+            raise RuntimeError("interrupted")
+    assert target.read_bytes() == b"one" and sorted(p.name for p in target.parent.iterdir()) == ["f.bin"]
+    with atomic_file(target) as fh:  # text mode, UTF-8
+        fh.write("drei é")
+    assert target.read_text(encoding="utf-8") == "drei é"
 
 
 def test_data_stamps_name_changed_inputs_settings_and_damaged_outputs(tmp_path):

@@ -28,6 +28,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -98,20 +99,32 @@ def _short(v: Any, n: int = 80) -> str:
 
 
 # --------------------------------------------------------------------------------------------- stamps
-def write_json_atomic(path: str | os.PathLike, record: Any) -> Path:
+@contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "w", fsync: bool = False):
+    """Write ``path`` all or nothing: yields a temp file opened beside it (``mode`` "w" text UTF-8 or "wb");
+    when the block ends without error the temp file replaces ``path`` (``os.replace``, after an fsync when
+    ``fsync``), otherwise it is removed and ``path`` keeps its old content."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(record, fh, indent=1, sort_keys=True, default=str)
-            fh.write("\n")
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as fh:
+            yield fh
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
-    return path
+
+
+def write_json_atomic(path: str | os.PathLike, record: Any) -> Path:
+    with atomic_file(path) as fh:
+        json.dump(record, fh, indent=1, sort_keys=True, default=str)
+        fh.write("\n")
+    return Path(path)
 
 
 write_stamp = write_json_atomic
