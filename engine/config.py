@@ -72,7 +72,7 @@ HARMLESS_SETTINGS = frozenset(
     {
         "output_dir", "log_dir", "num_workers", "pin_mem", "device", "resume", "auto_resume", "save_ckpt",
         "save_ckpt_freq", "local_rank", "dist_on_itp", "dist_url", "dry_run", "eval", "results_csv",
-        "world_size", "val_freq", "momentum", "layer_scale_init_value", "drop_path", "warmup_lr",
+        "world_size", "val_freq", "dist_eval", "momentum", "layer_scale_init_value", "drop_path", "warmup_lr",
         # kernels that compute the same function (rounding-level differences, like --device): a run may be
         # resumed with or without them
         "compile", "compile_backend", "adamw_impl",
