@@ -3,5 +3,6 @@
 Modules: ``signal`` (shared signal ops), ``records`` (I/O, skip log, summaries, process pool),
 ``npy_writer`` (memory-mapped row writer), ``labels`` (class tables), ``splits`` (iterative
 stratification, split files), ``downstream`` (CPSC2018/CSN driver) and one module per source:
-``mimic``, ``ptbxl``, ``cpsc2018``, ``csn``. See docs/preprocessing.md.
+``mimic``, ``ptbxl``, ``cpsc2018``, ``csn``. May import numpy/scipy/pandas/wfdb/scikit-learn and ``utils``;
+never ``datasets.qrs``, ``datasets.synthetic``, ``modeling`` or ``engine``.
 """

@@ -1,3 +1,3 @@
 """Synthetic 12-lead cohort in the raw MIMIC-IV-ECG / PTB-XL formats (demo, tests): ``signal`` (closed-form
-beats), ``labels`` (SCP statements), ``cohort`` (record writers, CLI). Imports numpy/pandas/wfdb and
-``datasets.preprocess.records`` only."""
+beats), ``labels`` (SCP statements), ``cohort`` (record writers, CLI). May import numpy/scipy/pandas/wfdb,
+``datasets.preprocess`` and ``utils``; never ``datasets.qrs``, ``modeling`` or ``engine``."""
