@@ -1,0 +1,270 @@
+"""One GPU check of the three training stages: AMP bf16 / fp16, SDPA vs plain attention, --compile, and model
+FLOPs utilisation (MFU). Prepared for one H100/H200; about 5-8 minutes there (--budget_s stops it in time).
+
+    python benchmarks/gpu_check.py                      # on the GPU machine
+    python benchmarks/gpu_check.py --device cpu --models tiny --steps 1 --warmup 0 --compile_backend eager
+                                                        # the CPU dry path (tests/test_train_speed.py runs it)
+
+For each stage (VQ-HBR; pre-training with cached targets and with targets on the fly, as the original; linear
+probe in the original's train mode; full fine-tuning) and each of bf16 / fp16 x SDPA / plain attention it times
+``--steps`` optimizer steps (after ``--warmup``) of the engine's pieces: engine.loop.Amp (autocast + GradScaler
+for fp16), the stage's step function, fused AdamW (utils.optim.adamw_kwargs), gradient clipping 3.0. Then bf16 +
+SDPA again under torch.compile (compile time = first step minus a steady step). FLOPs per step are counted once
+per stage with torch.utils.flop_counter; MFU = achieved FLOP/s / ``--peak_tflops`` (default from the GPU name:
+H100/H200 989 dense bf16/fp16, A100 312). Also: peak GPU memory per configuration, the largest |bf16 - fp32|
+and |fp16 - fp32| of the pre-training logits on one batch, and SDPA vs plain agreement.
+Results: benchmarks/results/gpu_check.json (and a table on stdout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HEARTLANG_NO_PROGRESS", "1")
+
+from engine.finetune import compute_loss, set_trainable  # noqa: E402
+from engine.loop import Amp  # noqa: E402
+from engine.pretrain import PretrainStep  # noqa: E402
+from engine.vqhbr import vqhbr_step  # noqa: E402
+from modeling import create_model  # noqa: E402
+from modeling.transformer import Attention, sdpa_attend  # noqa: E402
+from utils.optim import adamw_kwargs  # noqa: E402
+
+STAGES = ("vqhbr", "pretrain_cached", "pretrain_on_the_fly", "probe_train_mode", "finetune_all")
+PEAKS = {"H100": 989.0, "H200": 989.0, "GH200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0}
+
+
+def plain_attend(q, k, v, attn_mask, dropout_p, scale):
+    """The textbook attention the original computes. q, k, v: (B, H, N, dh)."""
+    attn = (q @ k.transpose(-1, -2)) * scale
+    if attn_mask is not None:
+        attn = attn.masked_fill(~attn_mask, float("-inf"))
+    return F.dropout(attn.softmax(dim=-1), p=dropout_p) @ v
+
+
+def set_attention(model, impl: str) -> None:
+    for m in model.modules():
+        if isinstance(m, Attention):
+            m.attend = plain_attend if impl == "plain" else sdpa_attend
+
+
+def names(models: str) -> dict:
+    if models == "tiny":
+        return {"vqhbr": ("vqhbr_tiny", {}), "heartlang": ("HeartLang_tiny", {}),
+                "classifier": ("HeartLang_finetune_tiny", {"num_classes": 5})}  # fmt: skip
+    return {"vqhbr": ("vqhbr", {}), "heartlang": ("HeartLang", {}),
+            "classifier": ("HeartLang_finetune_base", {"num_classes": 5})}  # fmt: skip
+
+
+def build(stage: str, models: str, device):
+    """(trained module, step_fn(module, batch), batch transform) of ``stage``."""
+    n = names(models)
+    if stage == "vqhbr":
+        return create_model(n["vqhbr"][0]).to(device), lambda m, b: vqhbr_step(m, b, device), None
+    if stage.startswith("pretrain"):
+        model = create_model(n["heartlang"][0]).to(device)
+        tok = create_model(n["vqhbr"][0]).to(device).eval().requires_grad_(False)
+        tok.quantize.all_reduce_fn = lambda tensor: None
+        fly = PretrainStep(tok, device)
+        if stage == "pretrain_on_the_fly":
+            return model, fly, None
+
+        def with_targets(b):
+            with torch.no_grad():
+                return (*b[:3], fly.targets(*b[:3]))
+
+        return model, PretrainStep(None, device, cached=True), with_targets
+    name, kw = n["classifier"]
+    model = create_model(name, **kw).to(device)
+    set_trainable(model, "linear" if stage == "probe_train_mode" else "all")
+    if stage == "probe_train_mode":
+
+        def probe(m, b):  # as FinetuneStage.step: backbone without autograd, head trained
+            x, c, t, y = b
+            with torch.no_grad():
+                feats = model.forward_features(x, c, t)
+            return compute_loss(m(feats), y, True), {}
+
+        return model, probe, None
+
+    def full(m, b):
+        x, c, t, y = b
+        return compute_loss(m(x, in_chan_matrix=c, in_time_matrix=t), y, True), {}
+
+    return model, full, None
+
+
+def make_batch(batch: int, device, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 256, 96, generator=g)
+    c = torch.randint(1, 13, (batch, 256), generator=g)
+    t = torch.randint(1, 11, (batch, 256), generator=g)
+    c[:, 200:] = 0  # tail padding, as real sentences have
+    t[:, 200:] = 0
+    y = (torch.rand(batch, 5, generator=g) < 0.3).float()
+    return tuple(v.to(device) for v in (x, c, t, y))
+
+
+def sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def count_flops(model, step_fn, batch, stage) -> float:
+    trained = model.mlp_head if stage == "probe_train_mode" else model
+    with FlopCounterMode(display=False) as counter:
+        loss, _ = step_fn(trained, batch)
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
+
+
+def time_config(stage, args, device, precision, attention, compiled) -> dict:
+    torch.manual_seed(0)
+    model, step_fn, transform = build(stage, args.models, device)
+    set_attention(model, attention)
+    batch = make_batch(args.batch_size, device)
+    batch = transform(batch) if transform else batch
+    trained = model.mlp_head if stage == "probe_train_mode" else model
+    params = [p for p in trained.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.05, **adamw_kwargs("auto", params))
+    amp = Amp(device, precision)
+    net = torch.compile(trained, backend=args.compile_backend) if compiled else trained
+    model.train()  # Official behaviour (probe): the whole classifier in train mode
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+    def one():
+        with amp.autocast():
+            loss, _ = step_fn(net, batch)
+        amp.scaler.scale(loss).backward()
+        amp.scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(params, 3.0)
+        amp.scaler.step(opt)
+        amp.scaler.update()
+        opt.zero_grad(set_to_none=True)
+        return float(loss)
+
+    t0 = time.perf_counter()
+    loss = one()
+    sync(device)
+    first = time.perf_counter() - t0
+    for _ in range(args.warmup):
+        one()
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        loss = one()
+    sync(device)
+    step_s = (time.perf_counter() - t0) / args.steps
+    row = {"stage": stage, "precision_requested": precision, "precision": amp.name, "attention": attention,
+           "compiled": compiled, "batch_size": args.batch_size, "step_s": step_s,
+           "samples_per_s": args.batch_size / step_s, "first_step_s": first, "last_loss": loss}  # fmt: skip
+    if device.type == "cuda":
+        row["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    return row
+
+
+@torch.no_grad()
+def precision_agreement(args, device) -> dict:
+    """Largest |logit difference| of the pre-training model in bf16 / fp16 autocast vs fp32, one batch; and
+    the share of cached-target words whose code changes under fp16 autocast (the original's way)."""
+    torch.manual_seed(0)
+    n = names(args.models)
+    model = create_model(n["heartlang"][0]).to(device).eval()
+    tok = create_model(n["vqhbr"][0]).to(device).eval()
+    tok.quantize.all_reduce_fn = lambda tensor: None
+    x, c, t, _ = make_batch(args.batch_size, device)
+    ref = model(x, in_chan_matrix=c, in_time_matrix=t).float()
+    codes = tok.get_codebook_indices(x)
+    out = {}
+    for name, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
+        with torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda"):
+            got = model(x, in_chan_matrix=c, in_time_matrix=t).float()
+            got_codes = tok.get_codebook_indices(x)
+        out[f"{name}_max_abs_logit_diff"] = float((got - ref).abs().max())
+        out[f"{name}_target_words_changed"] = float((got_codes != codes).float().mean())
+    set_attention(model, "plain")
+    out["plain_vs_sdpa_max_abs_logit_diff"] = float(
+        (model(x, in_chan_matrix=c, in_time_matrix=t).float() - ref).abs().max()
+    )
+    return out
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--models", default="full", choices=["full", "tiny"])
+    p.add_argument("--batch_size", type=int, default=64, help="the seed's per-GPU batch")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--stages", nargs="+", default=list(STAGES))
+    p.add_argument("--compile_backend", default="inductor")
+    p.add_argument("--peak_tflops", type=float, default=None)
+    p.add_argument("--budget_s", type=float, default=420, help="skip what is left after this many seconds")
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "gpu_check.json")
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(
+            "no CUDA device here: run on the GPU machine, or use --device cpu --models tiny for the dry path"
+        )
+    gpu = torch.cuda.get_device_name(0) if device.type == "cuda" else None
+    peak = args.peak_tflops or next((v for k, v in PEAKS.items() if gpu and k in gpu), None)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    t_start = time.time()
+    res = {"device": str(device), "gpu": gpu, "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+           "models": args.models, "batch_size": args.batch_size, "steps": args.steps, "peak_tflops": peak,
+           "rows": [], "skipped": []}  # fmt: skip
+    flops = {}
+    for stage in args.stages:
+        torch.manual_seed(0)
+        model, step_fn, transform = build(stage, args.models, device)
+        batch = make_batch(args.batch_size, device)
+        flops[stage] = count_flops(model, step_fn, transform(batch) if transform else batch, stage)
+        del model
+    res["gflop_per_step"] = {k: v / 1e9 for k, v in flops.items()}
+    configs = [(s, pr, at, False) for s in args.stages for pr in ("bf16", "fp16") for at in ("sdpa", "plain")]
+    configs += [(s, "bf16", "sdpa", True) for s in args.stages]
+    for stage, precision, attention, compiled in configs:
+        if time.time() - t_start > args.budget_s:
+            res["skipped"].append(f"{stage} {precision} {attention} compiled={compiled}: out of --budget_s")
+            continue
+        torch._dynamo.reset()
+        row = time_config(stage, args, device, precision, attention, compiled)
+        row["tflops"] = flops[stage] / row["step_s"] / 1e12
+        row["mfu"] = row["tflops"] / peak if peak else None
+        res["rows"].append(row)
+        print(f"{stage:20s} {row['precision']:5s} {attention:5s} {'compiled' if compiled else 'eager   '} "
+              f"{row['samples_per_s']:9.1f} samples/s  {row['tflops']:7.2f} TFLOP/s"
+              + (f"  MFU {row['mfu']:.1%}" if row["mfu"] is not None else "")
+              + (f"  first step {row['first_step_s']:.1f} s" if compiled else "")
+              + (f"  {row['peak_mem_gib']:.1f} GiB" if "peak_mem_gib" in row else ""), flush=True)  # fmt: skip
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    res["agreement"] = precision_agreement(args, device)
+    res["wall_s"] = time.time() - t_start
+    print(json.dumps(res["agreement"]))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(res, indent=2) + "\n")
+    print(
+        f"wrote {args.out} in {res['wall_s']:.0f} s ({len(res['rows'])} configurations, {len(res['skipped'])} skipped)"
+    )
+    return res
+
+
+if __name__ == "__main__":
+    main()
