@@ -21,6 +21,7 @@ evaluation (engine/vqhbr.py, engine/pretrain.py, engine/finetune.py).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -323,13 +324,15 @@ def run_stage(stage: Stage) -> dict:
 def _train(stage: Stage, info: DistInfo, out: Path) -> dict:
     run, optim = stage.run, stage.optim
     seed_everything(run.seed)
+    # The data first: a label width that does not match --nb_classes or an empty split is refused before
+    # anything is written to output_dir.
+    train_set, val_set = stage.train_set(), stage.val_set()
     fp = fingerprint(stage, info.world_size)
     if info.rank == 0:
         check_run_record(out, fp, run.resume)
         write_run_record(out, fp, stage)
     barrier()
     amp = Amp(info.device, run.amp)
-    train_set, val_set = stage.train_set(), stage.val_set()
     batch = batch_for(stage, len(train_set), info.world_size)
     niter = iters_per_epoch(
         len(train_set), info.world_size, batch, optim.update_freq, run.max_steps_per_epoch
@@ -423,11 +426,22 @@ def _train(stage: Stage, info: DistInfo, out: Path) -> dict:
 def trim_log(path: Path, start_epoch: int) -> None:
     """Keep only the log lines of epochs before ``start_epoch``: a fresh start drops an earlier attempt's lines,
     a resume drops the lines of epochs that are about to be trained again."""
-    if path.is_file():
-        kept = [r for r in read_jsonl(path) if int(r.get("epoch", -1)) < start_epoch]
-        path.unlink()
-        for record in kept:
-            append_jsonl(path, record)
+    if not path.is_file():
+        return
+    kept = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            record = json.loads(line) if line.strip() else None
+        except ValueError:  # a line cut short by a killed run: its epoch is trained again
+            print0(
+                f"WARNING: {path} line {n} is damaged (a killed run?); dropped, its epoch is trained again"
+            )
+            continue
+        if record is not None and int(record.get("epoch", -1)) < start_epoch:
+            kept.append(record)
+    path.unlink()
+    for record in kept:
+        append_jsonl(path, record)
 
 
 def _plot_curves(out: Path) -> None:
