@@ -205,3 +205,12 @@ def test_real_records_subset_identical(shared_data):
     for source in ("ptbxl100", "ptbxl500", "cpsc2018", "csn", "mimic_chain(csn)", "wfdb_samples"):
         assert res["by_source"].get(source, 0) > 0, (source, res["by_source"])
     assert res["r_peaks"] > 1000
+
+
+def test_precomputed_peaks_must_belong_to_the_detection_lead(ref_fixtures):
+    with np.load(ref_fixtures / "tokenizer_ptbxl.npz") as z:
+        x = z["input"][0]
+    det = detect_r_peaks(x[0])
+    assert tokenize_record(x, peaks=(det, x[0]))[0].tobytes() == tokenize_record(x)[0].tobytes()
+    with pytest.raises(RuntimeError, match="another detection lead"):
+        tokenize_record(x, peaks=(det, x[1]))

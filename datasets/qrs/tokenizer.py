@@ -243,7 +243,8 @@ def tokenize_record(
         det = detect_r_peaks(src[0], fs, detector)
     else:
         det, lead = peaks
-        if not np.array_equal(lead, src[0], equal_nan=True):  # a batch must see what we would
+        # A batch must have detected on what we would (by construction when _prepared is given).
+        if _prepared is None and not np.array_equal(lead, src[0], equal_nan=True):
             raise RuntimeError("tokenize_record: the precomputed peaks belong to another detection lead")
     qrs, info.error = det
     info.detector_fallback = bool(getattr(det, "fallback", False))
