@@ -238,3 +238,14 @@ def test_gpu_check_cpu_dry_path(tmp_path):
     }
     assert all(r["samples_per_s"] > 0 and r["mfu"] is None for r in rows)  # no GPU peak to divide by on CPU
     assert res["agreement"]["plain_vs_sdpa_max_abs_logit_diff"] < 1e-4
+
+
+def test_targets_command_writes_what_a_run_reuses(pre, capsys):
+    from engine.targets import main as targets_main
+
+    folder, tok = pre
+    targets_main(["--dataset_dir", str(folder), "--tokenizer_weight", str(tok), "--tokenizer_model", "vqhbr_tiny",
+                  "--device", "cpu", "--splits", "train", "val"])  # fmt: skip
+    assert "cached targets of 12 sentences up to date" in capsys.readouterr().out
+    ds = build_sentence_dataset(folder, "val", with_labels=False)
+    assert _ensure(ds, tok) == []  # nothing recomputed: the run reads what the command wrote
