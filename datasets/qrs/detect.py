@@ -15,7 +15,7 @@ own XQRS steps in another way:
   float64 operations in the same order; the means of the learning phase stay ``np.mean``;
 * the learning phase's cross-correlation is summed in another order than numpy's dot, so a
   decision within 1e-9 of the 0.6 threshold is recomputed exactly as wfdb does it
-  (``normalize`` + ``np.correlate``).
+  (``normalize`` + ``np.correlate`` on the lead band-passed as wfdb does, 1-D).
 
 A lead goes to the reference path (wfdb itself) when the fast path cannot promise identical
 output: NaN/inf in the lead or in its filtered versions, a lead too short for the filters (wfdb
@@ -155,24 +155,38 @@ def xqrs_constants(fs) -> XqrsConstants | None:
         return None
 
 
+def _wfdb_sig_f(lead: np.ndarray, c: XqrsConstants) -> np.ndarray:
+    """The band-passed lead exactly as XQRS._bandpass makes it (same values and memory layout)."""
+    from scipy import signal
+
+    return signal.filtfilt(c.b, c.a, lead, axis=0)
+
+
 def _exact_xcorr_above(sig_f: np.ndarray, i: int, c: XqrsConstants) -> bool:
-    """wfdb's own decision ``np.correlate(normalize(segment), ricker) > 0.6`` for the peak at ``i``."""
+    """wfdb's own decision ``np.correlate(normalize(segment), ricker) > 0.6`` for the peak at ``i``.
+
+    sig_f: the band-passed lead as wfdb holds it (:func:`_wfdb_sig_f`), so that even numpy's
+    BLAS dot sees the same memory layout as in wfdb.
+    """
     from wfdb.processing.basic import normalize
 
     segment = normalize(sig_f[i - c.qrs_radius : i + c.qrs_radius])
     return bool(np.correlate(segment, c.learn_wavelet) > K.XCORR_THRESHOLD)
 
 
-def _init_params(sig_f: np.ndarray, sig_i: np.ndarray, c: XqrsConstants) -> tuple[float, ...]:
+def _init_params(lead: np.ndarray, sig_f: np.ndarray, sig_i: np.ndarray, c: XqrsConstants) -> tuple:
     """``XQRS._learn_init_params`` (or the defaults): qrs_amp, noise_amp, rr_recent, last_qrs_ind, qrs_thr."""
     decisions = np.full(sig_f.shape[0], -1, dtype=np.int8)  # -1: the kernel decides
+    wfdb_sig_f = None
     while True:
         status, qrs, noise, rr_mean, at = K.learn_beats(
             sig_f, c.qrs_radius, c.qrs_width, c.rr_min, c.rr_max, c.learn_wavelet, decisions
         )
         if status == K.LEARN_DONE:
             break
-        decisions[at] = _exact_xcorr_above(sig_f, at, c)
+        if wfdb_sig_f is None:
+            wfdb_sig_f = _wfdb_sig_f(lead, c)  # rare: only for a decision too close to call
+        decisions[at] = _exact_xcorr_above(wfdb_sig_f, at, c)
     if qrs.size == K.N_CALIB_BEATS:
         # The amplitude statistics exactly as wfdb computes them (numpy's own summation order).
         qrs_amp = np.mean(sig_i[qrs])
@@ -191,9 +205,9 @@ def _init_params(sig_f: np.ndarray, sig_i: np.ndarray, c: XqrsConstants) -> tupl
     return float(qrs_amp), float(noise_amp), float(rr_recent), float(last_qrs_ind), float(qrs_thr)
 
 
-def _detect_filtered(sig_f: np.ndarray, sig_i: np.ndarray, c: XqrsConstants) -> np.ndarray:
+def _detect_filtered(lead: np.ndarray, sig_f: np.ndarray, sig_i: np.ndarray, c: XqrsConstants) -> np.ndarray:
     """R peaks of one lead from its band-passed (T,) and integrated (T,) float64 signals."""
-    qrs_amp, noise_amp, rr_recent, last_qrs_ind, qrs_thr = _init_params(sig_f, sig_i, c)
+    qrs_amp, noise_amp, rr_recent, last_qrs_ind, qrs_thr = _init_params(lead, sig_f, sig_i, c)
     peaks_i, _ = K.local_peaks(sig_i, c.qrs_radius)
     qrs = K.run_detection(
         sig_i,
@@ -235,7 +249,7 @@ def _fast_batch(leads: np.ndarray, fs) -> list:
     sig_f, sig_i = np.ascontiguousarray(sig_f), np.ascontiguousarray(sig_i)  # same values, C layout
     ok = np.isfinite(sig_i).all(axis=1) & np.isfinite(sig_f).all(axis=1)
     for k in np.flatnonzero(ok):
-        out[rows[k]] = _detect_filtered(sig_f[k], sig_i[k], c)
+        out[rows[k]] = _detect_filtered(leads[rows[k]], sig_f[k], sig_i[k], c)
     return out
 
 
