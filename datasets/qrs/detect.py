@@ -20,7 +20,8 @@ own XQRS steps in another way:
 A lead goes to the reference path (wfdb itself) when the fast path cannot promise identical
 output: NaN/inf in the lead or in its filtered versions, a lead too short for the filters (wfdb
 raises; the message must be the same), input that is not native float32/float64, a sampling rate
-whose constants wfdb cannot compute, or numba missing. Such leads are counted (``reference_path`` in the run summary and the benchmark).
+whose constants wfdb cannot compute, or numba missing. Such leads are counted
+(``detector_reference_path_records`` in the run summary, ``reference_path_leads`` in the benchmark).
 Before first use in a process the compiled kernels are checked against wfdb on probe signals;
 any difference raises instead of silently producing other peaks.
 Identity is tested on every shared real record (tests/test_tokenizer_detect.py,
