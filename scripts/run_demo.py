@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -36,9 +37,10 @@ from reporting.tables import collect_probe_results, probe_table  # noqa: E402
 from scripts.demo_report import write_plots  # noqa: E402
 
 # Cohort and schedule per --size. "small" is the default demo (< 10 min on 2 CPU cores, measured in
-# docs/end_to_end.md); "smoke" is the integration test's (seconds per stage, numbers meaningless).
+# docs/end_to_end.md); "smoke" is the integration test's (seconds per stage, numbers meaningless; run with
+# --nproc 2 by tests/conftest.py: batch 8 leaves each of 2 ranks a step of the 21 MIMIC training records).
 SIZES: dict[str, dict] = {
-    "smoke": dict(n_mimic=24, n_ptbxl=60, vq_epochs=1, pt_epochs=1, ft_epochs=2, ft_warmup=1, batch=16,
+    "smoke": dict(n_mimic=24, n_ptbxl=60, vq_epochs=1, pt_epochs=1, ft_epochs=2, ft_warmup=1, batch=8,
                   ratios=(1.0,), tasks=("superdiagnostic",), vq_model="vqhbr_tiny",
                   pt_model="HeartLang_tiny", ft_model="HeartLang_finetune_tiny"),
     "small": dict(n_mimic=400, n_ptbxl=1500, vq_epochs=8, pt_epochs=24, ft_epochs=100, ft_warmup=1, batch=32,
@@ -76,8 +78,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 class Runner:
     """Prints and runs the stage commands with the repository on PYTHONPATH; stops on the first failure."""
 
-    def __init__(self, dry_run: bool, threads: int):
+    def __init__(self, dry_run: bool, threads: int, log_dir: Path | None = None):
         self.dry_run = dry_run
+        self.log_dir = log_dir  # the full output of each stage: <log_dir>/<NN>_<label>.log
         self.env = dict(
             os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
         )
@@ -102,11 +105,15 @@ class Runner:
         )
         dt = time.time() - t0
         self.timings.append((label, dt))
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            name = f"{len(self.timings):02d}_{re.sub(r'[^A-Za-z0-9.]+', '_', label)}.log"
+            (self.log_dir / name).write_text("$ " + shlex.join(cmd) + "\n" + proc.stdout)
         lines = proc.stdout.strip().splitlines()
         if proc.returncode != 0:
             print("\n".join(lines[-60:]))
             raise SystemExit(f"demo stage '{label}' failed with exit code {proc.returncode} (command above)")
-        # Keep the console readable: the last lines of each stage (the full logs are in output_dir).
+        # Keep the console readable: the last lines of each stage (the full logs are in <output_dir>/log/stages).
         for line in lines[-4:]:
             print("  | " + line)
         print(f"  ({dt:.1f} s)", flush=True)
@@ -152,7 +159,7 @@ def main(args) -> list[dict]:
     cores = os.cpu_count() or 1
     nproc = args.nproc or default_nproc()
     workers = args.num_workers or cores
-    run = Runner(args.dry_run, threads=max(cores // nproc, 1))
+    run = Runner(args.dry_run, threads=max(cores // nproc, 1), log_dir=out / "log" / "stages")
     py, tr = sys.executable, torchrun_prefix(nproc)
     raw, data = out / "raw", out / "ecg_datasets"
     ckpt, results_csv = out / "checkpoints", out / "results" / "finetune_results.csv"
@@ -196,7 +203,8 @@ def main(args) -> list[dict]:
              "--tokenizer_weight", str(vq_ckpt), "--codebook_size", str(vq_model.codebook_size), "--codebook_dim",
              str(vq_model.codebook_dim), "--dataset_dir", str(data / "MIMIC-IV_QRS"), "--output_dir", str(pt_dir),
              "--log_dir", str(out / "log" / "pretrain"), "--epochs", str(cfg["pt_epochs"]), "--warmup_epochs", "1",
-             "--lr", "1e-3", "--clip_grad", "3.0", "--save_ckpt_freq", str(cfg["pt_epochs"]), *stage_common],
+             "--lr", "1e-3", "--clip_grad", "3.0", "--val_freq", str(cfg["pt_epochs"]),
+             "--save_ckpt_freq", str(cfg["pt_epochs"]), *stage_common],
             "pretrain", done=pt_ckpt)  # fmt: skip
 
     run.stage("6/7 linear probe: pre-trained vs randomly initialised encoder, then --eval")

@@ -1,9 +1,11 @@
-"""Shared pytest fixtures: repository paths, the shared real-data / reference-fixture folders."""
+"""Shared pytest fixtures: repository paths, the shared real-data / reference-fixture folders, the one torchrun
+launcher (:func:`run_torchrun`) and the one end-to-end pipeline run that the end-to-end tests share (:func:`demo_smoke`)."""
 
 from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -54,3 +56,37 @@ def run_torchrun(args: list[str], nproc: int = 2, timeout: float = 240, env: dic
     run_env.update(env or {})
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=run_env, cwd=REPO_ROOT)
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    """The shared smoke pipeline: ``out`` is its --output_dir, ``log`` its console output."""
+
+    out: Path
+    log: str
+
+    def stage_log(self, label: str) -> str:
+        """Full output of the demo stage whose label is ``label`` (``<out>/log/stages/NN_<label>.log``)."""
+        found = sorted((self.out / "log" / "stages").glob(f"[0-9][0-9]_{label}.log"))
+        assert len(found) == 1, f"demo stage log {label!r}: {found}"
+        return found[0].read_text()
+
+
+@pytest.fixture(scope="session")
+def demo_smoke(tmp_path_factory) -> DemoRun:
+    """``scripts/run_demo.py --smoke --nproc 2``, run ONCE per session and shared by the end-to-end tests.
+
+    Synthetic cohort -> MIMIC-IV and PTB-XL preprocessing -> QRS tokenizer -> VQ-HBR -> pre-training ->
+    linear probes (pre-trained and random init) -> --eval -> table and plots; every training stage and every
+    --eval under torchrun with 2 gloo processes. Tests read its outputs and must not modify them (runs of
+    their own go to their tmp_path).
+    """
+    import subprocess
+
+    out = tmp_path_factory.mktemp("demo_smoke") / "demo"
+    env = dict(os.environ, OMP_NUM_THREADS="1", HEARTLANG_NO_PROGRESS="1", PYTHONPATH=str(REPO_ROOT))
+    cmd = [sys.executable, "scripts/run_demo.py", "--smoke", "--nproc", "2", "--num_workers", "2",
+           "--output_dir", str(out)]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=420)
+    assert proc.returncode == 0, f"smoke demo failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return DemoRun(out=out, log=proc.stdout)

@@ -1,17 +1,15 @@
 """Paper-table reproduction driver (scripts/reproduce_paper.py, paper Table 1): table assembly on a hand-made
-CSV, and the whole driver on a tiny synthetic PTB-XL cohort with a tiny model (2 seeds, torchrun)."""
+CSV, and the whole driver (2 seeds, torchrun, resume) on the tiny synthetic PTB-XL cohort and tiny pre-trained
+model of the session's shared smoke run (tests/conftest.demo_smoke)."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import subprocess
 import sys
 
 import pytest
-import torch
 
-from modeling import create_model
 from scripts import reproduce_paper as rp
 
 HEAD = "dataset,subset,leads,ratio,sampling,seed,trainable,model,finetune,macro_auc,macro_f1,accuracy,n_test,classes_without_auc,output_dir\n"
@@ -47,9 +45,10 @@ def test_table_mean_std_and_paper_numbers(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.dist
-def test_driver_end_to_end_on_synthetic_cohort(tmp_path, repo_root):
+def test_driver_end_to_end_on_synthetic_cohort(tmp_path, repo_root, demo_smoke):
+    """The driver on the shared smoke run's tokenised PTB-XL cohort (60 synthetic records) and its pre-trained
+    HeartLang_tiny checkpoint (tests/conftest.demo_smoke); the driver's own runs go to tmp_path."""
     env = dict(os.environ, OMP_NUM_THREADS="1", HEARTLANG_NO_PROGRESS="1", PYTHONPATH=str(repo_root))
-    raw, data = tmp_path / "raw", tmp_path / "ecg_datasets"
 
     def sh(*cmd):
         proc = subprocess.run(
@@ -58,35 +57,11 @@ def test_driver_end_to_end_on_synthetic_cohort(tmp_path, repo_root):
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         return proc.stdout
 
-    sh(
-        "-m",
-        "datasets.synthetic",
-        "--output_dir",
-        str(raw),
-        "--n_mimic",
-        "0",
-        "--n_ptbxl",
-        "60",
-        "--num_workers",
-        "2",
+    data, ckpt = (
+        demo_smoke.out / "ecg_datasets",
+        demo_smoke.out / "checkpoints" / "pretrain" / "checkpoint-1.pth",
     )
-    sh("-m", "datasets.preprocess.ptbxl", "--dataset_path", str(raw / "ptbxl"), "--output_path", str(data / "PTBXL"),
-       "--subsets", "superdiagnostic", "--num_workers", "2")  # fmt: skip
-    sh(
-        "QRSTokenizer.py",
-        "--dataset_name",
-        "PTBXL",
-        "--data_root",
-        str(data),
-        "--num_workers",
-        "2",
-        "--no_progress",
-    )
-    torch.manual_seed(0)
-    pre = create_model("HeartLang_tiny")  # stands in for a pre-trained checkpoint (our format)
-    ckpt = tmp_path / "pretrained.pth"
-    torch.save({"model": pre.state_dict(), "model_config": dataclasses.asdict(pre.config)}, ckpt)
-
+    assert ckpt.is_file() and (data / "PTBXL_QRS" / "superdiagnostic" / "train_labels.npy").is_file()
     argv = ["scripts/reproduce_paper.py", "--finetune", str(ckpt), "--model", "HeartLang_finetune_tiny",
             "--data_root", str(data), "--output_dir", str(tmp_path / "runs"), "--tasks", "ptbxl_super",
             "--ratios", "1", "--seeds", "0", "1", "--epochs", "1", "--warmup_epochs", "1", "--batch_size", "8",

@@ -8,14 +8,14 @@ import os
 import re
 import shlex
 import shutil
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests._train_data import make_downstream, make_pretrain
+from tests.conftest import run_torchrun
 
 SCRIPTS = ("run_vqhbr_training.py", "run_heartlang_pretraining.py", "run_class_finetuning.py")
 TINY_VQ = ["--model", "vqhbr_tiny", "--codebook_n_emd", "64", "--codebook_emd_dim", "16"]
@@ -75,69 +75,71 @@ def test_stage_defaults_follow_the_seed():
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _torchrun(repo_root: Path, script: str, argv: list[str]) -> str:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HEARTLANG_NO_PROGRESS": "1", "PYTHONPATH": str(repo_root)}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        f"--master_port={_free_port()}",
-    ]
-    proc = subprocess.run(
-        cmd + [script, *argv], cwd=repo_root, env=env, capture_output=True, text=True, timeout=120
-    )
+def _torchrun(script: str, argv: list[str]) -> str:
+    """``script`` under torchrun with 2 gloo processes (tests/conftest.run_torchrun); its stdout."""
+    proc = run_torchrun([script, *argv], nproc=2)
     assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return proc.stdout
 
 
 @pytest.mark.dist
 @pytest.mark.slow
-def test_pipeline_under_torchrun_two_processes(tmp_path, repo_root):
-    """VQ-HBR -> pre-training (targets from that tokenizer) -> fine-tuning -> --eval, 2 gloo ranks each."""
-    pre, down = make_pretrain(tmp_path), make_downstream(tmp_path)
-    vq_dir, pt_dir, ft_dir = tmp_path / "vq", tmp_path / "pt", tmp_path / "ft"
-    out = _torchrun(repo_root, SCRIPTS[0], [*TINY_VQ, "--quantize_kmeans_init", "--output_dir", str(vq_dir),
-                    "--log_dir", str(tmp_path / "tb"), "--dataset_dir", str(pre), "--epochs", "1", "--val_freq", "1", *COMMON])  # fmt: skip
-    assert "x 2 process(es)" in out and "effective batch 8" in out
+def test_pipeline_under_torchrun_two_processes(tmp_path, demo_smoke):
+    """VQ-HBR -> pre-training (targets from that tokenizer) -> fine-tuning -> --eval, 2 gloo ranks each.
+
+    VQ-HBR, pre-training, the linear probes and their --eval come from the session's shared smoke run
+    (tests/conftest.demo_smoke, ``run_demo.py --smoke --nproc 2``); the full fine-tuning (``--trainable all``:
+    the whole backbone under DDP) runs here on that run's data and pre-trained checkpoint.
+    """
+    from datasets.ecg_dataset import load_class_names
+    from modeling import get_config
+
+    out, ckpt = demo_smoke.out, demo_smoke.out / "checkpoints"
+    vq_out, pt_out = demo_smoke.stage_log("vqhbr"), demo_smoke.stage_log("pretrain")
+    batch = int(re.search(r"--batch_size (\d+)", vq_out.splitlines()[0]).group(1))
+    for stage_out in (vq_out, pt_out):
+        assert "x 2 process(es)" in stage_out and f"effective batch {2 * batch}" in stage_out, stage_out[
+            -2000:
+        ]
+    vq_dir, pt_dir = ckpt / "vqhbr", ckpt / "pretrain"
     log = json.loads((vq_dir / "log.txt").read_text().splitlines()[-1])
     assert {"train_rec_loss", "train_quant_loss", "val_unused_codes", "val_perplexity"} <= set(log)
-    assert json.loads((vq_dir / "args.json").read_text())["model_config"]["codebook_size"] == 64
-    assert any((tmp_path / "tb").iterdir())
-
-    _torchrun(repo_root, SCRIPTS[1], ["--model", "HeartLang_tiny", "--tokenizer_model", "vqhbr_tiny",
-              "--tokenizer_weight", str(vq_dir / "checkpoint-1.pth"), "--codebook_size", "64", "--codebook_dim", "16",
-              "--output_dir", str(pt_dir), "--dataset_dir", str(pre), "--epochs", "1", "--val_freq", "1", *COMMON])  # fmt: skip
-    log = json.loads((pt_dir / "log.txt").read_text())
+    n_codes = get_config("vqhbr_tiny").codebook_size
+    assert f"--codebook_n_emd {n_codes}" in vq_out.splitlines()[0]
+    assert json.loads((vq_dir / "args.json").read_text())["model_config"]["codebook_size"] == n_codes
+    assert any((out / "log" / "vqhbr").iterdir())  # TensorBoard (--log_dir)
+    assert f"--tokenizer_weight {vq_dir / 'checkpoint-1.pth'}" in pt_out.splitlines()[0]
+    log = json.loads((pt_dir / "log.txt").read_text().splitlines()[-1])
     assert 0 <= log["train_mlm_acc"] <= 1 and log["train_loss"] > 0
     assert 0 <= log["val_mlm_acc"] <= 1 and log["val_loss"] > 0
+    down = out / "ecg_datasets" / "PTBXL_QRS" / "superdiagnostic"
+    n_classes, n_test = (
+        int(np.load(down / "train_labels.npy").shape[1]),
+        len(np.load(down / "test_labels.npy")),
+    )
+    names = load_class_names(down, n_classes)
+    assert names != [f"class_{c}" for c in range(n_classes)]
+    for name in ("superdiagnostic_pretrained_1", "superdiagnostic_random_1"):
+        assert "x 2 process(es)" in demo_smoke.stage_log(f"probe_{name}")
+        assert (ckpt / "finetune" / name / "checkpoint-best.pth").is_file()
+        lines = demo_smoke.stage_log(f"eval_{name}").splitlines()  # the per-class table, then macro
+        assert all(any(line.split()[:1] == [c] for line in lines) for c in [*names, "macro"]), lines
+    rows = list(csv.DictReader((out / "results" / "finetune_results.csv").open()))
+    assert len(rows) == 2  # one row per --eval: rank 0 only
+    for row in rows:
+        assert (row["dataset"], row["subset"], row["ratio"], row["sampling"], row["seed"]) == (
+            "PTBXL", "superdiagnostic", "1.0", "random", "0",
+        )  # fmt: skip
+        assert int(row["n_test"]) == n_test and 0 <= float(row["macro_auc"]) <= 1
 
-    ft_args = ["--model", "HeartLang_finetune_tiny", "--trainable", "all", "--nb_classes", "3", "--is_binary",
-               "--output_dir", str(ft_dir), "--dataset_dir", str(down), "--seed", "0", *COMMON]  # fmt: skip
-    _torchrun(
-        repo_root, SCRIPTS[2], [*ft_args, "--finetune", str(pt_dir / "checkpoint.pth"), "--epochs", "1"]
-    )
+    # The whole backbone trained under DDP (the probes above train only the head).
+    ft_dir = tmp_path / "ft"
+    _torchrun(SCRIPTS[2], ["--model", "HeartLang_finetune_tiny", "--trainable", "all", "--nb_classes", str(n_classes),
+              "--is_binary", "--output_dir", str(ft_dir), "--dataset_dir", str(down), "--seed", "0", *COMMON,
+              "--finetune", str(pt_dir / "checkpoint.pth"), "--epochs", "1"])  # fmt: skip
     assert (ft_dir / "checkpoint-best.pth").is_file()
-    csv_path = tmp_path / "results.csv"
-    out = _torchrun(repo_root, SCRIPTS[2], [*ft_args, "--eval", "--results_csv", str(csv_path)])
-    assert "macro" in out and "class_2" in out
-    rows = list(csv.DictReader(csv_path.open()))
-    assert len(rows) == 1  # rank 0 only
-    row = rows[0]
-    assert (row["dataset"], row["subset"], row["ratio"], row["sampling"], row["seed"]) == (
-        "TOY",
-        "form",
-        "1.0",
-        "random",
-        "0",
-    )
-    assert int(row["n_test"]) == 8 and 0 <= float(row["macro_auc"]) <= 1
+    log = json.loads((ft_dir / "log.txt").read_text().splitlines()[-1])
+    assert log["train_loss"] > 0 and 0 <= log["val_macro_auc"] <= 1
 
 
 def _run_inprocess(script: str, argv: list[str]) -> None:
@@ -167,7 +169,7 @@ def _resume_matches(tmp_path: Path, script: str, argv: list[str], run=None) -> N
 
 @pytest.mark.dist
 @pytest.mark.slow
-def test_resume_gives_the_same_metrics_pretraining(tmp_path, repo_root):
+def test_resume_gives_the_same_metrics_pretraining(tmp_path):
     pre = make_pretrain(tmp_path)
     vq = tmp_path / "vq"
     _run_inprocess(
@@ -178,7 +180,7 @@ def test_resume_gives_the_same_metrics_pretraining(tmp_path, repo_root):
             str(vq / "checkpoint.pth"), "--codebook_size", "64", "--codebook_dim", "16", "--dataset_dir", str(pre),
             "--update_freq", "2", *COMMON]  # fmt: skip
     # Two ranks: each must get back its own masking / dropout stream, not rank 0's.
-    _resume_matches(tmp_path, SCRIPTS[1], argv, run=lambda script, a: _torchrun(repo_root, script, a))
+    _resume_matches(tmp_path, SCRIPTS[1], argv, run=_torchrun)
 
 
 def test_resume_gives_the_same_metrics_linear_probe(tmp_path):
