@@ -96,7 +96,7 @@ def time_loader(ds, batch_size: int, workers: int, pin: bool, batches: int) -> d
     t_start = time.perf_counter()
     it = iter(loader)
     next(it)  # worker start-up and the first batch are not steady state
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     n = 0
     for _ in range(batches):
         try:
@@ -104,14 +104,17 @@ def time_loader(ds, batch_size: int, workers: int, pin: bool, batches: int) -> d
         except StopIteration:
             break
         n += x.shape[0]
-    dt = time.perf_counter() - t0
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     del it
-    return {
+    out = {
         "samples_per_s": n / dt,
         "startup_s": t0 - t_start,
         "samples": n,
         "MB_per_s": n * SENTENCE_BYTES / dt / 1e6,
     }
+    if workers == 0:  # all the work is in this process: samples per CPU-second = what one free core delivers
+        out["samples_per_cpu_s"] = n / cpu
+    return out
 
 
 def flops_per_sample(batch: int = 2) -> dict:
@@ -168,12 +171,14 @@ def main() -> dict:
                 )
                 r.update(mode=mode, workers=workers, pin_memory=pin)
                 rows.append(r)
+                per_cpu = f", {r['samples_per_cpu_s']:.0f} per CPU-second" if "samples_per_cpu_s" in r else ""
                 print(f"{mode:5s} reads, {workers} worker(s){' pinned' if pin else ''}: "
-                      f"{r['samples_per_s']:8.0f} samples/s ({r['MB_per_s']:.0f} MB/s; start-up {r['startup_s']:.2f} s)",
+                      f"{r['samples_per_s']:8.0f} samples/s ({r['MB_per_s']:.0f} MB/s; start-up {r['startup_s']:.2f} s{per_cpu})",
                       flush=True)  # fmt: skip
         flops = flops_per_sample()
         per_gpu = {k: args.peak_tflops * 1e12 * args.mfu / v for k, v in flops.items()}
         best_one_process = max(r["samples_per_s"] for r in rows if r["workers"] <= 1)
+        best_per_core = max(r.get("samples_per_cpu_s", 0.0) for r in rows)
         result = {
             "device": "cpu", "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
             "torch": torch.__version__, "folders": args.folders, "per_folder": args.per_folder,
@@ -182,14 +187,16 @@ def main() -> dict:
             "assumed_gpu": {"peak_tflops": args.peak_tflops, "mfu": args.mfu, "what": "H100 SXM dense bf16"},
             "gpu_samples_per_s": {"one_gpu": per_gpu, f"{args.gpus}_gpus": {k: args.gpus * v for k, v in per_gpu.items()}},
             "one_loader_process_feeds_one_gpu": best_one_process >= per_gpu["cached"],
+            "one_free_core_feeds_one_gpu": best_per_core >= per_gpu["cached"], "best_samples_per_cpu_s": best_per_core,
             "load_average": list(os.getloadavg()),
         }  # fmt: skip
         print(f"full-size pre-training step: {flops['cached'] / 1e9:.1f} GFLOP/sample with cached targets, "
               f"{flops['on_the_fly'] / 1e9:.1f} on the fly")  # fmt: skip
         print(f"one GPU at {args.peak_tflops:.0f} TFLOP/s x {args.mfu:.0%} MFU consumes {per_gpu['cached']:.0f} samples/s "
               f"(cached targets); {args.gpus} GPUs {args.gpus * per_gpu['cached']:.0f} samples/s")  # fmt: skip
-        print(f"best loader with <= 1 worker: {best_one_process:.0f} samples/s -> one loader process "
-              f"{'CAN' if result['one_loader_process_feeds_one_gpu'] else 'CANNOT'} feed one GPU")  # fmt: skip
+        print(f"best loader with <= 1 worker: {best_one_process:.0f} samples/s wall -> one loader process "
+              f"{'CAN' if result['one_loader_process_feeds_one_gpu'] else 'CANNOT'} feed one GPU on this machine now; "
+              f"per CPU-second {best_per_core:.0f} -> one free core {'CAN' if result['one_free_core_feeds_one_gpu'] else 'CANNOT'}")  # fmt: skip
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.out}")
