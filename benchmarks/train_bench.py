@@ -3,10 +3,14 @@
     python benchmarks/train_bench.py [--batch_size 2] [--steps 3] [--device cpu|cuda]
 
 For each stage (VQ-HBR, masked pre-training, linear probe, full fine-tuning) it times
-* ``engine``: our ``engine.common.train_one_epoch`` (autocast, accumulation logic, lr schedule,
-  clipping, meters) over an in-memory loader, and
-* ``baseline``: a bare PyTorch loop doing the same forward / backward / AdamW step,
-so the engine's overhead is visible. Model FLOPs per step are counted once with
+* ``engine``: our ``engine.loop.train_one_epoch`` (autocast, accumulation logic, lr schedule,
+  clipping, meters) over an in-memory loader, with our optimizer (``--adamw_impl auto``: fused), and
+* ``baseline``: a bare PyTorch loop doing the original's forward / backward / AdamW step (torch's
+  default AdamW; pre-training with targets computed on the fly), in the same run.
+Extra rows: ``pretrain_cached`` (our default ``--targets cached``: the batch carries the targets, no tokenizer
+forward; its baseline is the original's on-the-fly step) and ``probe_cached_features`` (``--cache_features``:
+mlp_head on cached CLS features). ``adamw`` times one optimizer step of the pre-training model's 44.6 M
+parameters with each kernel. Model FLOPs per step are counted once with
 ``torch.utils.flop_counter`` and turned into achieved TFLOP/s; on CUDA also into model FLOPs
 utilisation against ``--peak_tflops`` (default: H100 SXM dense bf16, 989). Results go to
 benchmarks/results/train_bench.json.
@@ -36,7 +40,11 @@ from engine.loop import Amp, train_one_epoch  # noqa: E402
 from engine.pretrain import PretrainStep  # noqa: E402
 from engine.vqhbr import vqhbr_step  # noqa: E402
 from modeling import create_model  # noqa: E402
-from utils.optim import create_optimizer  # noqa: E402
+from utils.optim import adamw_kwargs, create_optimizer  # noqa: E402
+
+# --clock: wall time (perf_counter) or this process's CPU time (process_time; with OMP_NUM_THREADS=1 it is the
+# compute a step costs, robust on a machine shared with other jobs, where wall time is mostly waiting).
+CLOCK = [time.perf_counter]
 
 
 def make_batches(n: int, batch_size: int, n_classes: int, device: torch.device, seed: int = 0) -> list[tuple]:
@@ -52,7 +60,7 @@ def make_batches(n: int, batch_size: int, n_classes: int, device: torch.device, 
 
 
 def stages(device: torch.device):
-    """name -> (model factory, step_fn factory, train-mode setter)."""
+    """name -> factory of (model, step_fn factory, train-mode setter[, baseline step_fn, batch transform])."""
 
     def tokenizer():
         return create_model("vqhbr").to(device).eval().requires_grad_(False)
@@ -63,6 +71,29 @@ def stages(device: torch.device):
     def pretrain():
         tok = tokenizer()
         return create_model("HeartLang").to(device), lambda: PretrainStep(tok, device), None
+
+    def pretrain_cached():
+        tok = tokenizer()
+        fly = PretrainStep(tok, device)
+
+        def with_targets(batch):  # what the loader yields with --targets cached: the targets in slot 4
+            x, c, t, _ = batch
+            return x, c, t, fly.targets(x, c, t)
+
+        model = create_model("HeartLang").to(device)
+        return model, lambda: PretrainStep(None, device, cached=True), None, fly, with_targets
+
+    def probe_cached():
+        head = torch.nn.Linear(768, 5).to(device)
+
+        def features(batch):  # --cache_features: (CLS feature, label) items
+            return torch.randn(batch[0].shape[0], 768, device=device), batch[3]
+
+        def step(m, b):
+            logits, y = forward_batch(m, b, device)
+            return compute_loss(logits, y, True), {}
+
+        return head, lambda: step, None, None, features
 
     def finetune(trainable):
         def build():
@@ -81,9 +112,32 @@ def stages(device: torch.device):
     return {
         "vqhbr": vq,
         "pretrain": pretrain,
+        "pretrain_cached": pretrain_cached,
         "finetune_linear": finetune("linear"),
+        "probe_cached_features": probe_cached,
         "finetune_all": finetune("all"),
     }
+
+
+def time_adamw(device: torch.device, rounds: int, steps: int = 3) -> dict:
+    """ms per AdamW step over the pre-training model's parameters, per kernel (interleaved, best of rounds)."""
+    model = create_model("HeartLang").to(device)
+    params = list(model.parameters())
+    g = torch.Generator().manual_seed(0)
+    for q in params:
+        q.grad = torch.randn(q.shape, generator=g).to(device)
+    best = {}
+    for _ in range(rounds):
+        for impl in ("for_loop", "foreach", "fused"):
+            opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.05, **adamw_kwargs(impl, params))
+            opt.step()
+            sync(device)
+            t0 = CLOCK[0]()
+            for _ in range(steps):
+                opt.step()
+            sync(device)
+            best[impl] = min(best.get(impl, float("inf")), (CLOCK[0]() - t0) / steps * 1e3)
+    return {f"{k}_ms_per_step": v for k, v in best.items()}
 
 
 def count_flops(model, step_fn, batch, amp: Amp) -> int:
@@ -108,10 +162,10 @@ def time_engine(model, step_fn, batches, amp, args_ns, set_mode) -> float:
     (set_mode or (lambda m: m.train()))(model)
     train_one_epoch(model, batches[:1], opt, amp, 0, step_fn, lr_values, 1, 1, optim.clip_grad)  # warm-up
     sync(amp_device(amp))
-    t0 = time.perf_counter()
+    t0 = CLOCK[0]()
     train_one_epoch(model, batches, opt, amp, 0, step_fn, lr_values, len(batches), 1, optim.clip_grad)
     sync(amp_device(amp))
-    return time.perf_counter() - t0
+    return CLOCK[0]() - t0
 
 
 def amp_device(amp: Amp) -> torch.device:
@@ -120,6 +174,7 @@ def amp_device(amp: Amp) -> torch.device:
 
 def time_baseline(model, step_fn, batches, amp, args_ns, set_mode) -> float:
     params = [p for p in model.parameters() if p.requires_grad]
+    # torch's default AdamW kernel, as the original builds it
     opt = torch.optim.AdamW(params, lr=args_ns.lr, weight_decay=args_ns.weight_decay)
     (set_mode or (lambda m: m.train()))(model)
 
@@ -135,11 +190,11 @@ def time_baseline(model, step_fn, batches, amp, args_ns, set_mode) -> float:
 
     one(batches[0])
     sync(amp_device(amp))
-    t0 = time.perf_counter()
+    t0 = CLOCK[0]()
     for b in batches:
         one(b)
     sync(amp_device(amp))
-    return time.perf_counter() - t0
+    return CLOCK[0]() - t0
 
 
 def main() -> dict:
@@ -151,11 +206,14 @@ def main() -> dict:
     p.add_argument("--amp", default="bf16", choices=["bf16", "fp16", "none"])
     p.add_argument("--peak_tflops", type=float, default=989.0)
     p.add_argument("--stages", nargs="+", default=None)
+    p.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                   help="cpu: process CPU time (use with OMP_NUM_THREADS=1 on a shared machine)")  # fmt: skip
     p.add_argument(
         "--out", type=Path, default=Path(__file__).resolve().parent / "results" / "train_bench.json"
     )
     args = p.parse_args()
     device = torch.device(args.device)
+    CLOCK[0] = time.process_time if args.clock == "cpu" else time.perf_counter
     amp = Amp(device, args.amp)
     ns = Namespace(
         opt="adamw",
@@ -170,21 +228,24 @@ def main() -> dict:
     results = {
         "device": str(device), "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
         "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-        "torch": torch.__version__, "precision": amp.name, "batch_size": args.batch_size, "steps": args.steps, "rounds": args.rounds,
+        "torch": torch.__version__, "precision": amp.name, "batch_size": args.batch_size, "steps": args.steps, "rounds": args.rounds, "clock": args.clock,
         "stages": {}, "load_average_before": list(os.getloadavg()),
     }  # fmt: skip
     for name, build in stages(device).items():
         if args.stages and name not in args.stages:
             continue
-        model, make_step, set_mode = build()
+        model, make_step, set_mode, *rest = build()
+        base_step, transform = (rest + [None, None])[:2]
         step_fn = make_step()
+        base_step = base_step or step_fn
+        stage_batches = [transform(b) for b in batches] if transform else batches
         (set_mode or (lambda m: m.train()))(model)
-        flops = count_flops(model, step_fn, batches[0], amp)
+        flops = count_flops(model, step_fn, stage_batches[0], amp)
         # Interleaved rounds, best of each: the machine may be shared, so single timings are noisy.
         t_base, t_eng = float("inf"), float("inf")
         for _ in range(args.rounds):
-            t_base = min(t_base, time_baseline(model, step_fn, batches, amp, ns, set_mode))
-            t_eng = min(t_eng, time_engine(model, step_fn, batches, amp, ns, set_mode))
+            t_base = min(t_base, time_baseline(model, base_step, stage_batches, amp, ns, set_mode))
+            t_eng = min(t_eng, time_engine(model, step_fn, stage_batches, amp, ns, set_mode))
         r = {
             "params_M": sum(q.numel() for q in model.parameters()) / 1e6,
             "trainable_params_M": sum(q.numel() for q in model.parameters() if q.requires_grad) / 1e6,
@@ -192,7 +253,7 @@ def main() -> dict:
             "engine_steps_per_s": args.steps / t_eng, "engine_samples_per_s": args.steps * args.batch_size / t_eng,
             "baseline_steps_per_s": args.steps / t_base,
             "baseline_samples_per_s": args.steps * args.batch_size / t_base,
-            "engine_over_baseline_time": t_eng / t_base,
+            "engine_over_baseline_time": t_eng / t_base, "speedup_over_baseline": t_base / t_eng,
             "engine_tflops": flops * args.steps / t_eng / 1e12,
         }  # fmt: skip
         if device.type == "cuda":
@@ -201,7 +262,10 @@ def main() -> dict:
         print(f"{name:16s} {r['engine_steps_per_s']:.3f} steps/s  {r['engine_samples_per_s']:.2f} samples/s  "
               f"(bare loop {r['baseline_steps_per_s']:.3f} steps/s; engine/bare time {r['engine_over_baseline_time']:.2f})  "
               f"{r['gflop_per_step']:.1f} GFLOP/step  {r['engine_tflops'] * 1e3:.1f} GFLOP/s", flush=True)  # fmt: skip
-        del model, step_fn
+        del model, step_fn, base_step
+    if not args.stages or "adamw" in args.stages:
+        results["adamw"] = time_adamw(device, args.rounds)
+        print("adamw ms/step: " + ", ".join(f"{k} {v:.0f}" for k, v in results["adamw"].items()), flush=True)
     results["load_average_after"] = list(os.getloadavg())
     results["note"] = "best of --rounds interleaved rounds; on a shared CPU machine the numbers are noisy"
     args.out.parent.mkdir(parents=True, exist_ok=True)
