@@ -38,7 +38,7 @@ import torch
 from datasets.ecg_dataset import build_sentence_dataset
 from datasets.preprocess.records import SkipLog, parallel_map
 from datasets.preprocess.signal import SignalError
-from datasets.qrs.detect import DETECTORS
+from datasets.qrs.detect import DEFAULT_DETECTOR, DETECTORS
 from engine.config import RECIPE_FLAGS
 from inference import CHAINS, POOLS, embed_sentences, find_records, read_record, record_sentence
 from inference.records import resolve_scaler
@@ -69,7 +69,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="chain ptbxl: scaler.json of the training subset, or the folder holding it "
                    "(datasets/ecg_datasets/PTBXL/<subset> or PTBXL_QRS/<subset>)")  # fmt: skip
     r.add_argument(
-        "--detector", default="xqrs", choices=DETECTORS, help="R-peak detector of the QRS tokenizer"
+        "--detector",
+        default=DEFAULT_DETECTOR,
+        choices=DETECTORS,
+        help="R-peak detector of the QRS tokenizer (xqrs_fast: identical R peaks to wfdb xqrs, compiled)",
     )
     r.add_argument("--num_workers", default=1, type=int, help="processes reading + tokenising records")
     return p

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from datasets.preprocess.signal import STANDARD_LEADS, TARGET_FS, TARGET_LEN, SignalError
+from datasets.qrs.detect import DEFAULT_DETECTOR
 from datasets.qrs.tokenizer import tokenize_record
 from modeling.embedding import padding_positions
 from modeling.heartlang import HeartLang, HeartLangClassifier
@@ -70,7 +71,7 @@ def embed_sentences(
     return out.float().cpu()
 
 
-def tokenize_ecgs(signals: np.ndarray, used_channels=None, detector: str = "xqrs", names=None):
+def tokenize_ecgs(signals: np.ndarray, used_channels=None, detector: str = DEFAULT_DETECTOR, names=None):
     """Preprocessed records (N, 12, 1000) or one (12, 1000) at 100 Hz -> ``(x (N, 256, 96), in_chans (N, 256),
     in_times (N, 256))``. Raw records go through :func:`embed_ecg` / :func:`record_sentence` instead.
 
@@ -143,7 +144,7 @@ def _names(lead_names):
 
 
 def record_sentence(
-    record: ECGRecord, chain: str = "mimic", scaler=None, used_channels=None, detector="xqrs"
+    record: ECGRecord, chain: str = "mimic", scaler=None, used_channels=None, detector=DEFAULT_DETECTOR
 ):
     """One raw record -> its sentence ``(x (256, 96), in_chans (256,), in_times (256,))``: preprocessed by
     ``chain`` (:func:`inference.records.prepare_record`), then QRS-tokenised at 100 Hz."""
@@ -160,7 +161,7 @@ def embed_ecg(
     scaler=None,
     pool: str = "cls",
     used_channels=None,
-    detector: str = "xqrs",
+    detector: str = DEFAULT_DETECTOR,
 ) -> torch.Tensor:
     """Raw records at any sampling rate and length -> embeddings (N, D) for ``cls`` / ``mean``, (N, 2, D)
     for ``both``, one row per record in input order.
