@@ -113,6 +113,8 @@ def stages(device: torch.device):
         "vqhbr": vq,
         "pretrain": pretrain,
         "pretrain_cached": pretrain_cached,
+        # our defaults + --compile (inductor): the baseline stays the original's eager on-the-fly step
+        "pretrain_cached_compiled": pretrain_cached,
         "finetune_linear": finetune("linear"),
         "probe_cached_features": probe_cached,
         "finetune_all": finetune("all"),
@@ -154,16 +156,20 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def time_engine(model, step_fn, batches, amp, args_ns, set_mode) -> float:
+def time_engine(model, step_fn, batches, amp, args_ns, set_mode, net=None) -> float:
+    """``net``: the module the step calls (torch.compile(model) for the ``*_compiled`` rows)."""
     optim = OptimConfig(lr=args_ns.lr, min_lr=args_ns.lr, weight_decay=args_ns.weight_decay, warmup_epochs=0,
                         warmup_steps=-1, epochs=1, batch_size=1, clip_grad=args_ns.clip_grad, layer_decay=0.9)  # fmt: skip
     opt = create_optimizer(model, optim)
     lr_values = np.full(len(batches), args_ns.lr)
     (set_mode or (lambda m: m.train()))(model)
-    train_one_epoch(model, batches[:1], opt, amp, 0, step_fn, lr_values, 1, 1, optim.clip_grad)  # warm-up
+    net = net if net is not None else model
+    train_one_epoch(
+        net, batches[:1], opt, amp, 0, step_fn, lr_values, 1, 1, optim.clip_grad
+    )  # warm-up (+ compile)
     sync(amp_device(amp))
     t0 = CLOCK[0]()
-    train_one_epoch(model, batches, opt, amp, 0, step_fn, lr_values, len(batches), 1, optim.clip_grad)
+    train_one_epoch(net, batches, opt, amp, 0, step_fn, lr_values, len(batches), 1, optim.clip_grad)
     sync(amp_device(amp))
     return CLOCK[0]() - t0
 
@@ -239,13 +245,14 @@ def main() -> dict:
         step_fn = make_step()
         base_step = base_step or step_fn
         stage_batches = [transform(b) for b in batches] if transform else batches
+        net = torch.compile(model) if name.endswith("_compiled") else None
         (set_mode or (lambda m: m.train()))(model)
         flops = count_flops(model, step_fn, stage_batches[0], amp)
         # Interleaved rounds, best of each: the machine may be shared, so single timings are noisy.
         t_base, t_eng = float("inf"), float("inf")
         for _ in range(args.rounds):
             t_base = min(t_base, time_baseline(model, base_step, stage_batches, amp, ns, set_mode))
-            t_eng = min(t_eng, time_engine(model, step_fn, stage_batches, amp, ns, set_mode))
+            t_eng = min(t_eng, time_engine(model, step_fn, stage_batches, amp, ns, set_mode, net))
         r = {
             "params_M": sum(q.numel() for q in model.parameters()) / 1e6,
             "trainable_params_M": sum(q.numel() for q in model.parameters() if q.requires_grad) / 1e6,
@@ -262,7 +269,7 @@ def main() -> dict:
         print(f"{name:16s} {r['engine_steps_per_s']:.3f} steps/s  {r['engine_samples_per_s']:.2f} samples/s  "
               f"(bare loop {r['baseline_steps_per_s']:.3f} steps/s; engine/bare time {r['engine_over_baseline_time']:.2f})  "
               f"{r['gflop_per_step']:.1f} GFLOP/step  {r['engine_tflops'] * 1e3:.1f} GFLOP/s", flush=True)  # fmt: skip
-        del model, step_fn, base_step
+        del model, step_fn, base_step, net
     if not args.stages or "adamw" in args.stages:
         results["adamw"] = time_adamw(device, args.rounds)
         print("adamw ms/step: " + ", ".join(f"{k} {v:.0f}" for k, v in results["adamw"].items()), flush=True)

@@ -254,7 +254,8 @@ class FinetuneStage(Stage):
             logits = module(inputs[0])
         elif self.trainable == "linear":
             with torch.no_grad():  # the frozen backbone: no autograd graph, whatever its mode
-                feats = (self.features or self.model.forward_features)(*inputs)
+                fn = self.features if self.features is not None else self.model.forward_features
+                feats = fn(*inputs)
             logits = module(feats)
         else:
             x, c, t = inputs

@@ -129,6 +129,14 @@ def test_train_mode_probe_runs_no_autograd_through_the_backbone(tmp_path):
     loss.backward()
     assert model.mlp_head.weight.grad is not None
     assert all(p.grad is None for p in model.backbone.parameters())
+    # --compile: the probe compiles the head AND the frozen backbone's feature function; same loss.
+    stage.run = dataclasses.replace(run, compile_backend="eager")
+    head = stage.compile(model.mlp_head)
+    assert stage.features is not None
+    model.eval()
+    compiled_loss = stage.step(head, batch)[0]
+    stage.features = None
+    assert torch.equal(compiled_loss, stage.step(model.mlp_head, batch)[0])
 
 
 # ------------------------------------------------------------------------------------------ --compile
