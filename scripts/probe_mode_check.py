@@ -195,9 +195,12 @@ def main(args) -> dict:
         speed = seed_command_speed(args, run, prep)
         print(json.dumps(speed, indent=2))
     report = {
+        "command_line": " ".join(["python", "scripts/probe_mode_check.py", *sys.argv[1:]]),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "load_average_at_end": os.getloadavg(),
         "data": str(args.ptbxl), "task": "PTB-XL superdiagnostic (shared subset, folds 1-8/9/10)",
         "sizes": {k: v for k, v in prep["sizes"].items() if k != "unreadable"},
-        "pretraining": {"vqhbr": "vqhbr_small", "pretrain": "HeartLang_small", "vq_epochs": args.vq_epochs,
+        "pretraining": {"vqhbr": "vqhbr_small", "pretrain": "HeartLang_small", "max_unlabeled": args.max_unlabeled,
+                        "vq_epochs": args.vq_epochs,
                         "pt_epochs": args.pt_epochs, "batch_size": args.batch_size, "seed": args.seed,
                         "checkpoint": str(prep["pt_ckpt"])},
         "probe": {"model": "HeartLang_finetune_small", "epochs": args.ft_epochs, "lr": 5e-3, "warmup_epochs": 1,
