@@ -34,7 +34,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     m.add_argument("--cache_features", action="store_true",
                    help="linear probe with an eval-mode backbone: compute the CLS features once, train mlp_head on them")  # fmt: skip
     d = parser.add_argument_group("data")
-    d.add_argument("--dataset_dir", default="datasets/ecg_datasets/PTBXL_QRS/super_class", type=str)
+    d.add_argument("--dataset_dir", default="datasets/ecg_datasets/PTBXL_QRS/superdiagnostic", type=str)
     d.add_argument(
         "--split_ratio", default=1.0, type=float, help="share of the training set used (0.01/0.1/1)"
     )
