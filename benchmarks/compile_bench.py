@@ -147,7 +147,7 @@ def main() -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--backend", default="inductor")
     p.add_argument("--steps", type=int, default=20, help="parity steps (tiny models)")
-    p.add_argument("--stages", nargs="+", default=["vqhbr", "pretrain", "finetune_all"])
+    p.add_argument("--stages", nargs="*", default=["vqhbr", "pretrain", "finetune_all"])
     p.add_argument("--full_stages", nargs="*", default=["pretrain"])
     p.add_argument("--full_batch", type=int, default=8)
     p.add_argument("--full_steps", type=int, default=3)
