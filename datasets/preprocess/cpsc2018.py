@@ -1,4 +1,4 @@
-"""CPSC2018 (ICBEB 2018) downstream data (DESIGN.md section 1; paper Sec. 4.1, Table 1).
+"""CPSC2018 (ICBEB 2018) downstream data (docs/preprocessing.md; paper Sec. 4.1, Table 1).
 
 Reads both published forms, found recursively under ``--dataset_path``:
 * ICBEB 2018: ``A0001.mat`` (struct ``ECG``, data in mV, standard lead order) + ``REFERENCE.csv``;

@@ -1,4 +1,4 @@
-"""CSN / Chapman-Shaoxing-Ningbo downstream data (DESIGN.md section 1; paper Sec. 4.1, Table 1).
+"""CSN / Chapman-Shaoxing-Ningbo downstream data (docs/preprocessing.md; paper Sec. 4.1, Table 1).
 
 Input: the WFDB records (``.hea`` + ``.mat``, 500 Hz, 10 s) of PhysioNet ``ecg-arrhythmia`` or its
 CinC 2021 re-publication, found recursively under ``--dataset_path``. Labels are the SNOMED-CT
