@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Quick-start command 2: set up .venv and run the lint check and the whole test suite (CPU, ~minutes).
-# Extra arguments go to pytest, e.g. `bash scripts/run_tests.sh -k tokenizer`.
+# Extra arguments go to pytest, e.g. `bash scripts/run_tests.sh -k tokenizer`. Tests run in 2 pytest-xdist
+# workers (PYTEST_WORKERS=N to change, 0 = in one process); the end-to-end tests share one pipeline run.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -9,7 +10,12 @@ echo "[tests] ruff check"
 python -m ruff check .
 echo "[tests] pytest"
 set +e
-python -m pytest "$@"
+workers="${PYTEST_WORKERS:-2}"
+if [ "$workers" -gt 0 ]; then
+    python -m pytest -n "$workers" "$@"
+else
+    python -m pytest "$@"
+fi
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then

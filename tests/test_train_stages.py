@@ -274,8 +274,16 @@ def test_undefined_val_auc_keeps_last_epoch_as_best(tmp_path, capsys):
     import torch
 
     assert torch.load(out / "checkpoint-best.pth", weights_only=True)["epoch"] == 1
-    _run_inprocess(SCRIPTS[2], [*argv, "--eval", "--results_csv", str(tmp_path / "r.csv")])
-    assert (tmp_path / "r.csv").is_file()
+    _run_inprocess(SCRIPTS[2], [*argv, "--eval", "--results_csv", str(tmp_path / "r.csv"), "--log_dir",
+                   str(tmp_path / "tb_eval")])  # fmt: skip
+    # A traceable row: provenance, the model actually loaded, the recipe, a smoke caveat, the ROC figure.
+    from utils.integrity import sha256_file
+
+    (row,) = list(csv.DictReader((tmp_path / "r.csv").open()))
+    assert row["checkpoint_sha256"] == sha256_file(out / "checkpoint-best.pth") and row["utc"].endswith("Z")
+    assert row["model"] == "HeartLang_finetune_tiny" and row["recipe"] == "official" and row["caveat"]
+    assert Path(row["roc_png"]).is_file() and (out / "training_curves.png").is_file()
+    assert any((tmp_path / "tb_eval").iterdir())  # --eval metrics in TensorBoard
 
 
 def test_corrected_variant_flags_reach_the_models(tmp_path):
