@@ -115,9 +115,7 @@ def create_optimizer(model: nn.Module, optim) -> torch.optim.AdamW:
     kwargs = {"lr": optim.lr, "eps": optim.opt_eps}
     if optim.opt_betas is not None:
         kwargs["betas"] = tuple(optim.opt_betas)
-    # (test and benchmark code passes Namespaces without the field: the default kernel)
-    impl = getattr(optim, "adamw_impl", "auto")
-    kwargs.update(adamw_kwargs(impl, [p for g in groups for p in g["params"]]))
+    kwargs.update(adamw_kwargs(optim.adamw_impl, [p for g in groups for p in g["params"]]))
     # param_names is metadata for logs only; AdamW keeps unknown group keys untouched.
     return torch.optim.AdamW(groups, **kwargs)
 
