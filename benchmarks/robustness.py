@@ -18,7 +18,6 @@ import json
 import os
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -60,21 +59,6 @@ def _stage(case: dict) -> str:
     return case["stage"]
 
 
-def summarise(cases: list[dict]) -> dict:
-    by_class: dict = {}
-    for c in cases:
-        entry = by_class.setdefault(
-            c["class"], {"cases": 0, "outcomes": Counter(), "stages": Counter(), "failed": 0}
-        )
-        entry["cases"] += 1
-        entry["outcomes"][c["outcome"]] += 1
-        entry["stages"][_stage(c)] += 1
-        entry["failed"] += c["passed"] is not True
-    return {
-        k: {**v, "outcomes": dict(v["outcomes"]), "stages": dict(v["stages"])} for k, v in by_class.items()
-    }
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rerun_data", action="store_true", help="rerun the data-stage suite first")
@@ -94,12 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     rc = pytest.main(["-q", "-p", "no:cacheprovider", SUITE], plugins=[collect])
     training = {
         "suite": SUITE, "cases": len(collect.cases), "silently_wrong": sum(c["passed"] is not True for c in collect.cases),
-        "by_class": summarise(collect.cases), "case_list": collect.cases, "seconds": round(time.time() - t0, 1),
+        "by_class": data_module.summarise(collect.cases, _stage), "case_list": collect.cases, "seconds": round(time.time() - t0, 1),
         "pytest_exit_code": int(rc),
     }  # fmt: skip
     everything = [{**c, "suite": "data"} for c in data["case_list"]]
     everything += [{**c, "suite": "training"} for c in collect.cases]
-    merged = summarise(everything)
+    merged = data_module.summarise(everything, _stage)
     result = {
         "what": "issue 11: hostile cases per class and their asserted outcome; silently_wrong must be 0",
         "cases": len(everything),

@@ -44,6 +44,22 @@ class Collect:
                 self._items[item.nodeid] = {}
 
 
+def summarise(cases: list[dict], stage_of=lambda case: case["stage"]) -> dict:
+    """``{class: {cases, outcomes, stages, failed}}`` of tagged cases (``stage_of`` names a case's stage)."""
+    by_class: dict = {}
+    for c in cases:
+        entry = by_class.setdefault(
+            c["class"], {"cases": 0, "outcomes": Counter(), "stages": Counter(), "failed": 0}
+        )
+        entry["cases"] += 1
+        entry["outcomes"][c["outcome"]] += 1
+        entry["stages"][stage_of(c)] += 1
+        entry["failed"] += c["passed"] is not True
+    return {
+        k: {**v, "outcomes": dict(v["outcomes"]), "stages": dict(v["stages"])} for k, v in by_class.items()
+    }
+
+
 def main() -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.chdir(ROOT)
@@ -52,23 +68,11 @@ def main() -> int:
     t0 = time.time()
     rc = pytest.main(["-q", "-p", "no:cacheprovider", "tests/test_robustness_data.py"], plugins=[collect])
     cases = collect.cases
-    by_class: dict = {}
-    for c in cases:
-        entry = by_class.setdefault(
-            c["class"], {"cases": 0, "outcomes": Counter(), "stages": Counter(), "failed": 0}
-        )
-        entry["cases"] += 1
-        entry["outcomes"][c["outcome"]] += 1
-        entry["stages"][c["stage"]] += 1
-        entry["failed"] += c["passed"] is not True
     result = {
         "suite": "tests/test_robustness_data.py",
         "cases": len(cases),
         "silently_wrong": sum(c["passed"] is not True for c in cases),
-        "by_class": {
-            k: {**v, "outcomes": dict(v["outcomes"]), "stages": dict(v["stages"])}
-            for k, v in by_class.items()
-        },
+        "by_class": summarise(cases),
         "case_list": cases,
         "seconds": round(time.time() - t0, 1),
         "pytest_exit_code": int(rc),
