@@ -217,11 +217,11 @@ class FinetuneStage(Stage):
             print0(f"loaded pre-trained backbone from {self.finetune}")
         else:
             model = create_model(self.model_name, **kwargs)
-        if load_weights and not self.finetune:
-            # Official behaviour: without --finetune the original re-draws EVERY parameter from U(-0.1, 0.1)
-            # (fixtures README item 7); it defines the "no pre-training" baseline.
-            model.randomly_initialize_weights(-0.1, 0.1)
-            print0("no --finetune: every parameter drawn from U(-0.1, 0.1) (official random init)")
+            if load_weights:
+                # Official behaviour: without --finetune the original re-draws EVERY parameter from
+                # U(-0.1, 0.1) (fixtures README item 7); it defines the "no pre-training" baseline.
+                model.randomly_initialize_weights(-0.1, 0.1)
+                print0("no --finetune: every parameter drawn from U(-0.1, 0.1) (official random init)")
         set_trainable(model, self.trainable)
         self.model = model
         return model
