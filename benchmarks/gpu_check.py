@@ -154,7 +154,7 @@ def time_config(stage, args, device, precision, attention, compiled) -> dict:
         amp.scaler.step(opt)
         amp.scaler.update()
         opt.zero_grad(set_to_none=True)
-        return float(loss)
+        return float(loss.detach())
 
     t0 = time.perf_counter()
     loss = one()

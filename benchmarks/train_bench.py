@@ -19,6 +19,7 @@ benchmarks/results/train_bench.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -40,6 +41,8 @@ from engine.loop import Amp, train_one_epoch  # noqa: E402
 from engine.pretrain import PretrainStep  # noqa: E402
 from engine.vqhbr import vqhbr_step  # noqa: E402
 from modeling import create_model  # noqa: E402
+from modeling.dropout import use_torch_dropout  # noqa: E402
+from modeling.transformer import Attention, plain_attend  # noqa: E402
 from utils.optim import adamw_kwargs, create_optimizer  # noqa: E402
 
 # --clock: wall time (perf_counter) or this process's CPU time (process_time; with OMP_NUM_THREADS=1 it is the
@@ -178,7 +181,28 @@ def amp_device(amp: Amp) -> torch.device:
     return torch.device(amp.device_type)
 
 
+@contextlib.contextmanager
+def original_kernels(model):
+    """The original's kernels for the baseline: plain matmul-softmax attention (lucidrains-style, what the
+    original's Attention computes) and torch's own dropout masks (bernoulli_), restored afterwards."""
+    attns = [m for m in model.modules() if isinstance(m, Attention)]
+    saved = [m.attend for m in attns]
+    for m in attns:
+        m.attend = plain_attend
+    try:
+        with use_torch_dropout(True):
+            yield
+    finally:
+        for m, attend in zip(attns, saved):
+            m.attend = attend
+
+
 def time_baseline(model, step_fn, batches, amp, args_ns, set_mode) -> float:
+    with original_kernels(model):
+        return _time_baseline(model, step_fn, batches, amp, args_ns, set_mode)
+
+
+def _time_baseline(model, step_fn, batches, amp, args_ns, set_mode) -> float:
     params = [p for p in model.parameters() if p.requires_grad]
     # torch's default AdamW kernel, as the original builds it
     opt = torch.optim.AdamW(params, lr=args_ns.lr, weight_decay=args_ns.weight_decay)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .config import BackboneConfig
+from .dropout import Dropout
 from .embedding import IdEmbedding, TokenEmbedding, padding_positions
 from .transformer import Transformer
 
@@ -50,7 +51,7 @@ class SentenceBackbone(nn.Module):
         self.token_embed = TokenEmbedding(config.time_window, d)
         self.spa_embed = IdEmbedding(config.num_lead_ids, d)
         self.tem_embed = IdEmbedding(config.num_time_ids, d)
-        self.dropout = nn.Dropout(config.emb_dropout)
+        self.dropout = Dropout(config.emb_dropout)
         self.transformer = Transformer(
             d, config.depth, config.heads, config.dim_head, config.mlp_dim, config.dropout
         )

@@ -13,8 +13,11 @@ so released checkpoints load with ``strict=True`` and no renaming.
 
 Attention is computed by ``torch.nn.functional.scaled_dot_product_attention`` with the scale
 ``dim_head ** -0.5``: the same math as ``softmax(q k^T * scale) v`` but it dispatches to flash /
-memory-efficient kernels on GPU. ``Attention.attend`` can be swapped per instance (the benchmark
-does this to time a plain matmul-softmax attention against it).
+memory-efficient kernels on GPU. On CPU with attention dropout active (training), where SDPA would
+fall back to that same plain math with torch's slow mask draws, :func:`plain_attend` runs instead with
+the fast dropout of ``modeling/dropout.py``. ``Attention.attend`` can be swapped per instance (the
+benchmarks do this to time the plain attention against SDPA). Every Dropout is
+``modeling.dropout.Dropout``: torch's module, with the fast CPU mask generator.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .dropout import Dropout, dropout, fast_applies
 
 AttendFn = Callable[
     [torch.Tensor, torch.Tensor, torch.Tensor, "torch.Tensor | None", float, float], torch.Tensor
@@ -46,6 +51,36 @@ def sdpa_attend(
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale)
 
 
+def plain_attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    attn_mask: torch.Tensor | None,
+    dropout_p: float,
+    scale: float,
+) -> torch.Tensor:
+    """The original's attention: ``dropout(softmax(q k^T * scale)) v``. Same arguments as :func:`sdpa_attend`."""
+    dots = torch.matmul(q, k.transpose(-1, -2)) * scale
+    if attn_mask is not None:
+        dots = dots.masked_fill(~attn_mask, float("-inf"))
+    attn = dropout(dots.softmax(dim=-1), dropout_p, dropout_p > 0)
+    return torch.matmul(attn, v)
+
+
+def default_attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    attn_mask: torch.Tensor | None,
+    dropout_p: float,
+    scale: float,
+) -> torch.Tensor:
+    """SDPA, except with attention dropout where the fast CPU dropout applies: then :func:`plain_attend`."""
+    if dropout_p > 0 and fast_applies(q, dropout_p, True):
+        return plain_attend(q, k, v, attn_mask, dropout_p, scale)
+    return sdpa_attend(q, k, v, attn_mask, dropout_p, scale)
+
+
 class Attention(nn.Module):
     """Pre-norm multi-head self-attention. x: (B, N, D) -> (B, N, D)."""
 
@@ -57,13 +92,13 @@ class Attention(nn.Module):
         self.scale = dim_head**-0.5
         # Dropout on the attention weights, applied inside scaled_dot_product_attention; the module (no
         # parameters) carries p and the train/eval state under the original's name ``layers.{i}.0.dropout``.
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.norm = nn.LayerNorm(dim)
         self.to_qkv = nn.Linear(dim, inner_dim * 3, bias=False)
         # Official behaviour: to_out is always a projection (+ dropout). The original skips it only when
         # heads == 1 and dim_head == dim, which no HeartLang configuration hits.
-        self.to_out = nn.Sequential(nn.Linear(inner_dim, dim), nn.Dropout(dropout))
-        self.attend: AttendFn = sdpa_attend
+        self.to_out = nn.Sequential(nn.Linear(inner_dim, dim), Dropout(dropout))
+        self.attend: AttendFn = default_attend
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         b, n, _ = x.shape
@@ -86,9 +121,9 @@ class FeedForward(nn.Module):
             nn.LayerNorm(dim),
             nn.Linear(dim, hidden_dim),
             nn.GELU(),
-            nn.Dropout(dropout),
+            Dropout(dropout),
             nn.Linear(hidden_dim, dim),
-            nn.Dropout(dropout),
+            Dropout(dropout),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
