@@ -11,12 +11,16 @@ flags and the stage's wiring. See docs/training.md.
 
 from __future__ import annotations
 
-import argparse
+from utils.procs import die_with_launcher
 
-from datasets.ecg_dataset import SAMPLING_METHODS
-from engine.config import add_common_args, configs_from_args
-from engine.finetune import FinetuneStage
-from engine.run import run_stage, test_stage
+die_with_launcher()  # first, before torch is imported: a torchrun worker ends with its launcher
+
+import argparse  # noqa: E402
+
+from datasets.ecg_dataset import SAMPLING_METHODS  # noqa: E402
+from engine.config import add_common_args, configs_from_args  # noqa: E402
+from engine.finetune import FinetuneStage  # noqa: E402
+from engine.run import run_stage, test_stage  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -10,11 +10,15 @@ See docs/training.md.
 
 from __future__ import annotations
 
-import argparse
+from utils.procs import die_with_launcher
 
-from engine.config import add_common_args, configs_from_args
-from engine.pretrain import TARGET_MODES, PretrainStage
-from engine.run import run_stage
+die_with_launcher()  # first, before torch is imported: a torchrun worker ends with its launcher
+
+import argparse  # noqa: E402
+
+from engine.config import add_common_args, configs_from_args  # noqa: E402
+from engine.pretrain import TARGET_MODES, PretrainStage  # noqa: E402
+from engine.run import run_stage  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:

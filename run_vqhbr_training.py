@@ -9,11 +9,15 @@ this file is the seed's flags and the stage's wiring. See docs/training.md.
 
 from __future__ import annotations
 
-import argparse
+from utils.procs import die_with_launcher
 
-from engine.config import add_common_args, configs_from_args
-from engine.run import run_stage
-from engine.vqhbr import VQHBRStage
+die_with_launcher()  # first, before torch is imported: a torchrun worker ends with its launcher
+
+import argparse  # noqa: E402
+
+from engine.config import add_common_args, configs_from_args  # noqa: E402
+from engine.run import run_stage  # noqa: E402
+from engine.vqhbr import VQHBRStage  # noqa: E402
 
 # Official behaviour: the original multiplies --lr by (batch_size x world_size) / 128 for this stage only.
 LR_BATCH_REFERENCE = 128

@@ -1,14 +1,19 @@
-"""Forward+backward throughput and peak memory of the full-size models (docs/models.md), SDPA vs plain attention.
+"""Forward+backward throughput and peak memory of the full-size models (docs/models.md), ours vs the original's kernels.
 
-For each model (vqhbr, HeartLang, HeartLang_finetune_base), batch size and attention implementation
-(our ``scaled_dot_product_attention`` path, and a plain ``softmax(q k^T * scale) v`` written here as the
-baseline) a fresh subprocess builds the model, runs ``--warmup`` untimed and ``--iters`` timed training
-steps (forward, loss, backward) in train mode, and reports samples/s and the peak resident memory added
+For each model (vqhbr, HeartLang, HeartLang_finetune_base), batch size and implementation
+(``ours``: the models as they are, i.e. SDPA, and on CPU in training the plain attention math with the
+fast dropout of modeling/dropout.py; ``original``: a plain ``dropout(softmax(q k^T * scale)) v`` written here
+and torch's own dropout everywhere, as the original computes it) a fresh subprocess builds the model,
+runs ``--warmup`` untimed and ``--iters`` timed training steps (forward, loss, backward) in train mode, and reports samples/s and the peak resident memory added
 by the steps (``resource.getrusage`` peak minus the RSS after building the model). Each configuration
 runs in its own process so that peaks do not carry over. Results: printed table and
 ``benchmarks/results/model_bench.json``.
 
     .venv/bin/python benchmarks/model_bench.py --batch_sizes 8 64 --iters 3
+
+(the HeartLang rows of the current code: ``--models HeartLang --batch_sizes 8 64 --iters 2 --out
+benchmarks/results/model_bench_heartlang.json``; ``model_bench.json`` was measured before modeling/dropout.py,
+when the two rows were SDPA vs plain attention)
 """
 
 from __future__ import annotations
@@ -30,10 +35,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from modeling import create_model  # noqa: E402
+from modeling.dropout import use_torch_dropout  # noqa: E402
 from modeling.transformer import Attention  # noqa: E402
 
 MODELS = ("vqhbr", "HeartLang", "HeartLang_finetune_base")
-IMPLS = ("sdpa", "plain")
+IMPLS = ("ours", "original")
 
 
 def plain_attend(q, k, v, attn_mask, dropout_p, scale):
@@ -82,7 +88,8 @@ def train_step(model, name: str, batch, g: torch.Generator) -> None:
 def run_one(name: str, batch_size: int, impl: str, warmup: int, iters: int) -> dict:
     torch.manual_seed(0)
     model = create_model(name).train()
-    if impl == "plain":
+    if impl == "original":
+        use_torch_dropout(True)  # this child process only
         for module in model.modules():
             if isinstance(module, Attention):
                 module.attend = plain_attend
@@ -101,7 +108,7 @@ def run_one(name: str, batch_size: int, impl: str, warmup: int, iters: int) -> d
     return {
         "model": name,
         "batch_size": batch_size,
-        "attention": impl,
+        "impl": impl,
         "step_s_median": step,
         "samples_per_s": batch_size / step,
         "peak_rss_mib": peak,
@@ -164,11 +171,11 @@ def main() -> None:
                     f"(+{row['step_peak_extra_mib']:.0f} during steps)",
                     flush=True,
                 )
-    # Each SDPA row next to the plain-attention row of the same model and batch size.
-    plain_of = {(r["model"], r["batch_size"]): r for r in rows if r["attention"] == "plain"}
-    pairs = [(r, plain_of[r["model"], r["batch_size"]]) for r in rows if r["attention"] == "sdpa"]
+    # Each row of ours next to the original's row of the same model and batch size.
+    plain_of = {(r["model"], r["batch_size"]): r for r in rows if r["impl"] == "original"}
+    pairs = [(r, plain_of[r["model"], r["batch_size"]]) for r in rows if r["impl"] == "ours"]
     for row, plain in pairs:
-        row["speedup_vs_plain"] = row["samples_per_s"] / plain["samples_per_s"]
+        row["speedup_vs_original"] = row["samples_per_s"] / plain["samples_per_s"]
         row["extra_mem_saved_mib"] = plain["step_peak_extra_mib"] - row["step_peak_extra_mib"]
     result = {
         "device": "cpu",
@@ -184,12 +191,12 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    print("\n| model | batch | SDPA samples/s | plain samples/s | speed-up | SDPA +MiB | plain +MiB |")
+    print("\n| model | batch | ours samples/s | original samples/s | speed-up | ours +MiB | original +MiB |")
     print("|---|---|---|---|---|---|---|")
     for row, plain in pairs:
         print(
             f"| {row['model']} | {row['batch_size']} | {row['samples_per_s']:.2f} | {plain['samples_per_s']:.2f} | "
-            f"{row['speedup_vs_plain']:.2f}x | {row['step_peak_extra_mib']:.0f} | {plain['step_peak_extra_mib']:.0f} |"
+            f"{row['speedup_vs_original']:.2f}x | {row['step_peak_extra_mib']:.0f} | {plain['step_peak_extra_mib']:.0f} |"
         )
     print(
         f"SDPA vs plain max |diff| on one full-width attention layer: {result['sdpa_vs_plain_max_abs_diff']:.2e}"

@@ -6,7 +6,8 @@ the original's argparse). The entry script parses argv into a Namespace and conv
 schedule); engine code never reads the Namespace.
 
 The recipe. By default every stage trains as the original code does ("paper-faithful"); each corrected
-variant is one flag, and ``--recipe corrected`` switches all of them on at once (an explicit flag always wins):
+variant is one flag, and ``--recipe corrected`` switches all of them on at once (an explicit flag always wins:
+``--recipe corrected --no-probe_backbone_eval`` keeps the original's train-mode probe):
 
 =============================  ======  ======================================================================
 flag                           stages  corrected behaviour (official behaviour in brackets)
@@ -121,7 +122,10 @@ def add_common_args(parser: argparse.ArgumentParser, stage: str) -> None:
                    help="'corrected' switches on every corrected variant below; a flag given explicitly wins")  # fmt: skip
     for name, (stages, text) in RECIPE_FLAGS.items():
         if stage in stages:
-            r.add_argument(f"--{name}", action="store_true", default=None, help=f"corrected variant: {text}")
+            # --NAME switches the corrected variant on, --no-NAME keeps the original's behaviour (also under
+            # --recipe corrected); not given: --recipe decides.
+            r.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=None,
+                           help=f"corrected variant: {text}")  # fmt: skip
     o = parser.add_argument_group("optimizer")
     o.add_argument("--opt", default="adamw", type=str, help="only adamw")
     o.add_argument("--opt_eps", default=1e-8, type=float)

@@ -43,6 +43,7 @@ from modeling.checkpoint import (
     save_checkpoint,
     save_epoch_checkpoints,
 )
+from modeling.dropout import mask_source
 from utils.dist import DistInfo, barrier, destroy_distributed, init_distributed_mode, print0, seed_everything
 from utils.integrity import (
     OutputDirLock,
@@ -294,6 +295,7 @@ def write_run_record(out: Path, fp: dict, stage: Stage) -> None:
             "digest": digest(fp),
             "recipe": stage.run.recipe,
             "args": stage.run.settings,
+            "dropout_masks": mask_source(),  # modeling/dropout.py: same distribution, not the same masks
             **provenance(),
         },
     )

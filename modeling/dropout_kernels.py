@@ -28,35 +28,20 @@ def splitmix64(seed, j):
 
 
 @njit(cache=True, nogil=True)
-def forward(x, out, mask, threshold, scale, seed):
-    """out = x * scale where kept else 0; mask = kept. All 1-D, same length."""
+def apply_mask(x, out, threshold, scale, seed):
+    """out = x * scale where the stream ``seed`` keeps the element, else 0. x, out: 1-D, same length.
+
+    The same call on the gradient is the backward: the mask is regenerated from the seed, never stored.
+    Element pairs (2j, 2j + 1) take the low / high 32 bits of hash j; the pair loop has no branch on the
+    length (the odd last element is done after it), so LLVM vectorises it (~2x the scalar loop)."""
     n = x.size
-    for j in range((n + 1) // 2):
+    m = n // 2
+    for j in range(m):
         z = splitmix64(seed, j)
-        i = 2 * j
-        keep = (z & _LOW) >= threshold
-        mask[i] = keep
-        out[i] = x[i] * scale if keep else _ZERO
-        if i + 1 < n:
-            keep = (z >> _S32) >= threshold
-            mask[i + 1] = keep
-            out[i + 1] = x[i + 1] * scale if keep else _ZERO
-
-
-@njit(cache=True, nogil=True)
-def forward_no_mask(x, out, threshold, scale, seed):
-    """:func:`forward` without writing the mask (no backward will need it). Same draws."""
-    n = x.size
-    for j in range((n + 1) // 2):
-        z = splitmix64(seed, j)
-        i = 2 * j
-        out[i] = x[i] * scale if (z & _LOW) >= threshold else _ZERO
-        if i + 1 < n:
-            out[i + 1] = x[i + 1] * scale if (z >> _S32) >= threshold else _ZERO
-
-
-@njit(cache=True, nogil=True)
-def backward(grad, mask, out, scale):
-    """out = grad * scale where kept else 0."""
-    for i in range(grad.size):
-        out[i] = grad[i] * scale if mask[i] else _ZERO
+        a = x[2 * j] * scale
+        b = x[2 * j + 1] * scale
+        out[2 * j] = a if (z & _LOW) >= threshold else _ZERO
+        out[2 * j + 1] = b if (z >> _S32) >= threshold else _ZERO
+    if n % 2:
+        z = splitmix64(seed, m)
+        out[n - 1] = x[n - 1] * scale if (z & _LOW) >= threshold else _ZERO

@@ -59,8 +59,12 @@ def plain_attend(
     dropout_p: float,
     scale: float,
 ) -> torch.Tensor:
-    """The original's attention: ``dropout(softmax(q k^T * scale)) v``. Same arguments as :func:`sdpa_attend`."""
-    dots = torch.matmul(q, k.transpose(-1, -2)) * scale
+    """The original's attention: ``dropout(softmax(q k^T * scale)) v``. Same arguments as :func:`sdpa_attend`.
+
+    ``q`` is scaled before the product (one pass over (N, dh) instead of (N, N), forward and backward); with
+    a power-of-two scale (dim_head 64: 1/8; 16: 1/4) that is bit for bit the original's ``(q k^T) * scale``.
+    """
+    dots = torch.matmul(q * scale, k.transpose(-1, -2))
     if attn_mask is not None:
         dots = dots.masked_fill(~attn_mask, float("-inf"))
     attn = dropout(dots.softmax(dim=-1), dropout_p, dropout_p > 0)

@@ -98,6 +98,9 @@ def test_models_use_it_and_attention_matches_sdpa():
     q, k, v = (torch.randn(2, 2, 257, 16) for _ in range(3))
     mask = torch.rand(2, 1, 1, 257) > 0.3
     mask[..., 0] = True
+    # the original's formula, bit for bit (scale 1/4 is a power of two, so pre-scaling q is exact)
+    original = torch.matmul(torch.softmax(torch.matmul(q, k.transpose(-1, -2)) * 0.25, dim=-1), v)
+    assert torch.equal(plain_attend(q, k, v, None, 0.0, 0.25), original)
     for m in (None, mask):
         # without dropout the plain (original) attention and SDPA agree to float rounding
         assert torch.allclose(plain_attend(q, k, v, m, 0.0, 0.25), sdpa_attend(q, k, v, m, 0.0, 0.25), atol=2e-6)

@@ -174,6 +174,8 @@ def test_cached_targets_and_compile_train_exactly_as_the_original_way(pre, tmp_p
         )
     assert (eager / "log.txt").read_text() != log  # other masks, other numbers: the comparison below can fail
     assert (comp / "log.txt").read_text() == (eager / "log.txt").read_text()
+    assert json.loads((eager / "run.json").read_text())["dropout_masks"] == "torch"
+    assert json.loads((cached / "run.json").read_text())["dropout_masks"].startswith("splitmix64")
     state = torch.load(comp / "checkpoint.pth", map_location="cpu", weights_only=False)
     keys = list(state["model"])
     assert keys == list(

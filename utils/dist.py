@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from utils.integrity import set_parent_death_signal
+from utils.procs import die_with_launcher
 
 
 @dataclass(frozen=True)
@@ -83,8 +83,7 @@ def init_distributed_mode(device: str | None = None, timeout_s: int = 1800) -> D
     rank = _env_int("RANK", 0)
     local_rank = _env_int("LOCAL_RANK", 0)
     distributed = world_size > 1
-    if "TORCHELASTIC_RUN_ID" in os.environ:  # launched by torchrun (also with one process)
-        set_parent_death_signal()
+    die_with_launcher()  # under torchrun (also with one process); the entry scripts already did, this is cheap
 
     if use_cuda:
         torch.cuda.set_device(local_rank)

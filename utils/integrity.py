@@ -9,7 +9,6 @@
   intact) - preprocessing batches and tokenised splits.
 * :class:`OutputDirLock`: one writer per output folder (an ``fcntl`` lock the kernel releases when
   the holder dies, so a stale lock is detected without guessing).
-* :func:`set_parent_death_signal`: a torchrun worker dies with its launcher (Linux ``prctl``).
 * :func:`check_finite`: NaN/inf refused with a message naming what holds them.
 * :func:`provenance`: UTC time, git commit (+ dirty flag), checkpoint path and SHA-256 for result rows.
 
@@ -18,12 +17,10 @@ Imports the standard library, numpy and torch only.
 
 from __future__ import annotations
 
-import ctypes
 import datetime as dt
 import hashlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -340,24 +337,6 @@ def _holder_is_dead(holder: str) -> bool:
     except PermissionError:
         return False
     return False
-
-
-def set_parent_death_signal(sig: int = signal.SIGTERM) -> bool:
-    """Ask Linux to send ``sig`` to this process when its parent (the torchrun launcher) dies, so a
-    ``kill -9`` of torchrun does not leave an orphan worker training. Returns False where unsupported
-    (other OS) or when the parent is already gone (then the signal is sent at once)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        parent = os.getppid()
-        if libc.prctl(1, int(sig), 0, 0, 0) != 0:  # 1 = PR_SET_PDEATHSIG
-            return False
-    except OSError:
-        return False
-    if os.getppid() != parent:  # the launcher died between fork and prctl
-        os.kill(os.getpid(), sig)
-    return True
 
 
 # --------------------------------------------------------------------------------------------- finite
