@@ -5,8 +5,9 @@
 For each stage (VQ-HBR, masked pre-training, linear probe, full fine-tuning) it times
 * ``engine``: our ``engine.loop.train_one_epoch`` (autocast, accumulation logic, lr schedule,
   clipping, meters) over an in-memory loader, with our optimizer (``--adamw_impl auto``: fused), and
-* ``baseline``: a bare PyTorch loop doing the original's forward / backward / AdamW step (torch's
-  default AdamW; pre-training with targets computed on the fly), in the same run.
+* ``baseline``: a bare PyTorch loop doing the original's forward / backward / AdamW step with the original's
+  kernels (plain matmul-softmax attention, torch's own dropout, torch's default AdamW; pre-training with
+  targets computed on the fly), in the same run.
 Extra rows: ``pretrain_cached`` (our default ``--targets cached``: the batch carries the targets, no tokenizer
 forward; its baseline is the original's on-the-fly step) and ``probe_cached_features`` (``--cache_features``:
 mlp_head on cached CLS features). ``adamw`` times one optimizer step of the pre-training model's 44.6 M
