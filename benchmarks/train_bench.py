@@ -13,8 +13,10 @@ forward; its baseline is the original's on-the-fly step) and ``probe_cached_feat
 mlp_head on cached CLS features). ``adamw`` times one optimizer step of the pre-training model's 44.6 M
 parameters with each kernel. Model FLOPs per step are counted once with
 ``torch.utils.flop_counter`` and turned into achieved TFLOP/s; on CUDA also into model FLOPs
-utilisation against ``--peak_tflops`` (default: H100 SXM dense bf16, 989). Results go to
-benchmarks/results/train_bench.json.
+utilisation against ``--peak_tflops`` (default: H100 SXM dense bf16, 989). Each round times the baseline
+and then ours back to back; reported: the ratio of the best round of each side and the median of the
+per-round ratios (``--steps 1 --rounds 8`` pairs single steps, the least load-sensitive comparison on a
+shared machine). Results go to benchmarks/results/train_bench.json.
 """
 
 from __future__ import annotations
@@ -274,10 +276,14 @@ def main() -> dict:
         (set_mode or (lambda m: m.train()))(model)
         flops = count_flops(model, step_fn, stage_batches[0], amp)
         # Interleaved rounds, best of each: the machine may be shared, so single timings are noisy.
-        t_base, t_eng = float("inf"), float("inf")
+        bases, engs = [], []
         for _ in range(args.rounds):
-            t_base = min(t_base, time_baseline(model, base_step, stage_batches, amp, ns, set_mode))
-            t_eng = min(t_eng, time_engine(model, step_fn, stage_batches, amp, ns, set_mode, net))
+            bases.append(time_baseline(model, base_step, stage_batches, amp, ns, set_mode))
+            engs.append(time_engine(model, step_fn, stage_batches, amp, ns, set_mode, net))
+        t_base, t_eng = min(bases), min(engs)
+        # Each round times the baseline and then ours back to back: the median of the per-round ratios is less
+        # sensitive than the ratio of the bests to load that changes between rounds.
+        paired = sorted(b / e for b, e in zip(bases, engs))
         r = {
             "params_M": sum(q.numel() for q in model.parameters()) / 1e6,
             "trainable_params_M": sum(q.numel() for q in model.parameters() if q.requires_grad) / 1e6,
@@ -286,13 +292,17 @@ def main() -> dict:
             "baseline_steps_per_s": args.steps / t_base,
             "baseline_samples_per_s": args.steps * args.batch_size / t_base,
             "engine_over_baseline_time": t_eng / t_base, "speedup_over_baseline": t_base / t_eng,
+            "speedup_median_of_paired_rounds": paired[len(paired) // 2] if len(paired) % 2 else
+            (paired[len(paired) // 2 - 1] + paired[len(paired) // 2]) / 2,
+            "speedup_paired_rounds": paired,
             "engine_tflops": flops * args.steps / t_eng / 1e12,
         }  # fmt: skip
         if device.type == "cuda":
             r["mfu"] = r["engine_tflops"] / args.peak_tflops
         results["stages"][name] = r
         print(f"{name:16s} {r['engine_steps_per_s']:.3f} steps/s  {r['engine_samples_per_s']:.2f} samples/s  "
-              f"(bare loop {r['baseline_steps_per_s']:.3f} steps/s; engine/bare time {r['engine_over_baseline_time']:.2f})  "
+              f"(bare loop {r['baseline_steps_per_s']:.3f} steps/s; engine/bare time {r['engine_over_baseline_time']:.2f}; "
+              f"median paired speed-up {r['speedup_median_of_paired_rounds']:.2f}x)  "
               f"{r['gflop_per_step']:.1f} GFLOP/step  {r['engine_tflops'] * 1e3:.1f} GFLOP/s", flush=True)  # fmt: skip
         del model, step_fn, base_step, net
     if not args.stages or "adamw" in args.stages:
