@@ -11,7 +11,8 @@ nothing is stored between forward and backward; torch's CPU dropout keeps its fl
 
 What is kept from torch's dropout: each element is kept independently with probability ``1 - p``
 (to within 2**-32; torch's own draws have 2**-24 resolution), kept values are multiplied by
-``float32(1 / (1 - p))``, the backward multiplies the gradient by the same mask and scale. Each call
+``float32(1 / (1 - p))``, dropped values are multiplied by 0 (so a dropped NaN or inf gives NaN, as in
+torch, instead of vanishing), the backward multiplies the gradient by the same mask and scale. Each call
 takes its 64-bit seed from torch's default CPU generator, so ``torch.manual_seed`` (and engine.loop's
 per-epoch reseeding) makes runs reproducible. What differs: the exact masks for a given seed are not
 the ones torch would draw; no fixture depends on train-mode dropout masks (the original's own masks

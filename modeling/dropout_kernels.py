@@ -29,7 +29,8 @@ def splitmix64(seed, j):
 
 @njit(cache=True, nogil=True)
 def apply_mask(x, out, threshold, scale, seed):
-    """out = x * scale where the stream ``seed`` keeps the element, else 0. x, out: 1-D, same length.
+    """out = x * scale where the stream ``seed`` keeps the element, else x * 0 (0, or NaN for a non-finite x,
+    as torch's dropout gives). x, out: 1-D, same length.
 
     The same call on the gradient is the backward: the mask is regenerated from the seed, never stored.
     Element pairs (2j, 2j + 1) take the low / high 32 bits of hash j; the pair loop has no branch on the
@@ -38,10 +39,9 @@ def apply_mask(x, out, threshold, scale, seed):
     m = n // 2
     for j in range(m):
         z = splitmix64(seed, j)
-        a = x[2 * j] * scale
-        b = x[2 * j + 1] * scale
-        out[2 * j] = a if (z & _LOW) >= threshold else _ZERO
-        out[2 * j + 1] = b if (z >> _S32) >= threshold else _ZERO
+        # x * (scale or 0), as torch's x * noise: a dropped NaN / inf stays NaN, never silently becomes 0
+        out[2 * j] = x[2 * j] * (scale if (z & _LOW) >= threshold else _ZERO)
+        out[2 * j + 1] = x[2 * j + 1] * (scale if (z >> _S32) >= threshold else _ZERO)
     if n % 2:
         z = splitmix64(seed, m)
-        out[n - 1] = x[n - 1] * scale if (z & _LOW) >= threshold else _ZERO
+        out[n - 1] = x[n - 1] * (scale if (z & _LOW) >= threshold else _ZERO)

@@ -138,3 +138,18 @@ def test_train_step_is_reproducible_and_learns():
         runs.append(losses)
     assert runs[0] == runs[1]
     assert runs[0][-1] < runs[0][0]
+
+
+def test_non_finite_values_propagate_as_with_torch():
+    """torch's dropout multiplies by its noise, so a dropped NaN or inf gives NaN: a non-finite activation is never
+    silently zeroed (the run's NaN checks still see it). The same holds forward and backward here."""
+    x = torch.full((4096,), float("nan"))
+    x[::2] = float("inf")
+    x.requires_grad_(True)
+    torch.manual_seed(2)
+    y = D.dropout(x, 0.5, True)
+    assert not torch.isfinite(y).any()
+    assert y[1::2].isnan().all()  # NaN in, NaN out, kept or dropped
+    assert y[0::2].isinf().any() and y[0::2].isnan().any()  # a kept inf stays inf, a dropped one becomes NaN
+    y.backward(torch.full_like(y, float("nan")))
+    assert x.grad.isnan().all()  # the backward multiplies too: NaN * 0 stays NaN
