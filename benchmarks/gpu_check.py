@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -38,19 +37,11 @@ from engine.loop import Amp  # noqa: E402
 from engine.pretrain import PretrainStep  # noqa: E402
 from engine.vqhbr import vqhbr_step  # noqa: E402
 from modeling import create_model  # noqa: E402
-from modeling.transformer import Attention, sdpa_attend  # noqa: E402
+from modeling.transformer import Attention, plain_attend, sdpa_attend  # noqa: E402
 from utils.optim import adamw_kwargs  # noqa: E402
 
 STAGES = ("vqhbr", "pretrain_cached", "pretrain_on_the_fly", "probe_train_mode", "finetune_all")
 PEAKS = {"H100": 989.0, "H200": 989.0, "GH200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0}
-
-
-def plain_attend(q, k, v, attn_mask, dropout_p, scale):
-    """The textbook attention the original computes. q, k, v: (B, H, N, dh)."""
-    attn = (q @ k.transpose(-1, -2)) * scale
-    if attn_mask is not None:
-        attn = attn.masked_fill(~attn_mask, float("-inf"))
-    return F.dropout(attn.softmax(dim=-1), p=dropout_p) @ v
 
 
 def set_attention(model, impl: str) -> None:

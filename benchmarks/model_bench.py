@@ -2,11 +2,12 @@
 
 For each model (vqhbr, HeartLang, HeartLang_finetune_base), batch size and implementation
 (``ours``: the models as they are, i.e. SDPA, and on CPU in training the plain attention math with the
-fast dropout of modeling/dropout.py; ``original``: a plain ``dropout(softmax(q k^T * scale)) v`` written here
-and torch's own dropout everywhere, as the original computes it) a fresh subprocess builds the model,
-runs ``--warmup`` untimed and ``--iters`` timed training steps (forward, loss, backward) in train mode, and reports samples/s and the peak resident memory added
-by the steps (``resource.getrusage`` peak minus the RSS after building the model). Each configuration
-runs in its own process so that peaks do not carry over. Results: printed table and
+fast dropout of modeling/dropout.py; ``original``: ``modeling.transformer.plain_attend``, i.e.
+``dropout(softmax(q k^T * scale)) v``, with torch's own dropout everywhere, as the original computes it) a
+fresh subprocess builds the model, runs ``--warmup`` untimed and ``--iters`` timed training steps (forward,
+loss, backward) in train mode, and reports samples/s and the peak resident memory added by the steps
+(``resource.getrusage`` peak minus the RSS after building the model). Each configuration runs in its own
+process so that peaks do not carry over. Results: printed table and
 ``benchmarks/results/model_bench.json``.
 
     .venv/bin/python benchmarks/model_bench.py --batch_sizes 8 64 --iters 3
@@ -36,19 +37,10 @@ sys.path.insert(0, str(REPO))
 
 from modeling import create_model  # noqa: E402
 from modeling.dropout import use_torch_dropout  # noqa: E402
-from modeling.transformer import Attention  # noqa: E402
+from modeling.transformer import Attention, plain_attend  # noqa: E402
 
 MODELS = ("vqhbr", "HeartLang", "HeartLang_finetune_base")
 IMPLS = ("ours", "original")
-
-
-def plain_attend(q, k, v, attn_mask, dropout_p, scale):
-    """Baseline: the textbook attention the original computes. q, k, v: (B, H, N, dh)."""
-    attn = (q @ k.transpose(-1, -2)) * scale
-    if attn_mask is not None:
-        attn = attn.masked_fill(~attn_mask, float("-inf"))
-    attn = F.dropout(attn.softmax(dim=-1), p=dropout_p)
-    return attn @ v
 
 
 def rss_mib() -> float:
