@@ -26,6 +26,7 @@ import contextlib
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from argparse import Namespace
@@ -292,8 +293,7 @@ def main() -> dict:
             "baseline_steps_per_s": args.steps / t_base,
             "baseline_samples_per_s": args.steps * args.batch_size / t_base,
             "engine_over_baseline_time": t_eng / t_base, "speedup_over_baseline": t_base / t_eng,
-            "speedup_median_of_paired_rounds": paired[len(paired) // 2] if len(paired) % 2 else
-            (paired[len(paired) // 2 - 1] + paired[len(paired) // 2]) / 2,
+            "speedup_median_of_paired_rounds": statistics.median(paired),
             "speedup_paired_rounds": paired,
             "engine_tflops": flops * args.steps / t_eng / 1e12,
         }  # fmt: skip
