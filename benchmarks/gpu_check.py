@@ -37,7 +37,8 @@ from engine.loop import Amp  # noqa: E402
 from engine.pretrain import PretrainStep  # noqa: E402
 from engine.vqhbr import vqhbr_step  # noqa: E402
 from modeling import create_model  # noqa: E402
-from modeling.transformer import Attention, plain_attend, sdpa_attend  # noqa: E402
+from modeling.accel import plain_attend, sdpa_attend  # noqa: E402
+from modeling.transformer import Attention  # noqa: E402
 from utils.optim import adamw_kwargs  # noqa: E402
 
 STAGES = ("vqhbr", "pretrain_cached", "pretrain_on_the_fly", "probe_train_mode", "finetune_all")

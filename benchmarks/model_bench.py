@@ -2,7 +2,7 @@
 
 For each model (vqhbr, HeartLang, HeartLang_finetune_base), batch size and implementation
 (``ours``: the models as they are, i.e. SDPA, and on CPU in training the plain attention math with the
-fast dropout of modeling/dropout.py; ``original``: ``modeling.transformer.plain_attend``, i.e.
+fast dropout of modeling/accel; ``original``: ``modeling.accel.plain_attend``, i.e.
 ``dropout(softmax(q k^T * scale)) v``, with torch's own dropout everywhere, as the original computes it) a
 fresh subprocess builds the model, runs ``--warmup`` untimed and ``--iters`` timed training steps (forward,
 loss, backward) in train mode, and reports samples/s and the peak resident memory added by the steps
@@ -13,7 +13,7 @@ process so that peaks do not carry over. Results: printed table and
     .venv/bin/python benchmarks/model_bench.py --batch_sizes 8 64 --iters 3
 
 (the HeartLang rows of the current code: ``--models HeartLang --batch_sizes 8 64 --iters 2 --out
-benchmarks/results/model_bench_heartlang.json``; ``model_bench.json`` was measured before modeling/dropout.py,
+benchmarks/results/model_bench_heartlang.json``; ``model_bench.json`` was measured before the fast CPU dropout,
 when the two rows were SDPA vs plain attention)
 """
 
@@ -36,8 +36,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from modeling import create_model  # noqa: E402
-from modeling.dropout import use_torch_dropout  # noqa: E402
-from modeling.transformer import Attention, plain_attend  # noqa: E402
+from modeling.accel import plain_attend, use_torch_dropout  # noqa: E402
+from modeling.transformer import Attention  # noqa: E402
 
 MODELS = ("vqhbr", "HeartLang", "HeartLang_finetune_base")
 IMPLS = ("ours", "original")

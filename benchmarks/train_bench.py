@@ -45,8 +45,8 @@ from engine.loop import Amp, train_one_epoch  # noqa: E402
 from engine.pretrain import PretrainStep  # noqa: E402
 from engine.vqhbr import vqhbr_step  # noqa: E402
 from modeling import create_model  # noqa: E402
-from modeling.dropout import use_torch_dropout  # noqa: E402
-from modeling.transformer import Attention, plain_attend  # noqa: E402
+from modeling.accel import plain_attend, use_torch_dropout  # noqa: E402
+from modeling.transformer import Attention  # noqa: E402
 from utils.optim import adamw_kwargs, create_optimizer  # noqa: E402
 
 # --clock: wall time (perf_counter) or this process's CPU time (process_time; with OMP_NUM_THREADS=1 it is the

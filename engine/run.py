@@ -36,6 +36,7 @@ from datasets.ecg_dataset import build_sentence_dataset
 from engine.config import HARMLESS_SETTINGS, OptimConfig, RunConfig
 from engine.data import fit_batch_size, iters_per_epoch, make_loader
 from engine.loop import Amp, reseed_epoch, train_one_epoch, wrap_ddp
+from modeling.accel import mask_source
 from modeling.checkpoint import (
     auto_resume,
     build_state,
@@ -43,7 +44,6 @@ from modeling.checkpoint import (
     save_checkpoint,
     save_epoch_checkpoints,
 )
-from modeling.dropout import mask_source
 from utils.dist import DistInfo, barrier, destroy_distributed, init_distributed_mode, print0, seed_everything
 from utils.integrity import (
     OutputDirLock,
@@ -295,7 +295,7 @@ def write_run_record(out: Path, fp: dict, stage: Stage) -> None:
             "digest": digest(fp),
             "recipe": stage.run.recipe,
             "args": stage.run.settings,
-            "dropout_masks": mask_source(),  # modeling/dropout.py: same distribution, not the same masks
+            "dropout_masks": mask_source(),  # modeling/accel: same distribution, not the same masks
             **provenance(),
         },
     )

@@ -1,5 +1,5 @@
-"""HeartLang models (paper Sec. 3): config, backbone, quantizer, VQ-HBR, HeartLang, classifier, registry, checkpoints.
-May import utils only (never datasets, engine, inference); embeddings from records live in inference/."""
+"""HeartLang models (paper Sec. 3): config, backbone, quantizer, VQ-HBR, HeartLang, classifier, registry, checkpoints;
+speed devices in accel/. May import utils only (never datasets, engine, inference); embeddings of records: inference/."""
 
 from .backbone import SentenceBackbone
 from .checkpoint import (

@@ -21,8 +21,8 @@ import re
 import torch
 from torch import nn
 
+from .accel import Dropout
 from .config import BackboneConfig
-from .dropout import Dropout
 from .embedding import IdEmbedding, TokenEmbedding, padding_positions
 from .transformer import Transformer
 

@@ -11,78 +11,18 @@ own LayerNorm (pre-norm). The module tree reproduces the original's state-dict k
 
 so released checkpoints load with ``strict=True`` and no renaming.
 
-Attention is computed by ``torch.nn.functional.scaled_dot_product_attention`` with the scale
-``dim_head ** -0.5``: the same math as ``softmax(q k^T * scale) v`` but it dispatches to flash /
-memory-efficient kernels on GPU. On CPU with attention dropout active (training), where SDPA would
-fall back to that same plain math with torch's slow mask draws, :func:`plain_attend` runs instead with
-the fast dropout of ``modeling/dropout.py``. ``Attention.attend`` can be swapped per instance (the
-benchmarks do this to time the plain attention against SDPA). Every Dropout is
-``modeling.dropout.Dropout``: torch's module, with the fast CPU mask generator.
+Attention is ``softmax(q k^T * dim_head ** -0.5) v`` with dropout on the attention weights. Which kernel
+computes it (torch's SDPA or the original's plain math with the fast CPU dropout) and how dropout masks are
+drawn are speed devices that live in ``modeling/accel/``; ``Attention.attend`` can be swapped per instance
+(the benchmarks time the plain attention against SDPA this way).
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .dropout import Dropout, dropout, fast_applies
-
-AttendFn = Callable[
-    [torch.Tensor, torch.Tensor, torch.Tensor, "torch.Tensor | None", float, float], torch.Tensor
-]
-
-
-def sdpa_attend(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    attn_mask: torch.Tensor | None,
-    dropout_p: float,
-    scale: float,
-) -> torch.Tensor:
-    """Scaled dot-product attention.
-
-    q, k, v: (B, H, N, dh); attn_mask: None or bool (B, 1, 1, N) / (B, 1, N, N), True = may attend.
-    Returns (B, H, N, dh).
-    """
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale)
-
-
-def plain_attend(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    attn_mask: torch.Tensor | None,
-    dropout_p: float,
-    scale: float,
-) -> torch.Tensor:
-    """The original's attention: ``dropout(softmax(q k^T * scale)) v``. Same arguments as :func:`sdpa_attend`.
-
-    ``q`` is scaled before the product (one pass over (N, dh) instead of (N, N), forward and backward); with
-    a power-of-two scale (dim_head 64: 1/8; 16: 1/4) that is bit for bit the original's ``(q k^T) * scale``.
-    """
-    dots = torch.matmul(q * scale, k.transpose(-1, -2))
-    if attn_mask is not None:
-        dots = dots.masked_fill(~attn_mask, float("-inf"))
-    attn = dropout(dots.softmax(dim=-1), dropout_p, dropout_p > 0)
-    return torch.matmul(attn, v)
-
-
-def default_attend(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    attn_mask: torch.Tensor | None,
-    dropout_p: float,
-    scale: float,
-) -> torch.Tensor:
-    """SDPA, except with attention dropout where the fast CPU dropout applies: then :func:`plain_attend`."""
-    if dropout_p > 0 and fast_applies(q, dropout_p, True):
-        return plain_attend(q, k, v, attn_mask, dropout_p, scale)
-    return sdpa_attend(q, k, v, attn_mask, dropout_p, scale)
+from .accel import AttendFn, Dropout, default_attend
 
 
 class Attention(nn.Module):
@@ -94,8 +34,8 @@ class Attention(nn.Module):
         self.heads = heads
         self.dim_head = dim_head
         self.scale = dim_head**-0.5
-        # Dropout on the attention weights, applied inside scaled_dot_product_attention; the module (no
-        # parameters) carries p and the train/eval state under the original's name ``layers.{i}.0.dropout``.
+        # Dropout on the attention weights, applied inside the attention kernel; the module (no parameters)
+        # carries p and the train/eval state under the original's name ``layers.{i}.0.dropout``.
         self.dropout = Dropout(dropout)
         self.norm = nn.LayerNorm(dim)
         self.to_qkv = nn.Linear(dim, inner_dim * 3, bias=False)

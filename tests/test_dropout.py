@@ -1,4 +1,4 @@
-"""modeling.dropout: the fast CPU dropout keeps torch's dropout distribution, scale, gradient and
+"""modeling.accel: the fast CPU dropout keeps torch's dropout distribution, scale, gradient and
 seeding; the models use it, and everything it does not apply to goes through F.dropout unchanged."""
 
 from __future__ import annotations
@@ -9,9 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from modeling import accel as D
 from modeling import create_model
-from modeling import dropout as D
-from modeling.transformer import Attention, default_attend, plain_attend, sdpa_attend
+from modeling.accel import default_attend, plain_attend, sdpa_attend
+from modeling.transformer import Attention
 
 
 def _scale(p: float) -> torch.Tensor:

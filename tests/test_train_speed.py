@@ -157,7 +157,7 @@ def test_cached_targets_and_compile_train_exactly_as_the_original_way(pre, tmp_p
     (the original's way) and cached + --compile (dynamo's "eager" backend here: the same kernels, so the same
     numbers; inductor's parity is measured in benchmarks/compile_bench.py). Same masks, targets, losses and
     accuracies bit for bit; the compiled run's checkpoint keeps the plain key tree."""
-    from modeling.dropout import use_torch_dropout
+    from modeling.accel import use_torch_dropout
 
     folder, tok = pre
     cached = _pretrain_run(tmp_path, folder, tok, "cached", ["--val_freq", "1"])
@@ -165,7 +165,7 @@ def test_cached_targets_and_compile_train_exactly_as_the_original_way(pre, tmp_p
     log = (cached / "log.txt").read_text()
     assert "val_mlm_acc" in log and target_files(folder / "batch_0", "val", False)[0].is_file()
     assert (fly / "log.txt").read_text() == log
-    # Compiled graphs draw dropout masks with torch's dropout (modeling/dropout.py), so the compiled run is
+    # Compiled graphs draw dropout masks with torch's dropout (modeling/accel), so the compiled run is
     # compared with an eager run that does too.
     with use_torch_dropout():
         eager = _pretrain_run(tmp_path, folder, tok, "eager_torch_dropout", ["--val_freq", "1"])

@@ -1,4 +1,4 @@
-"""numba kernels of modeling.dropout (imported on first use, so that ``import modeling`` stays light).
+"""numba kernels of modeling.accel.dropout (imported on first use, so that ``import modeling`` stays light).
 
 The keep mask comes from SplitMix64 (Steele et al., 2014) of a per-call 64-bit seed plus the element
 pair's counter; its low and high 32 bits decide two elements. An element is kept when its 32-bit draw is

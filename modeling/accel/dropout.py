@@ -2,7 +2,7 @@
 
 Why: on CPU, ``torch.nn.functional.dropout`` draws its mask with ``bernoulli_`` from the Mersenne-Twister
 generator at roughly 10 ns per element; the full-size pre-training step (49 active dropouts, ~14 M masked
-elements per sample) spent 16 % of its time there (benchmarks/train_bench.py). Here the keep mask comes
+elements per sample) spent 16 % of its time there (the train benchmark). Here the keep mask comes
 from a counter-based SplitMix64 hash (two 32-bit draws per hash) in one numba pass that also scales the
 kept values, ~10x faster than ``F.dropout``. The backward regenerates the mask from the call's seed, so
 nothing is stored between forward and backward; torch's CPU dropout keeps its float32 noise tensor
@@ -62,13 +62,13 @@ def mask_source() -> str:
 
 
 def _kernels():
-    """The numba kernels module (modeling.dropout_kernels), imported on first use; False without numba."""
+    """The numba kernels module (modeling.accel.kernels), imported on first use; False without numba."""
     if _STATE["kernels"] is None:
         try:
-            from . import dropout_kernels
+            from . import kernels
         except ImportError:  # pragma: no cover - numba is in requirements.txt
-            dropout_kernels = False
-        _STATE["kernels"] = dropout_kernels
+            kernels = False
+        _STATE["kernels"] = kernels
     return _STATE["kernels"]
 
 
