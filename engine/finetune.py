@@ -25,10 +25,10 @@ from engine.loop import Amp, gather_predictions, unwrap
 from engine.run import Context, Stage, dropout_active
 from modeling import create_model
 from modeling.checkpoint import load_model, load_state_dict_strict, read_checkpoint, state_dict_of
-from modeling.hub import resolve_checkpoint
+from modeling.hub import checkpoint_sha256
 from reporting.results import count_leads, describe_dataset_dir, write_result
 from utils.dist import is_main_process, print0
-from utils.integrity import folder_identity, sha256_file
+from utils.integrity import folder_identity
 from utils.logging import MetricLogger, TensorboardLogger, append_jsonl
 from utils.metrics import ClassificationReport, classification_report, format_table
 
@@ -201,7 +201,7 @@ class FinetuneStage(Stage):
     def inputs_identity(self) -> dict:
         ident = {"dataset": folder_identity(self.dataset_dir)}
         if self.finetune:
-            ident["finetune_sha256"] = sha256_file(resolve_checkpoint(self.finetune))
+            ident["finetune_sha256"] = checkpoint_sha256(self.finetune)  # the resolved file (hf:// too)
         return ident
 
     # model -----------------------------------------------------------------------------------------

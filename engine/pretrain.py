@@ -21,7 +21,7 @@ from engine.targets import ensure_targets, tokenizer_sha256
 from modeling import create_model
 from modeling.checkpoint import load_model, tokenizer_size
 from utils.dist import barrier, print0
-from utils.integrity import folder_identity, sha256_file
+from utils.integrity import folder_identity
 from utils.logging import MetricLogger
 
 # --targets: read the frozen tokenizer's targets from a per-data-set cache (default) or compute them every step.
@@ -184,7 +184,7 @@ class PretrainStage(UnlabelledSentenceStage):
             )
         return {
             "dataset": folder_identity(self.dataset_dir),
-            "tokenizer_sha256": sha256_file(self.tokenizer_weight),
+            "tokenizer_sha256": tokenizer_sha256(self.tokenizer_weight),  # the resolved file (hf:// too)
         }
 
     def build_model(self, load_weights: bool):

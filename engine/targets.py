@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from datasets.ecg_dataset import ConcatSentenceDataset, SentenceDataset, build_sentence_dataset
-from utils.integrity import file_identity, make_stamp, read_stamp, sha256_file, stamp_problems, write_stamp
+from utils.integrity import file_identity, make_stamp, read_stamp, stamp_problems, write_stamp
 
 TARGET_DTYPE = np.dtype("<u2")
 STAGE = "pretrain_targets"
@@ -53,9 +53,9 @@ def target_files(folder: Path, split: str, with_ids: bool) -> tuple[Path, Path]:
 
 def tokenizer_sha256(weight: str) -> str:
     """SHA-256 of the tokenizer checkpoint ``weight`` (a path or an hf:// spec): what ties targets to it."""
-    from modeling.hub import resolve_checkpoint
+    from modeling.hub import checkpoint_sha256
 
-    return sha256_file(resolve_checkpoint(weight))
+    return checkpoint_sha256(weight)
 
 
 def parts_of(dataset) -> list[SentenceDataset]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import os
+import pickle
 import random
 import re
 import warnings
@@ -139,16 +140,86 @@ def save_epoch_checkpoints(
 
 
 def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> Any:
-    """The object stored in a checkpoint file: ``torch.load(weights_only=True)`` on CPU. A missing file
-    raises FileNotFoundError, an unreadable one (truncated download, not a checkpoint) RuntimeError, both
-    naming the file."""
+    """The object stored in a checkpoint file: ``torch.load(weights_only=True)`` on CPU.
+
+    A missing file raises FileNotFoundError; a file that is not a PyTorch checkpoint (JSON, ``.npy``,
+    ``.npz``, empty, truncated) or holds pickled objects other than tensors and plain containers raises
+    :class:`CheckpointError` (a RuntimeError) naming the file and what it is instead. Files are never
+    unpickled with ``weights_only=False`` (that can run code), so no such advice is given.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        what = "is a folder, not a checkpoint file" if path.is_dir() else "does not exist"
+        raise FileNotFoundError(f"checkpoint {path} {what}")
+    _sniff_checkpoint(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as exc:  # noqa: BLE001 - re-raised with the file name
-        raise RuntimeError(f"cannot load checkpoint {path}: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - re-raised with the file name and the reason
+        # from None: torch's own text advises weights_only=False, which would run code from the file
+        raise CheckpointError(f"checkpoint {path}: {_load_failure(path, exc)}") from None
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be read as one: the message names the file and the reason."""
+
+
+def _sniff_checkpoint(path: Path) -> None:
+    """Refuse files that are certainly not PyTorch checkpoints, by their first bytes, naming what they are."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): an interrupted download or copy?")
+    if head.startswith(b"PK\x03\x04"):  # torch.save's zip format (and .npz, .zip)
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except zipfile.BadZipFile:
+            raise CheckpointError(
+                f"checkpoint {path} is a truncated or corrupt zip archive ({size} bytes): download or copy it again"
+            ) from None
+        if not any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+            hint = " (a NumPy .npz archive?)" if names and all(n.endswith(".npy") for n in names) else ""
+            raise CheckpointError(
+                f"checkpoint {path} is a zip archive but not a PyTorch checkpoint{hint}: it holds "
+                f"{names[:5]}, and torch.save writes <name>/data.pkl"
+            )
+        return
+    if head.startswith(b"\x80"):  # a pickle (torch's legacy format): let torch read it
+        return
+    if head.startswith(b"\x93NUMPY"):
+        raise CheckpointError(f"checkpoint {path} is a NumPy .npy array, not a PyTorch checkpoint")
+    text = head.lstrip()
+    if text[:1] in (b"{", b"["):
+        kind = "a JSON file"
+    elif text[:1] == b"<":
+        kind = "an HTML/XML page (a failed download?)"
+    elif all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        kind = "a text file"
+    else:
+        kind = "not a PyTorch checkpoint"
+    raise CheckpointError(
+        f"checkpoint {path} is {kind}, not a file written by torch.save (it starts with {head!r}); "
+        "give a .pth checkpoint of this project or of the released HeartLang weights"
+    )
+
+
+def _load_failure(path: Path, exc: Exception) -> str:
+    """Why torch.load failed, in words a user can act on (never 'set weights_only=False')."""
+    msg = str(exc)
+    if isinstance(exc, pickle.UnpicklingError) and "Weights only load failed" in msg:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", msg)
+        what = f" ({found.group(1)})" if found else ""
+        return (
+            f"it holds a pickled Python object{what} besides tensors, numbers, strings and containers; "
+            "checkpoints are read with weights_only=True, which never runs code from the file. Save the "
+            "weights as {'model': model.state_dict()} (tensors only) and load that file"
+        )
+    size = path.stat().st_size
+    first = msg.strip().splitlines()[0] if msg.strip() else ""
+    return f"unreadable ({size} bytes; truncated or corrupt?): {type(exc).__name__}: {first[:200]}"
 
 
 def strip_prefixes(state_dict: Mapping[str, Any]) -> dict:
@@ -187,6 +258,21 @@ def check_finite_state(state_dict: Mapping[str, torch.Tensor], source: str) -> N
     """Refuse NaN/inf in any floating tensor: ``NonFiniteError`` naming the file and the tensor."""
     for key, tensor in state_dict.items():
         check_finite(tensor, f"checkpoint {source}: tensor {key}")
+
+
+def check_finite_optimizer_state(
+    optimizer_state: Any, source: str, param_names: Mapping[int, str] | None = None
+) -> None:
+    """Refuse NaN/inf in a stored optimizer state (AdamW moments): resuming from it would end in a NaN loss
+    reported as divergence. ``NonFiniteError`` names the file, the parameter and the state entry."""
+    state = optimizer_state.get("state", {}) if isinstance(optimizer_state, Mapping) else {}
+    for pid, entries in state.items():
+        if not isinstance(entries, Mapping):
+            continue
+        who = (param_names or {}).get(pid, f"#{pid}")
+        for key, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                check_finite(value, f"checkpoint {source}: optimizer state {key} of parameter {who}")
 
 
 # The one rule telling checkpoint kinds apart, used for models and files alike.
@@ -361,6 +447,13 @@ def find_latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
     return None if best is None else best[2]
 
 
+def _param_names(optimizer: torch.optim.Optimizer, model: nn.Module) -> dict[int, str]:
+    """Optimizer state index -> parameter name (the state is keyed by position over the param groups)."""
+    name_of = {id(p): n for n, p in model.named_parameters()}
+    flat = [p for g in optimizer.param_groups for p in g["params"]]
+    return {i: name_of.get(id(p), f"#{i}") for i, p in enumerate(flat)}
+
+
 def auto_resume(
     output_dir,
     model_without_ddp: nn.Module,
@@ -387,6 +480,9 @@ def auto_resume(
     check_finite_state(state_dict, os.fspath(path))
     load_state_dict_strict(model_without_ddp, state_dict, source=os.fspath(path))
     if optimizer is not None and "optimizer" in ckpt:
+        check_finite_optimizer_state(
+            ckpt["optimizer"], os.fspath(path), _param_names(optimizer, model_without_ddp)
+        )
         optimizer.load_state_dict(ckpt["optimizer"])
     if scaler is not None and "scaler" in ckpt:
         scaler.load_state_dict(ckpt["scaler"])

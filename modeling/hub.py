@@ -7,6 +7,9 @@
 * ``"hf://PKUDigitalHealth/HeartLang/<file>"`` or ``"hf://<org>/<repo>@<revision>/<path/in/repo>"``;
 * ``repo_id="PKUDigitalHealth/HeartLang", filename="<file>"`` (and ``revision=``).
 
+Runs fingerprint the resolved file (:func:`checkpoint_sha256`), never the spec string: the same file
+given as a path or as ``hf://`` is the same input, and another revision of a Hub file is another input.
+
 Hub files are fetched with ``huggingface_hub.hf_hub_download`` into the standard Hub cache
 (``HF_HUB_CACHE`` / ``HF_HOME``); with ``HF_HUB_OFFLINE=1`` only the cache is read, and a file that is
 not there is refused with the command that downloads it. ``huggingface_hub`` is optional: it is
@@ -76,6 +79,17 @@ def resolve_checkpoint(
     if revision is not None:
         raise ValueError(f"revision= applies to Hub checkpoints only, not to the local path {spec}")
     return Path(spec)
+
+
+def checkpoint_sha256(spec: str | os.PathLike) -> str:
+    """SHA-256 of the file a checkpoint spec resolves to (what run fingerprints and cached targets record)."""
+    from utils.integrity import sha256_file
+
+    path = resolve_checkpoint(spec)
+    if not path.is_file():
+        where = "" if os.fspath(spec) == os.fspath(path) else f" (resolved to {path})"
+        raise FileNotFoundError(f"checkpoint {spec} does not exist{where}")
+    return sha256_file(path)
 
 
 def _download(repo_id: str, filename: str, revision: str | None) -> Path:

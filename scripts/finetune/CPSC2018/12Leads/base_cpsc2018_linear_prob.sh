@@ -12,7 +12,8 @@ FINETUNE=${FINETUNE:-checkpoints/heartlang_base/checkpoint-200.pth}
 EXTRA_ARGS=${EXTRA_ARGS:-}  # e.g. "--recipe corrected --cache_features" (eval-mode probe on cached CLS features)
 # The output folder names everything that defines the run (a seed sweep or another checkpoint never
 # lands in the folder of an earlier run; the run fingerprint would refuse it anyway: docs/robustness.md).
-INIT=$(basename "$(dirname "$FINETUNE")")_$(basename "$FINETUNE" .pth)
+# (characters other than letters, digits, '.', '-' become '_': a path with spaces gives one folder name)
+INIT=$(printf '%s' "$(basename "$(dirname "$FINETUNE")")_$(basename "$FINETUNE" .pth)" | tr -c 'A-Za-z0-9.-' '_')
 EXTRA_TAG=$(printf '%s' "$EXTRA_ARGS" | tr -cs 'A-Za-z0-9.' '_' | sed 's/^_*//; s/_*$//')
 for RATIO in $RATIOS; do
     NAME=cpsc2018_base_${TRAINABLE}_${RATIO}_${SAMPLING}_seed${SEED}_${INIT}${EXTRA_TAG:+_$EXTRA_TAG}
@@ -21,7 +22,7 @@ for RATIO in $RATIOS; do
         --output_dir checkpoints/finetune/cpsc2018/finetune_$NAME/ \
         --log_dir log/finetune/finetune_$NAME \
         --model HeartLang_finetune_base \
-        --finetune $FINETUNE \
+        --finetune "$FINETUNE" \
         --trainable $TRAINABLE \
         --split_ratio $RATIO \
         --sampling_method $SAMPLING \

@@ -1,0 +1,197 @@
+"""Errors a user can act on: each bad input is refused where it enters, naming the file (record, argument)
+and the rule it breaks (docs/robustness.md "Errors and what they mean"). Every input is a tiny file in
+tmp_path; the Hub is replaced by a local function (no network)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import shlex
+import stat
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from modeling import create_model
+from modeling.checkpoint import (
+    CheckpointError,
+    auto_resume,
+    build_state,
+    load_model,
+    read_checkpoint,
+    save_checkpoint,
+)
+from tests._train_data import make_downstream, make_pretrain
+from utils.integrity import NonFiniteError, sha256_file
+
+PT, FT = "run_heartlang_pretraining.py", "run_class_finetuning.py"
+COMMON = ["--batch_size", "4", "--num_workers", "0", "--warmup_epochs", "1", "--epochs", "1"]
+
+
+def _main(script: str, argv: list) -> dict:
+    os.environ["HEARTLANG_NO_PROGRESS"] = "1"
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TORCHELASTIC_RUN_ID"):
+        os.environ.pop(var, None)
+    module = importlib.import_module(script[:-3])
+    return module.main(module.get_args_parser().parse_args([str(a) for a in argv]))
+
+
+# ------------------------------------------------------------------------------------ checkpoints
+def _not_checkpoints(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    """name -> (file, what the message must say)."""
+    out = {}
+    (tmp_path / "config.json").write_text(json.dumps({"model": "HeartLang"}))
+    out["json"] = (tmp_path / "config.json", "is a JSON file, not a file written by torch.save")
+    np.save(tmp_path / "arr.npy", np.ones(3))
+    out["npy"] = (tmp_path / "arr.npy", "is a NumPy .npy array")
+    np.savez(tmp_path / "arr.npz", a=np.ones(3))
+    out["npz"] = (tmp_path / "arr.npz", "a zip archive but not a PyTorch checkpoint (a NumPy .npz archive?)")
+    (tmp_path / "empty.pth").write_bytes(b"")
+    out["empty"] = (tmp_path / "empty.pth", "is empty (0 bytes)")
+    torch.save({"model": create_model("HeartLang_tiny").state_dict()}, tmp_path / "full.pth")
+    whole = (tmp_path / "full.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(whole[: len(whole) // 2])
+    out["truncated"] = (tmp_path / "cut.pth", "is a truncated or corrupt zip archive")
+    (tmp_path / "page.pth").write_text("<!DOCTYPE html><html>rate limited</html>")
+    out["html"] = (tmp_path / "page.pth", "is an HTML/XML page (a failed download?)")
+    torch.save({"model": {}, "extra": Path("x")}, tmp_path / "object.pth")
+    out["object"] = (tmp_path / "object.pth", "holds a pickled Python object (pathlib.")
+    return out
+
+
+@pytest.mark.parametrize("kind", ["json", "npy", "npz", "empty", "truncated", "html", "object"])
+def test_a_file_that_is_not_a_checkpoint_is_named_with_what_it_is(tmp_path, kind):
+    path, said = _not_checkpoints(tmp_path)[kind]
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(path)
+    msg = str(info.value)
+    assert str(path) in msg and said in msg
+    assert (
+        "weights_only=False" not in msg and "weights_only` set to `False`" not in msg
+    )  # no "turn safety off"
+    with pytest.raises(CheckpointError, match=re.escape(f"checkpoint {path}")):  # the same via load_model
+        load_model(path)
+
+
+def test_a_json_file_as_finetune_is_refused_before_anything_is_written(tmp_path):
+    down = make_downstream(tmp_path, n_train=4, n_val=2, n_test=2)
+    bad = _not_checkpoints(tmp_path)["json"][0]
+    argv = ["--model", "HeartLang_finetune_tiny", "--trainable", "linear", "--nb_classes", "3", "--is_binary",
+            "--dataset_dir", down, "--finetune", bad, "--output_dir", tmp_path / "out", *COMMON]  # fmt: skip
+    with pytest.raises(CheckpointError, match=rf"checkpoint {bad} is a JSON file"):
+        _main(FT, argv)
+    assert not (tmp_path / "out" / "log.txt").exists()
+
+
+def test_a_folder_given_as_checkpoint_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=rf"checkpoint {tmp_path} is a folder, not a checkpoint file"):
+        read_checkpoint(tmp_path)
+
+
+def test_nan_in_the_optimizer_state_of_a_resumed_checkpoint_names_the_file_and_parameter(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    state = build_state(model, 0, optimizer=opt)
+    state["optimizer"]["state"][1]["exp_avg_sq"][0] = float("nan")  # parameter 1 = 0.bias
+    path = save_checkpoint(tmp_path, "checkpoint.pth", state)
+    fresh = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    with pytest.raises(
+        NonFiniteError, match=rf"checkpoint {path}: optimizer state exp_avg_sq of parameter 0.bias"
+    ):
+        auto_resume(tmp_path, fresh, torch.optim.AdamW(fresh.parameters(), lr=0.1))
+    state["optimizer"]["state"][1]["exp_avg_sq"][0] = 1.0
+    save_checkpoint(tmp_path, "checkpoint.pth", state)
+    assert auto_resume(tmp_path, fresh, torch.optim.AdamW(fresh.parameters(), lr=0.1))[0] == 1
+
+
+# ------------------------------------------------------------------------------------------ hf://
+REPO = "someone/heartlang-test"
+
+
+@pytest.fixture
+def fake_hub(tmp_path, monkeypatch):
+    """huggingface_hub.hf_hub_download replaced by a lookup in a local folder (records every call)."""
+    hf = pytest.importorskip("huggingface_hub")
+    store = tmp_path / "hub_store"
+    store.mkdir()
+    calls = []
+
+    def download(repo_id, filename, revision=None, **kwargs):
+        calls.append((repo_id, filename, revision))
+        path = store / repo_id.replace("/", "--") / filename
+        if not path.is_file():
+            raise hf.errors.EntryNotFoundError(f"{filename} not in {repo_id}")
+        return str(path)
+
+    monkeypatch.setattr(hf, "hf_hub_download", download)
+
+    def put(filename: str, state: dict) -> Path:
+        path = store / REPO.replace("/", "--") / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(state, path)
+        return path
+
+    return put, calls
+
+
+def test_hf_tokenizer_weight_trains_and_is_fingerprinted_by_the_resolved_file(tmp_path, fake_hub):
+    put, calls = fake_hub
+    torch.manual_seed(0)
+    vq = put("vq.pth", {"model": create_model("vqhbr_tiny").state_dict()})
+    pre = make_pretrain(tmp_path, n_train=8, n_val=4)
+    argv = ["--model", "HeartLang_tiny", "--tokenizer_model", "vqhbr_tiny", "--tokenizer_weight",
+            f"hf://{REPO}/vq.pth", "--dataset_dir", pre, "--output_dir", tmp_path / "pt", *COMMON]  # fmt: skip
+    _main(PT, argv)
+    record = json.loads((tmp_path / "pt" / "run.json").read_text())
+    assert record["fingerprint"]["inputs"]["tokenizer_sha256"] == sha256_file(vq)
+    assert calls and all(c[:2] == (REPO, "vq.pth") for c in calls)
+    # the same file given as a local path is the same input: the finished run is recognised, not refused
+    out = _main(PT, [*argv[:5], vq, *argv[6:]])
+    assert out is not None
+
+    # --finetune hf:// through the same resolver, fingerprinted by the resolved file
+    hl = put("hl.pth", {"model": create_model("HeartLang_tiny").state_dict()})
+    down = make_downstream(tmp_path, n_train=4, n_val=2, n_test=2)
+    ft = ["--model", "HeartLang_finetune_tiny", "--trainable", "linear", "--nb_classes", "3", "--is_binary",
+          "--dataset_dir", down, "--finetune", f"hf://{REPO}/hl.pth", "--output_dir", tmp_path / "ft", *COMMON]  # fmt: skip
+    _main(FT, ft)
+    record = json.loads((tmp_path / "ft" / "run.json").read_text())
+    assert record["fingerprint"]["inputs"]["finetune_sha256"] == sha256_file(hl)
+
+
+def test_hf_spec_of_a_missing_file_is_named(fake_hub):
+    from modeling.hub import checkpoint_sha256
+
+    with pytest.raises(FileNotFoundError, match=rf"hf://{REPO}/nope.pth: the repository has no such file"):
+        checkpoint_sha256(f"hf://{REPO}/nope.pth")
+
+
+# ---------------------------------------------------------------------------- generated scripts
+def test_finetune_script_passes_a_checkpoint_path_with_spaces_as_one_argument(tmp_path, repo_root):
+    """FINETUNE="<dir with space>/x.pth": one --finetune argument, and an output folder name without spaces."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log = tmp_path / "argv.jsonl"
+    fake = bindir / "torchrun"
+    fake.write_text(
+        "#!/usr/bin/env python3\nimport json, sys\n"
+        f"open({str(log)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
+    )
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    ckpt = tmp_path / "my runs" / "pre train" / "checkpoint-200.pth"
+    script = repo_root / "scripts/finetune/PTBXL/12Leads/super/base_super_linear_prob.sh"
+    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}", FINETUNE=str(ckpt), RATIOS="1")
+    proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    train, evaluate = [json.loads(line) for line in log.read_text().splitlines()]
+    assert train[train.index("--finetune") + 1] == str(ckpt), shlex.join(train)
+    out_dir = train[train.index("--output_dir") + 1]
+    assert " " not in out_dir and out_dir == evaluate[evaluate.index("--output_dir") + 1]
+    assert "pre_train_checkpoint-200" in out_dir
