@@ -22,17 +22,41 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     io = p.add_argument_group("data")
     io.add_argument(
-        "--dataset_name", required=True, help="folder under --data_root, e.g. PTB-XL, CPSC2018, MIMIC-IV"
+        "--dataset_name",
+        required=True,
+        help="folder under --data_root written by preprocessing: MIMIC-IV, PTBXL, CPSC2018, CSN (required)",
     )
-    io.add_argument("--data_root", default="datasets/ecg_datasets")
-    io.add_argument("--output_root", default=None, help="default: --data_root")
-    io.add_argument("--output_name", default=None, help="default: <dataset_name>_QRS")
-    io.add_argument("--subsets", nargs="+", default=None, help="default: every subfolder holding *_data.npy")
-    io.add_argument("--splits", nargs="+", default=None, help="default: every {split}_data.npy of a subset")
+    io.add_argument("--data_root", default="datasets/ecg_datasets",
+                    help="folder holding the preprocessed data sets (default: %(default)s)")  # fmt: skip
     io.add_argument(
-        "--layout", choices=("auto", "nct", "ntc"), default="auto", help="(N,leads,T) or (N,T,leads)"
+        "--output_root", default=None, help="folder the output is written under (default: --data_root)"
     )
-    io.add_argument("--n_leads", type=int, default=12, help="number of leads in the input arrays")
+    io.add_argument(
+        "--output_name",
+        default=None,
+        help="output folder name under --output_root (default: <dataset_name>_QRS)",
+    )
+    io.add_argument(
+        "--subsets",
+        nargs="+",
+        default=None,
+        help="subfolders to tokenise (default: every subfolder holding *_data.npy)",
+    )
+    io.add_argument(
+        "--splits",
+        nargs="+",
+        default=None,
+        help="splits to tokenise, e.g. train val (default: every {split}_data.npy of a subset)",
+    )
+    io.add_argument(
+        "--layout",
+        choices=("auto", "nct", "ntc"),
+        default="auto",
+        help="array layout: nct = (N, leads, T), ntc = (N, T, leads), auto: from the shape (default: %(default)s)",
+    )
+    io.add_argument(
+        "--n_leads", type=int, default=12, help="number of leads in the input arrays (default: %(default)s)"
+    )
     io.add_argument("--overwrite", action="store_true", help="redo splits that are already tokenised")
 
     tok = p.add_argument_group("tokenizer")
@@ -40,11 +64,13 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--used_channels",
         nargs="+",
         default=None,
-        help="lead indices or names, e.g. '0 1 7' or 'I,II,V2' (default all)",
+        help="lead indices or names, e.g. '0 1 7' or 'I,II,V2' (default: all leads)",
     )
-    tok.add_argument("--fs", type=int, default=100)
-    tok.add_argument("--max_len", type=int, default=256, help="words per sentence")
-    tok.add_argument("--token_len", type=int, default=96, help="samples per word")
+    tok.add_argument(
+        "--fs", type=int, default=100, help="sampling rate of the input arrays in Hz (default: %(default)s)"
+    )
+    tok.add_argument("--max_len", type=int, default=256, help="words per sentence (default: %(default)s)")
+    tok.add_argument("--token_len", type=int, default=96, help="samples per word (default: %(default)s)")
     tok.add_argument(
         "--nan_policy",
         choices=NAN_POLICIES,
@@ -52,7 +78,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="official: as the original (NaN in the detection lead -> empty sentence, NaN copied into words; "
         "such records are named in a warning, the summary and {split}_nonfinite_records.csv); "
         "interpolate: fill NaN/inf by linear interpolation first; zero: set them to 0 first; "
-        "skip: leave the record's sentence empty (all padding)",
+        "skip: leave the record's sentence empty (all padding) (default: %(default)s)",
     )
 
     tok.add_argument(
@@ -67,9 +93,13 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     run = p.add_argument_group("run")
     run.add_argument("--num_workers", type=int, default=os.cpu_count(), help="processes (default: all cores)")
-    run.add_argument("--chunk_size", type=int, default=128, help="records per worker task")
-    run.add_argument("--no_progress", action="store_true", help="no progress bar")
-    run.add_argument("--plot", type=int, default=0, help="save PNGs of N tokenised records per subset")
+    run.add_argument(
+        "--chunk_size", type=int, default=128, help="records per worker task (default: %(default)s)"
+    )
+    run.add_argument("--no_progress", action="store_true", help="no progress bar (default: shown)")
+    run.add_argument(
+        "--plot", type=int, default=0, help="save PNGs of N tokenised records per subset (default: 0, none)"
+    )
     run.add_argument(
         "--plot_lead", type=int, default=None, help="lead whose words are stacked (default: first used)"
     )

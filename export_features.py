@@ -54,27 +54,42 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True,
                    help="pre-training or fine-tuned checkpoint: a path or hf://<org>/<repo>/<file>")  # fmt: skip
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--dataset_dir", help="a *_QRS folder with {split}_data*.npy")
-    src.add_argument("--records", nargs="+", help="raw records: WFDB headers (.hea), .mat files, or folders")
-    p.add_argument("--split", default="test", help="with --dataset_dir")
+    src.add_argument(
+        "--dataset_dir", help="a *_QRS folder with {split}_data*.npy (this or --records is required)"
+    )
+    src.add_argument(
+        "--records",
+        nargs="+",
+        help="raw records: WFDB headers (.hea), .mat files, or folders (this or --dataset_dir is required)",
+    )
+    p.add_argument("--split", default="test", help="split read with --dataset_dir (default: %(default)s)")
     p.add_argument("--output", required=True, type=Path, help="PATH.npy")
-    p.add_argument("--pool", default="both", choices=POOLS)
-    p.add_argument("--batch_size", default=64, type=int)
+    p.add_argument("--pool", default="both", choices=POOLS,
+                   help="cls: the CLS token, (N, D); mean: mean over real words, (N, D); both: the two stacked, (N, 2, D) (default: %(default)s)")  # fmt: skip
+    p.add_argument(
+        "--batch_size", default=64, type=int, help="sentences per forward pass (default: %(default)s)"
+    )
     p.add_argument("--device", default=None, help="cuda | cpu (default: cuda when available)")
     r = p.add_argument_group("raw records (--records)")
     r.add_argument("--chain", default="mimic", choices=list(CHAINS),
                    help="preprocessing of the checkpoint's training data: mimic for pre-trained encoders, "
-                   "ptbxl (+ --scaler) / cpsc2018 / csn for probes fine-tuned on that source")  # fmt: skip
+                   "ptbxl (+ --scaler) / cpsc2018 / csn for probes fine-tuned on that source (default: %(default)s)")  # fmt: skip
     r.add_argument("--scaler", "--preprocessed_dir", dest="scaler", default=None,
                    help="chain ptbxl: scaler.json of the training subset, or the folder holding it "
-                   "(datasets/ecg_datasets/PTBXL/<subset> or PTBXL_QRS/<subset>)")  # fmt: skip
+                   "(datasets/ecg_datasets/PTBXL/<subset> or PTBXL_QRS/<subset>); required by --chain ptbxl (default: none)")  # fmt: skip
     r.add_argument(
         "--detector",
         default=DEFAULT_DETECTOR,
         choices=DETECTORS,
-        help="R-peak detector of the QRS tokenizer (xqrs_fast: identical R peaks to wfdb xqrs, compiled)",
+        help="R-peak detector of the QRS tokenizer (xqrs_fast: identical R peaks to wfdb xqrs, compiled) "
+        "(default: %(default)s)",
     )
-    r.add_argument("--num_workers", default=1, type=int, help="processes reading + tokenising records")
+    r.add_argument(
+        "--num_workers",
+        default=1,
+        type=int,
+        help="processes reading + tokenising records (default: %(default)s)",
+    )
     return p
 
 

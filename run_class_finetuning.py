@@ -5,8 +5,8 @@
         --trainable linear --split_ratio 1 --sampling_method random --is_binary --nb_classes 19 ...
     (the same command with --eval reports the test AUC of output_dir/checkpoint-best.pth)
 
-The run itself (plan, output folder, resume, epochs, checkpoints) is engine/run.py; this file is the seed's
-flags and the stage's wiring. See docs/training.md.
+The run itself (plan, output folder, resume, epochs, checkpoints) is engine/run.py; this file is the original
+scripts' flags and the stage's wiring. See docs/training.md.
 """
 
 from __future__ import annotations
@@ -27,26 +27,45 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser("HeartLang fine-tuning / linear probing", add_help=True)
     add_common_args(parser, "finetune")
     m = parser.add_argument_group("model")
-    m.add_argument("--model", default="HeartLang_finetune_base", type=str)
-    m.add_argument("--finetune", default="", help="pre-training checkpoint (empty: official random init)")
-    m.add_argument("--trainable", default="linear", choices=["linear", "all"])
-    m.add_argument("--nb_classes", default=5, type=int)
+    m.add_argument("--model", default="HeartLang_finetune_base", type=str,
+                   help="classifier registry name (HeartLang_finetune_base, _small, _tiny) (default: %(default)s)")  # fmt: skip
+    m.add_argument("--finetune", default="", help="pre-trained HeartLang checkpoint: a path or hf://org/repo/file (default: empty, the official "
+                        "random init)")  # fmt: skip
+    m.add_argument("--trainable", default="linear", choices=["linear", "all"],
+                   help="linear: train only the classification head (linear probe); all: the whole model "
+                        "(default: %(default)s)")  # fmt: skip
+    m.add_argument("--nb_classes", default=5, type=int,
+                   help="number of classes; must match the label files (default: %(default)s)")  # fmt: skip
     m.add_argument(
-        "--is_binary", action="store_true", help="multi-label: BCE-with-logits (else cross-entropy)"
+        "--is_binary",
+        action="store_true",
+        help="multi-label labels, BCE-with-logits loss (default: off, single-label cross-entropy)",
     )
-    m.add_argument("--layer_decay", default=0.9, type=float, help="layer-wise lr decay (--trainable all)")
+    m.add_argument(
+        "--layer_decay",
+        default=0.9,
+        type=float,
+        help="layer-wise lr decay factor, used with --trainable all (default: %(default)s)",
+    )
     m.add_argument("--cache_features", action="store_true",
                    help="linear probe with an eval-mode backbone: compute the CLS features once, train mlp_head on them")  # fmt: skip
     d = parser.add_argument_group("data")
-    d.add_argument("--dataset_dir", default="datasets/ecg_datasets/PTBXL_QRS/superdiagnostic", type=str)
+    d.add_argument("--dataset_dir", default="datasets/ecg_datasets/PTBXL_QRS/superdiagnostic", type=str,
+                   help="tokenised folder with {train,val,test}_data*.npy and _labels.npy (default: %(default)s)")  # fmt: skip
     d.add_argument(
-        "--split_ratio", default=1.0, type=float, help="share of the training set used (0.01/0.1/1)"
+        "--split_ratio",
+        default=1.0,
+        type=float,
+        help="fraction of the training set used, in (0, 1]; the paper uses 0.01, 0.1, 1 (default: %(default)s)",
     )
-    d.add_argument("--sampling_method", default="random", choices=list(SAMPLING_METHODS))
+    d.add_argument("--sampling_method", default="random", choices=list(SAMPLING_METHODS),
+                   help="how --split_ratio picks the training records (docs/training.md) (default: %(default)s)")  # fmt: skip
     e = parser.add_argument_group("evaluation")
     e.add_argument("--eval", action="store_true", help="test output_dir/checkpoint-best.pth and exit")
     e.add_argument(
-        "--results_csv", default="results/finetune_results.csv", help="--eval appends one row here"
+        "--results_csv",
+        default="results/finetune_results.csv",
+        help="CSV that --eval appends one row to (default: %(default)s)",
     )
     parser.set_defaults(
         lr=5e-3, min_lr=1e-5, weight_decay=0.05, warmup_epochs=10, epochs=100, batch_size=256, save_ckpt_freq=100,

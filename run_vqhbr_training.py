@@ -4,7 +4,7 @@
 
 Data: ``--dataset_dir`` (default datasets/ecg_datasets/MIMIC-IV_QRS) with train/val sentences, directly or in
 ``batch_k/`` folders. The run itself (plan, output folder, resume, epochs, checkpoints) is engine/run.py;
-this file is the seed's flags and the stage's wiring. See docs/training.md.
+this file is the original scripts' flags and the stage's wiring. See docs/training.md.
 """
 
 from __future__ import annotations
@@ -28,14 +28,30 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_common_args(parser, "vqhbr")
     m = parser.add_argument_group("model")
     m.add_argument(
-        "--model", default="vqhbr", type=str, help="registry name (vqhbr, vqhbr_small, vqhbr_tiny)"
+        "--model",
+        default="vqhbr",
+        type=str,
+        help="registry name: vqhbr, vqhbr_small, vqhbr_tiny (default: %(default)s)",
     )
-    m.add_argument("--codebook_n_emd", default=8192, type=int, help="number of codes")
-    m.add_argument("--codebook_emd_dim", default=128, type=int, help="code dimension")
-    m.add_argument("--ema_decay", default=0.99, type=float, help="codebook EMA decay")
-    m.add_argument("--quantize_kmeans_init", action="store_true", help="k-means init of the codebook")
-    m.add_argument("--val_freq", default=20, type=int, help="validate every N epochs (and at the end)")
-    m.add_argument("--dataset_dir", default="datasets/ecg_datasets/MIMIC-IV_QRS", type=str)
+    m.add_argument(
+        "--codebook_n_emd", default=8192, type=int, help="number of codebook codes (default: %(default)s)"
+    )
+    m.add_argument(
+        "--codebook_emd_dim", default=128, type=int, help="codebook code dimension (default: %(default)s)"
+    )
+    m.add_argument("--ema_decay", default=0.99, type=float, help="codebook EMA decay (default: %(default)s)")
+    m.add_argument(
+        "--quantize_kmeans_init", action="store_true", help="k-means init of the codebook (default: off)"
+    )
+    m.add_argument(
+        "--val_freq",
+        default=20,
+        type=int,
+        help="validate every N epochs and at the end (default: %(default)s)",
+    )
+    m.add_argument("--dataset_dir", default="datasets/ecg_datasets/MIMIC-IV_QRS", type=str,
+                   help="tokenised MIMIC-IV folder (its batch_k subfolders) or one folder of sentences "
+                        "(default: %(default)s)")  # fmt: skip
     parser.set_defaults(
         lr=5e-5, min_lr=1e-5, opt_betas=[0.9, 0.99], weight_decay=1e-4, warmup_epochs=10, epochs=100,
         batch_size=64, save_ckpt_freq=20,

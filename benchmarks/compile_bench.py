@@ -145,16 +145,42 @@ def speed(name: str, args, device) -> dict:
 
 def main() -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--backend", default="inductor")
-    p.add_argument("--steps", type=int, default=20, help="parity steps (tiny models)")
-    p.add_argument("--stages", nargs="*", default=["vqhbr", "pretrain", "finetune_all"])
-    p.add_argument("--full_stages", nargs="*", default=["pretrain"])
-    p.add_argument("--full_batch", type=int, default=8)
-    p.add_argument("--full_steps", type=int, default=3)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--clock", default="wall", choices=["wall", "cpu"])
+    p.add_argument("--backend", default="inductor", help="torch.compile backend (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=20, help="parity steps on tiny models (default: %(default)s)")
     p.add_argument(
-        "--out", type=Path, default=Path(__file__).resolve().parent / "results" / "compile_bench.json"
+        "--stages",
+        nargs="*",
+        default=["vqhbr", "pretrain", "finetune_all"],
+        help="stages of the parity check (default: vqhbr pretrain finetune_all)",
+    )
+    p.add_argument(
+        "--full_stages",
+        nargs="*",
+        default=["pretrain"],
+        help="stages timed at full model size (default: pretrain)",
+    )
+    p.add_argument(
+        "--full_batch", type=int, default=8, help="batch size of the full-size timing (default: %(default)s)"
+    )
+    p.add_argument(
+        "--full_steps", type=int, default=3, help="timed steps at full size (default: %(default)s)"
+    )
+    p.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="cuda | cpu (default: cuda when available, else cpu)",
+    )
+    p.add_argument(
+        "--clock",
+        default="wall",
+        choices=["wall", "cpu"],
+        help="wall: elapsed time; cpu: process CPU time (default: %(default)s)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parent / "results" / "compile_bench.json",
+        help="results file (default: benchmarks/results/compile_bench.json)",
     )
     args = p.parse_args()
     device = torch.device(args.device)

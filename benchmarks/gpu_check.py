@@ -196,16 +196,43 @@ def precision_agreement(args, device) -> dict:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="cuda")
-    p.add_argument("--models", default="full", choices=["full", "tiny"])
-    p.add_argument("--batch_size", type=int, default=64, help="the seed's per-GPU batch")
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--stages", nargs="+", default=list(STAGES))
-    p.add_argument("--compile_backend", default="inductor")
-    p.add_argument("--peak_tflops", type=float, default=None)
-    p.add_argument("--budget_s", type=float, default=420, help="skip what is left after this many seconds")
-    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "gpu_check.json")
+    p.add_argument("--device", default="cuda", help="torch device (default: %(default)s)")
+    p.add_argument(
+        "--models",
+        default="full",
+        choices=["full", "tiny"],
+        help="full: the paper's sizes; tiny: a fast check of the script (default: %(default)s)",
+    )
+    p.add_argument(
+        "--batch_size",
+        type=int,
+        default=64,
+        help="per-GPU batch, as the original scripts (default: %(default)s)",
+    )
+    p.add_argument("--steps", type=int, default=10, help="timed steps per setting (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps before timing (default: %(default)s)")
+    p.add_argument("--stages", nargs="+", default=list(STAGES), help="stages to time (default: all)")
+    p.add_argument(
+        "--compile_backend", default="inductor", help="torch.compile backend (default: %(default)s)"
+    )
+    p.add_argument(
+        "--peak_tflops",
+        type=float,
+        default=None,
+        help="the GPU's dense bf16 peak in TFLOP/s for MFU (default: looked up from the device name)",
+    )
+    p.add_argument(
+        "--budget_s",
+        type=float,
+        default=420,
+        help="skip what is left after this many seconds (default: %(default)s)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parent / "results" / "gpu_check.json",
+        help="results file (default: benchmarks/results/gpu_check.json)",
+    )
     args = p.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():

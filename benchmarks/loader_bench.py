@@ -140,17 +140,46 @@ def flops_per_sample(batch: int = 2) -> dict:
 
 def main() -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--folders", type=int, default=4, help="batch_k folders")
-    p.add_argument("--per_folder", type=int, default=1024, help="sentences per folder")
-    p.add_argument("--batch_size", type=int, default=64, help="per GPU (the seed's pre-training batch)")
-    p.add_argument("--batches", type=int, default=40, help="timed batches per setting")
-    p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--peak_tflops", type=float, default=989.0, help="H100 SXM dense bf16")
-    p.add_argument("--mfu", type=float, default=0.40)
-    p.add_argument("--gpus", type=int, default=8)
-    p.add_argument("--work_dir", type=Path, default=None)
+    p.add_argument("--folders", type=int, default=4, help="batch_k folders (default: %(default)s)")
+    p.add_argument("--per_folder", type=int, default=1024, help="sentences per folder (default: %(default)s)")
     p.add_argument(
-        "--out", type=Path, default=Path(__file__).resolve().parent / "results" / "loader_bench.json"
+        "--batch_size",
+        type=int,
+        default=64,
+        help="per GPU, as the original scripts' pre-training (default: %(default)s)",
+    )
+    p.add_argument("--batches", type=int, default=40, help="timed batches per setting (default: %(default)s)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[0, 1, 2],
+        help="loader worker counts to time (default: 0 1 2)",
+    )
+    p.add_argument(
+        "--peak_tflops",
+        type=float,
+        default=989.0,
+        help="GPU peak in TFLOP/s for the needed-rate estimate; 989 = H100 SXM dense bf16 (default: %(default)s)",
+    )
+    p.add_argument(
+        "--mfu",
+        type=float,
+        default=0.40,
+        help="model FLOP utilisation assumed for the needed-rate estimate (default: %(default)s)",
+    )
+    p.add_argument("--gpus", type=int, default=8, help="GPUs the estimate feeds (default: %(default)s)")
+    p.add_argument(
+        "--work_dir",
+        type=Path,
+        default=None,
+        help="folder for the synthetic data (default: a temporary folder)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parent / "results" / "loader_bench.json",
+        help="results file (default: benchmarks/results/loader_bench.json)",
     )
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="loader_bench_", dir=args.work_dir))

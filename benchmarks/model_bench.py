@@ -125,12 +125,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--batch_sizes", type=int, nargs="+", default=[8])
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--iters", type=int, default=3)
+    parser.add_argument(
+        "--batch_sizes", type=int, nargs="+", default=[8], help="batch sizes to time (default: 8)"
+    )
+    parser.add_argument(
+        "--models", nargs="+", default=list(MODELS), choices=MODELS, help="models to time (default: all)"
+    )
+    parser.add_argument("--warmup", type=int, default=1, help="untimed iterations (default: %(default)s)")
+    parser.add_argument("--iters", type=int, default=3, help="timed iterations (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "model_bench.json"))
+    parser.add_argument(
+        "--out",
+        default=str(REPO / "benchmarks" / "results" / "model_bench.json"),
+        help="results file (default: benchmarks/results/model_bench.json)",
+    )
     parser.add_argument("--_child", nargs=3, metavar=("MODEL", "BATCH", "IMPL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:

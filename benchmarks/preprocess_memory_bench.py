@@ -128,10 +128,25 @@ def in_memory_baseline(dataset: str, out: str, workers: int) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", nargs="+", type=int, default=[200, 800, 2000])
-    p.add_argument("--batch_size", type=int, default=200)
-    p.add_argument("--num_workers", type=int, default=2)
-    p.add_argument("--out", type=Path, default=REPO / "benchmarks/results/preprocess_memory_bench.json")
+    p.add_argument(
+        "--sizes",
+        nargs="+",
+        type=int,
+        default=[200, 800, 2000],
+        help="record counts to measure (default: 200 800 2000)",
+    )
+    p.add_argument(
+        "--batch_size", type=int, default=200, help="records per output batch (default: %(default)s)"
+    )
+    p.add_argument(
+        "--num_workers", type=int, default=2, help="processes reading records (default: %(default)s)"
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "benchmarks/results/preprocess_memory_bench.json",
+        help="results file (default: benchmarks/results/preprocess_memory_bench.json)",
+    )
     p.add_argument("--_baseline", nargs=3, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args._baseline:

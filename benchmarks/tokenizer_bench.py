@@ -139,12 +139,29 @@ def extra_records():
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--records", type=int, default=0, help="PTB-XL records to time (0 = the 1569 shared ones)")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--chunk_size", type=int, default=128)
-    p.add_argument("--repeat", type=int, default=3, help="timing repeats; the best of them is reported")
-    p.add_argument("--skip_identity", action="store_true")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tokenizer_bench.json"))
+    p.add_argument(
+        "--records",
+        type=int,
+        default=0,
+        help="PTB-XL records to time (default: 0, every record of the data folder)",
+    )
+    p.add_argument(
+        "--workers", type=int, default=2, help="worker processes of the parallel rows (default: %(default)s)"
+    )
+    p.add_argument(
+        "--chunk_size", type=int, default=128, help="records per worker task (default: %(default)s)"
+    )
+    p.add_argument(
+        "--repeat", type=int, default=3, help="timing repeats; the best is reported (default: %(default)s)"
+    )
+    p.add_argument(
+        "--skip_identity", action="store_true", help="skip the identity check against wfdb's detector"
+    )
+    p.add_argument(
+        "--out",
+        default=str(ROOT / "benchmarks" / "results" / "tokenizer_bench.json"),
+        help="results file (default: benchmarks/results/tokenizer_bench.json)",
+    )
     args = p.parse_args()
 
     X = load_ptbxl(args.records)

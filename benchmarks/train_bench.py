@@ -233,17 +233,31 @@ def _time_baseline(model, step_fn, batches, amp, args_ns, set_mode) -> float:
 
 def main() -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--batch_size", type=int, default=2)
-    p.add_argument("--steps", type=int, default=3)
-    p.add_argument("--rounds", type=int, default=2, help="interleaved timing rounds (best kept)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--amp", default="bf16", choices=["bf16", "fp16", "none"])
-    p.add_argument("--peak_tflops", type=float, default=989.0)
-    p.add_argument("--stages", nargs="+", default=None)
-    p.add_argument("--clock", default="wall", choices=["wall", "cpu"],
-                   help="cpu: process CPU time (use with OMP_NUM_THREADS=1 on a shared machine)")  # fmt: skip
+    p.add_argument("--batch_size", type=int, default=2, help="batch size (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=3, help="timed steps per round (default: %(default)s)")
+    p.add_argument("--rounds", type=int, default=2, help="interleaved timing rounds (default: %(default)s)")
     p.add_argument(
-        "--out", type=Path, default=Path(__file__).resolve().parent / "results" / "train_bench.json"
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="cuda | cpu (default: cuda when available, else cpu)",
+    )
+    p.add_argument(
+        "--amp",
+        default="bf16",
+        choices=["bf16", "fp16", "none"],
+        help="GPU mixed precision (default: %(default)s)",
+    )
+    p.add_argument(
+        "--peak_tflops", type=float, default=989.0, help="GPU peak in TFLOP/s for MFU (default: %(default)s)"
+    )
+    p.add_argument("--stages", nargs="+", default=None, help="stages to time (default: all)")
+    p.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                   help='wall: elapsed time; cpu: process CPU time (use with OMP_NUM_THREADS=1 on a shared machine) (default: %(default)s)')  # fmt: skip
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parent / "results" / "train_bench.json",
+        help="results file (default: benchmarks/results/train_bench.json)",
     )
     args = p.parse_args()
     device = torch.device(args.device)

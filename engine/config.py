@@ -1,13 +1,13 @@
 """The command-line schema shared by the three training stages and the typed configs the engine takes.
 
-The seed's flag names and defaults stay the interface (docs/training.md lists every default that differs from
+The original scripts' flag names and defaults stay the interface (docs/training.md lists every default that differs from
 the original's argparse). The entry script parses argv into a Namespace and converts it ONCE, here, into
 :class:`RunConfig` (the run: folders, seed, processes, checkpoints) and :class:`OptimConfig` (AdamW and its
 schedule); engine code never reads the Namespace.
 
 The recipe. By default every stage trains as the original code does ("paper-faithful"); each corrected
 variant is one flag, and ``--recipe corrected`` switches all of them on at once (an explicit flag always wins:
-``--recipe corrected --no-probe_backbone_eval`` keeps the original's train-mode probe):
+``--recipe corrected --no_probe_backbone_eval`` keeps the original's train-mode probe):
 
 =============================  ======  ======================================================================
 flag                           stages  corrected behaviour (official behaviour in brackets)
@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 
+from utils.cli import COMPAT, add_switch, negation
 from utils.optim import ADAMW_IMPLS
 
 # flag -> (stages it applies to, help). Stages: "vqhbr", "pretrain", "finetune".
@@ -84,68 +85,86 @@ HARMLESS_SETTINGS = frozenset(
 
 
 def add_common_args(parser: argparse.ArgumentParser, stage: str) -> None:
-    """Flags shared by the three stages (seed names and their defaults where the seed has them)."""
+    """Flags shared by the three stages (the original scripts' names and their defaults where they have them).
+
+    Help texts use ``%(default)s`` because each stage sets its own defaults (``parser.set_defaults``).
+    """
     g = parser.add_argument_group("run")
-    g.add_argument("--output_dir", default="", help="checkpoints, log.txt, args.json, run.json go here")
-    g.add_argument("--log_dir", default=None, help="TensorBoard folder")
-    g.add_argument("--device", default=None, help="cuda | cpu (default: cuda when available)")
-    g.add_argument("--seed", default=0, type=int)
+    g.add_argument("--output_dir", default="",
+                   help="folder for checkpoints, log.txt, args.json, run.json and plan.json (required)")  # fmt: skip
+    g.add_argument("--log_dir", default=None, help="TensorBoard folder (default: none, no TensorBoard log)")
+    g.add_argument("--device", default=None, help="cuda | cpu (default: cuda when available, else cpu)")
+    g.add_argument("--seed", default=0, type=int,
+                   help="random seed of the model init, masks and data subsets (default: %(default)s)")  # fmt: skip
     g.add_argument("--resume", default="",
-                   help="continue deliberately from this checkpoint, even if the run's settings changed")  # fmt: skip
-    g.add_argument("--auto_resume", action="store_true", default=True,
-                   help="continue from the newest checkpoint in --output_dir when its settings match")  # fmt: skip
-    g.add_argument("--no_auto_resume", action="store_false", dest="auto_resume")
-    g.add_argument("--save_ckpt", action="store_true", default=True)
-    g.add_argument("--no_save_ckpt", action="store_false", dest="save_ckpt")
-    g.add_argument("--save_ckpt_freq", default=20, type=int)
-    g.add_argument("--num_workers", default=4, type=int)
-    g.add_argument("--pin_mem", action="store_true", default=True, help="pinned host memory (GPU only)")
-    g.add_argument("--no_pin_mem", action="store_false", dest="pin_mem")
+                   help="continue deliberately from this checkpoint, even if the run's settings changed "
+                        "(default: none)")  # fmt: skip
+    add_switch(g, "auto_resume", default=True,
+               help="continue from the newest checkpoint in --output_dir when its settings match")  # fmt: skip
+    add_switch(g, "save_ckpt", default=True, help="write checkpoints")
+    g.add_argument("--save_ckpt_freq", default=20, type=int,
+                   help="also keep checkpoint-N.pth every N epochs and at the end (default: %(default)s)")  # fmt: skip
+    g.add_argument("--num_workers", default=4, type=int,
+                   help="data-loader worker processes per training process (default: %(default)s)")  # fmt: skip
+    add_switch(g, "pin_mem", default=True, help="pinned host memory for the loader (GPU only)")
     g.add_argument("--world_size", default=1, type=int,
-                   help="processes a --dry_run plans for when not launched by torchrun (torchrun sets the real one)")  # fmt: skip
-    g.add_argument("--local_rank", default=-1, type=int)
-    g.add_argument("--dist_on_itp", action="store_true")
-    g.add_argument("--dist_url", default="env://")
+                   help="processes a --dry_run plans for when not launched by torchrun; torchrun sets the real "
+                        "number (default: %(default)s)")  # fmt: skip
+    g.add_argument("--local_rank", default=-1, type=int, help=f"{COMPAT} (torchrun's LOCAL_RANK is used)")
+    g.add_argument("--dist_on_itp", action="store_true", help=COMPAT)
+    g.add_argument("--dist_url", default="env://", help=f"{COMPAT} (torchrun's environment is used)")
     g.add_argument("--dist_eval", action="store_true",
-                   help="accepted for the original's scripts; evaluation is always sharded over the processes")  # fmt: skip
-    g.add_argument("--amp", default="bf16", choices=["bf16", "fp16", "none"], help="GPU mixed precision")
-    g.add_argument("--max_steps_per_epoch", default=0, type=int, help="debug: cap optimizer steps per epoch")
+                   help=f"{COMPAT}: evaluation is always sharded over the processes")  # fmt: skip
+    g.add_argument("--amp", default="bf16", choices=["bf16", "fp16", "none"],
+                   help="GPU mixed precision; ignored on CPU (default: %(default)s)")  # fmt: skip
+    g.add_argument("--max_steps_per_epoch", default=0, type=int,
+                   help="debugging: cap the optimizer steps per epoch (default: 0, no cap)")  # fmt: skip
     g.add_argument("--dry_run", action="store_true",
                    help="resolve the run, write <output_dir>/plan.json and a summary, and exit without training")  # fmt: skip
-    g.add_argument("--update_freq", "--gradient_accumulation_steps", dest="update_freq", default=1, type=int)
+    g.add_argument("--update_freq", "--gradient_accumulation_steps", dest="update_freq", default=1, type=int,
+                   help="batches accumulated per optimizer step (default: %(default)s)")  # fmt: skip
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the module that trains (docs/training.md 'Speed'); checkpoints keep plain keys")  # fmt: skip
     g.add_argument("--compile_backend", default="inductor",
-                   help="torch.compile backend (inductor; aot_eager / eager compile fast, for tests)")  # fmt: skip
+                   help="torch.compile backend: inductor, or aot_eager / eager, which compile fast (tests) "
+                        "(default: %(default)s)")  # fmt: skip
     r = parser.add_argument_group("recipe (default: the original's; docs/training.md)")
     r.add_argument("--recipe", default="official", choices=["official", "corrected"],
-                   help="'corrected' switches on every corrected variant below; a flag given explicitly wins")  # fmt: skip
+                   help="'corrected' switches on every corrected variant below; a variant given explicitly wins "
+                        "(default: %(default)s)")  # fmt: skip
     for name, (stages, text) in RECIPE_FLAGS.items():
         if stage in stages:
-            # --NAME switches the corrected variant on, --no-NAME keeps the original's behaviour (also under
-            # --recipe corrected); not given: --recipe decides.
-            r.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=None,
-                           help=f"corrected variant: {text}")  # fmt: skip
+            # --NAME switches the corrected variant on, its negation keeps the original's behaviour (also
+            # under --recipe corrected); not given: --recipe decides.
+            add_switch(r, name, default=None,
+                       help=f"corrected variant: {text}; --{negation(name)}: the original's behaviour "
+                            "(default: as --recipe)")  # fmt: skip
     o = parser.add_argument_group("optimizer")
-    o.add_argument("--opt", default="adamw", type=str, help="only adamw")
-    o.add_argument("--opt_eps", default=1e-8, type=float)
-    o.add_argument("--opt_betas", default=None, type=float, nargs="+")
-    o.add_argument("--clip_grad", default=None, type=float, help="max grad norm (None: no clipping)")
-    o.add_argument(
-        "--momentum", default=0.9, type=float, help="unused by AdamW; kept for the seed's interface"
-    )
-    o.add_argument("--weight_decay", default=0.05, type=float)
-    o.add_argument("--lr", default=5e-4, type=float)
+    o.add_argument("--opt", default="adamw", type=str, help="optimizer; only adamw (default: %(default)s)")
+    o.add_argument("--opt_eps", default=1e-8, type=float, help="AdamW epsilon (default: %(default)s)")
+    o.add_argument("--opt_betas", default=None, type=float, nargs="+",
+                   help="AdamW betas, two numbers (default: %(default)s)")  # fmt: skip
+    o.add_argument("--clip_grad", default=None, type=float,
+                   help="max gradient norm (default: %(default)s; None: no clipping)")  # fmt: skip
+    o.add_argument("--momentum", default=0.9, type=float, help=COMPAT + " (AdamW has no momentum)")
+    o.add_argument("--weight_decay", default=0.05, type=float,
+                   help="AdamW weight decay (default: %(default)s)")  # fmt: skip
+    o.add_argument("--lr", default=5e-4, type=float,
+                   help="peak learning rate after warm-up (default: %(default)s)")  # fmt: skip
     o.add_argument("--warmup_lr", default=1e-6, type=float,
-                   help="kept for the seed's interface; unused: the original's warm-up starts at 0")  # fmt: skip
-    o.add_argument("--min_lr", default=1e-5, type=float)
-    o.add_argument("--warmup_epochs", default=5, type=int)
-    o.add_argument("--warmup_steps", default=-1, type=int, help="overrides --warmup_epochs when > 0")
-    o.add_argument("--epochs", default=100, type=int)
-    o.add_argument("--batch_size", default=64, type=int, help="per process")
+                   help=COMPAT + ": the original's warm-up starts at 0")  # fmt: skip
+    o.add_argument("--min_lr", default=1e-5, type=float,
+                   help="learning rate at the end of the cosine schedule (default: %(default)s)")  # fmt: skip
+    o.add_argument("--warmup_epochs", default=5, type=int,
+                   help="epochs of linear lr warm-up (default: %(default)s)")  # fmt: skip
+    o.add_argument("--warmup_steps", default=-1, type=int,
+                   help="optimizer steps of warm-up; overrides --warmup_epochs when > 0 (default: %(default)s)")  # fmt: skip
+    o.add_argument("--epochs", default=100, type=int, help="training epochs (default: %(default)s)")
+    o.add_argument("--batch_size", default=64, type=int,
+                   help="samples per process and step (default: %(default)s)")  # fmt: skip
     o.add_argument("--adamw_impl", default="auto", choices=list(ADAMW_IMPLS),
                    help="AdamW kernel: auto = fused on CPU and CUDA (measured fastest, docs/training.md 'Speed'), "
-                        "else foreach; for_loop = torch's per-tensor loop")  # fmt: skip
+                        "else foreach; for_loop = torch's per-tensor loop (default: %(default)s)")  # fmt: skip
 
 
 def resolve_recipe(args: argparse.Namespace, stage: str) -> dict[str, bool]:

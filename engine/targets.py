@@ -193,14 +193,35 @@ def main(argv: list[str] | None = None) -> None:
     from modeling.checkpoint import tokenizer_size
 
     p = argparse.ArgumentParser("python -m engine.targets", description=__doc__.splitlines()[0])
-    p.add_argument("--dataset_dir", required=True)
-    p.add_argument("--tokenizer_weight", required=True)
-    p.add_argument("--tokenizer_model", default="vqhbr")
-    p.add_argument("--splits", nargs="+", default=["train", "val"])
-    p.add_argument("--all_batch_folders", action="store_true", help="also batch_1 (the corrected recipe)")
-    p.add_argument("--tokenizer_targets_with_ids", action="store_true")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--batch_size", type=int, default=256)
+    p.add_argument(
+        "--dataset_dir",
+        required=True,
+        help="tokenised MIMIC-IV folder (batch_k subfolders) or one sentence folder (required)",
+    )
+    p.add_argument(
+        "--tokenizer_weight", required=True, help="VQ-HBR checkpoint: a path or hf://org/repo/file (required)"
+    )
+    p.add_argument(
+        "--tokenizer_model", default="vqhbr", help="registry name of the tokenizer (default: %(default)s)"
+    )
+    p.add_argument(
+        "--splits",
+        nargs="+",
+        default=["train", "val"],
+        help="splits to compute targets for (default: train val)",
+    )
+    p.add_argument(
+        "--all_batch_folders",
+        action="store_true",
+        help="also batch_1, as the corrected recipe (default: off)",
+    )
+    p.add_argument("--tokenizer_targets_with_ids", action="store_true",
+                   help="targets from the tokenizer WITH lead/time ids, as the corrected recipe (default: off)")  # fmt: skip
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="cuda | cpu (default: cuda when available, else cpu)")  # fmt: skip
+    p.add_argument(
+        "--batch_size", type=int, default=256, help="sentences per tokenizer forward (default: %(default)s)"
+    )
     args = p.parse_args(argv)
     device = torch.device(args.device)
     sha = tokenizer_sha256(args.tokenizer_weight)

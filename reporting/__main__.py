@@ -37,8 +37,13 @@ def get_args_parser() -> argparse.ArgumentParser:
         s.add_argument("runs", nargs="+", type=Path, help="output folders (or their log.txt)")
         s.add_argument("-o", "--output", required=True, type=Path, help="PNG to write")
     t = sub.add_parser("table", help="pre-trained vs random-init table of a results CSV (Markdown)")
-    t.add_argument("results_csv", type=Path)
-    t.add_argument("--finetune_root", type=Path, default=None, help="only runs directly under this folder")
+    t.add_argument("results_csv", type=Path, help="results CSV written by --eval")
+    t.add_argument(
+        "--finetune_root",
+        type=Path,
+        default=None,
+        help="only runs directly under this folder (default: every run)",
+    )
     return p
 
 

@@ -49,10 +49,21 @@ def get_args_parser():
     p.description = "linear probe: the original's train-mode backbone vs an eval-mode backbone"
     p.set_defaults(results_json=REPO / "benchmarks" / "results" / "probe_mode_check.json")
     p.add_argument(
-        "--seeds", nargs="+", default=[0, 1, 2], type=int, help="probe seeds (pre-training: --seed)"
+        "--seeds",
+        nargs="+",
+        default=[0, 1, 2],
+        type=int,
+        help="probe seeds; pre-training uses --seed (default: 0 1 2)",
     )
-    p.add_argument("--speed_epochs", default=4, type=int, help="epochs of the timed train-mode seed command")
-    p.add_argument("--no_speed", action="store_true", help="skip the seed-command speed measurement")
+    p.add_argument(
+        "--speed_epochs",
+        default=4,
+        type=int,
+        help="epochs of the timed train-mode run of the original scripts' command (default: %(default)s)",
+    )
+    p.add_argument(
+        "--no_speed", action="store_true", help="skip the speed measurement of the original scripts' command"
+    )
     return p
 
 

@@ -35,17 +35,35 @@ from scripts.run_demo import Runner, probe_batch_size, torchrun_prefix  # noqa: 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("HeartLang real-data check on the shared PTB-XL subset")
-    p.add_argument("--ptbxl", default=REPO.parent / "shared" / "data" / "ptbxl", type=Path)
-    p.add_argument("--output_dir", default=Path("real_check_output"), type=Path)
-    p.add_argument("--vq_epochs", default=8, type=int)
-    p.add_argument("--pt_epochs", default=12, type=int)
-    p.add_argument("--ft_epochs", default=100, type=int, help="linear-probe epochs (the seed's 100)")
-    p.add_argument("--ratios", nargs="+", default=[0.1, 1.0], type=float)
-    p.add_argument("--batch_size", default=32, type=int)
-    p.add_argument("--max_unlabeled", default=0, type=int, help="use only the first N unlabeled records")
-    p.add_argument("--seed", default=0, type=int)
+    p.add_argument("--ptbxl", default=REPO.parent / "shared" / "data" / "ptbxl", type=Path,
+                   help="PTB-XL folder (default: ../shared/data/ptbxl next to the repository)")  # fmt: skip
+    p.add_argument("--output_dir", default=Path("real_check_output"), type=Path,
+                   help="folder for every artifact of the check (default: %(default)s)")  # fmt: skip
+    p.add_argument("--vq_epochs", default=8, type=int, help="VQ-HBR epochs (default: %(default)s)")
+    p.add_argument("--pt_epochs", default=12, type=int, help="pre-training epochs (default: %(default)s)")
     p.add_argument(
-        "--results_json", default=REPO / "benchmarks" / "results" / "ptbxl_real_check.json", type=Path
+        "--ft_epochs",
+        default=100,
+        type=int,
+        help="linear-probe epochs (default: %(default)s, as the original scripts)",
+    )
+    p.add_argument("--ratios", nargs="+", default=[0.1, 1.0], type=float,
+                   help="label fractions probed (default: 0.1 1.0)")  # fmt: skip
+    p.add_argument(
+        "--batch_size", default=32, type=int, help="batch size of every stage (default: %(default)s)"
+    )
+    p.add_argument(
+        "--max_unlabeled",
+        default=0,
+        type=int,
+        help="use only the first N unlabeled records (default: 0, all)",
+    )
+    p.add_argument("--seed", default=0, type=int, help="random seed of every stage (default: %(default)s)")
+    p.add_argument(
+        "--results_json",
+        default=REPO / "benchmarks" / "results" / "ptbxl_real_check.json",
+        type=Path,
+        help="results file (default: benchmarks/results/ptbxl_real_check.json)",
     )
     return p
 

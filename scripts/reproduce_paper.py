@@ -51,25 +51,46 @@ RATIOS = (0.01, 0.1, 1.0)
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("Reproduce the HeartLang linear-probe table")
-    p.add_argument("--finetune", default="checkpoints/heartlang_base/checkpoint-200.pth",
-                   help="pre-trained HeartLang checkpoint (ours or the released one)")  # fmt: skip
-    p.add_argument("--model", default="HeartLang_finetune_base", help="classifier registry name")
-    p.add_argument("--data_root", default="datasets/ecg_datasets", type=Path)
-    p.add_argument("--output_dir", default="checkpoints/reproduce", type=Path, help="one folder per run")
+    p.add_argument("--finetune", default="checkpoints/pretrain/MIMIC-IV/checkpoint-200.pth",
+                   help="pre-trained HeartLang checkpoint: ours, or the released one as a path or "
+                        "hf://org/repo/file (default: %(default)s, what scripts/pretrain/MIMIC-IV.sh writes)")  # fmt: skip
+    p.add_argument(
+        "--model", default="HeartLang_finetune_base", help="classifier registry name (default: %(default)s)"
+    )
+    p.add_argument("--data_root", default="datasets/ecg_datasets", type=Path,
+                   help="folder holding the tokenised data sets (default: %(default)s)")  # fmt: skip
+    p.add_argument(
+        "--output_dir",
+        default="checkpoints/reproduce",
+        type=Path,
+        help="one folder per run under it (default: %(default)s)",
+    )
     p.add_argument("--results_csv", default=None, type=Path, help="default: <output_dir>/results.csv")
-    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    p.add_argument("--ratios", nargs="+", default=list(RATIOS), type=float)
-    p.add_argument("--seeds", nargs="+", default=[0, 1, 2], type=int)
-    p.add_argument("--sampling_method", default="random", choices=list(SAMPLING_METHODS))
+    p.add_argument(
+        "--tasks", nargs="+", default=list(TASKS), choices=list(TASKS), help="tasks (default: all)"
+    )
+    p.add_argument("--ratios", nargs="+", default=list(RATIOS), type=float,
+                   help="label fractions (default: 0.01 0.1 1)")  # fmt: skip
+    p.add_argument("--seeds", nargs="+", default=[0, 1, 2], type=int, help="probe seeds (default: 0 1 2)")
+    p.add_argument("--sampling_method", default="random", choices=list(SAMPLING_METHODS),
+                   help="how --split_ratio picks the training records (default: %(default)s)")  # fmt: skip
     p.add_argument("--nproc", default=None, type=int, help="torchrun processes (default: GPUs, else 1)")
-    s = p.add_argument_group("schedule (the seed's linear-probe flags)")
-    s.add_argument("--epochs", default=100, type=int)
-    s.add_argument("--warmup_epochs", default=10, type=int)
-    s.add_argument("--batch_size", default=256, type=int)
-    s.add_argument("--lr", default=5e-3, type=float)
-    s.add_argument("--weight_decay", default=0.05, type=float)
-    s.add_argument("--num_workers", default=4, type=int)
-    s.add_argument("--extra", default="", help="more flags for run_class_finetuning.py, one quoted string")
+    s = p.add_argument_group("schedule (the original scripts' linear-probe flags)")
+    s.add_argument("--epochs", default=100, type=int, help="probe epochs (default: %(default)s)")
+    s.add_argument("--warmup_epochs", default=10, type=int, help="warm-up epochs (default: %(default)s)")
+    s.add_argument(
+        "--batch_size", default=256, type=int, help="batch size per process (default: %(default)s)"
+    )
+    s.add_argument("--lr", default=5e-3, type=float, help="peak learning rate (default: %(default)s)")
+    s.add_argument(
+        "--weight_decay", default=0.05, type=float, help="AdamW weight decay (default: %(default)s)"
+    )
+    s.add_argument("--num_workers", default=4, type=int, help="data-loader workers (default: %(default)s)")
+    s.add_argument(
+        "--extra",
+        default="",
+        help="more flags for run_class_finetuning.py, one quoted string (default: none)",
+    )
     p.add_argument("--dry_run", action="store_true", help="print the commands only")
     p.add_argument("--table_only", action="store_true", help="only assemble the table from the CSV")
     return p
@@ -80,7 +101,9 @@ def run_name(args, task: str, ratio: float, seed: int) -> str:
     checkpoint and any extra flags (a rerun with another checkpoint never reuses an earlier folder)."""
     init = f"{Path(args.finetune).parent.name}_{Path(args.finetune).stem}"
     extra = re.sub(r"[^A-Za-z0-9.]+", "_", args.extra).strip("_")
-    return f"{task}_linear_{ratio:g}_{args.sampling_method}_seed{seed}_{init}" + (f"_{extra}" if extra else "")
+    return f"{task}_linear_{ratio:g}_{args.sampling_method}_seed{seed}_{init}" + (
+        f"_{extra}" if extra else ""
+    )
 
 
 def probe_commands(args, task: str, ratio: float, seed: int, nproc: int) -> tuple[list[str], list[str], Path]:
@@ -175,7 +198,9 @@ def main(args) -> str | None:
                             continue
                         proc = subprocess.run(cmd, cwd=REPO, env=env)
                         if proc.returncode != 0:
-                            raise SystemExit(f"{run_name(args, task, ratio, seed)} failed (exit {proc.returncode})")
+                            raise SystemExit(
+                                f"{run_name(args, task, ratio, seed)} failed (exit {proc.returncode})"
+                            )
     if args.dry_run:
         return None
     table = format_table(collect(args.results_csv, args.output_dir), tuple(sorted(set(args.ratios))))

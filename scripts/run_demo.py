@@ -63,11 +63,23 @@ TASK_CLASSES = {
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("HeartLang end-to-end demo on a synthetic cohort")
-    p.add_argument("--output_dir", default="demo_output", type=Path, help="every artifact goes here")
-    p.add_argument("--size", default="small", choices=sorted(SIZES), help="cohort size and schedule preset")
+    p.add_argument(
+        "--output_dir",
+        default="demo_output",
+        type=Path,
+        help="every artifact goes here (default: %(default)s)",
+    )
+    p.add_argument(
+        "--size",
+        default="small",
+        choices=sorted(SIZES),
+        help="cohort size and schedule preset (default: %(default)s)",
+    )
     p.add_argument("--smoke", action="store_const", const="smoke", dest="size", help="= --size smoke")
     p.add_argument("--tasks", nargs="+", default=None, help="PTB-XL label sets probed (default: per size)")
-    p.add_argument("--seed", default=0, type=int)
+    p.add_argument(
+        "--seed", default=0, type=int, help="random seed of the cohort and every stage (default: %(default)s)"
+    )
     p.add_argument("--nproc", default=None, type=int, help="torchrun processes (default: GPUs, else 1)")
     p.add_argument("--num_workers", default=None, type=int, help="data processes (default: CPU cores)")
     p.add_argument("--fresh", action="store_true", help="delete --output_dir first (default: resume)")

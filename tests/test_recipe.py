@@ -96,9 +96,10 @@ def test_corrected_recipe_exempts_embeddings_from_decay(recipe, tmp_path):
         assert wd[name] == 0.0, name
     assert wd["transformer.layers.0.0.to_qkv.weight"] == 0.05
     assert plan["recipe"]["no_decay_embeddings"] and plan["recipe"]["mask_before_conv"]
-    # one variant switched back off under --recipe corrected: --no-NAME wins over --recipe
+    # variants switched back off under --recipe corrected: the negation (--no_NAME, or NAME without its
+    # "no_" prefix) wins over --recipe
     plan = dry_run("pretrain", [*PT_SEED, "--dataset_dir", str(data), "--recipe", "corrected",
-                                "--no-no_decay_embeddings", "--no-mask_before_conv"], tmp_path / "o2")  # fmt: skip
+                                "--decay_embeddings", "--no_mask_before_conv"], tmp_path / "o2")  # fmt: skip
     assert not plan["recipe"]["no_decay_embeddings"] and not plan["recipe"]["mask_before_conv"]
     assert plan["recipe"]["mask_real_words_only"] and plan["recipe"]["padding_attention_mask"]
     assert {k: v["weight_decay"] for k, v in plan["param_groups"].items()}["pos_embed"] == 0.05

@@ -206,19 +206,38 @@ def test_generated_scripts_are_current_and_every_command_parses(repo_root):
     )
     shells = sorted((repo_root / "scripts").rglob("*.sh"))
     seen = 0
-    env = {"NPROC": "1", "RATIO": "0.1", "SAMPLING": "random", "TRAINABLE": "linear", "SEED": "0",
-           "FINETUNE": "x.pth", "NAME": "n"}  # fmt: skip
     for path in shells:
         text = path.read_text().replace("\\\n", " ")
+        # each script's own defaults (VAR=${VAR:-default}), as a run without those variables set sees them
+        env = dict(re.findall(r"^(?:export )?(\w+)=\$\{\1:-\"?([^}\"]*)\"?\}", text, re.M))
+        env.update({"RATIO": "0.1", "NAME": "n"})
         for line in text.splitlines():
-            if "torchrun" not in line:
+            if "torchrun" not in line or line.lstrip().startswith("#"):
                 continue
+            # ports and process counts come from the environment, never hard-coded
+            assert not re.search(r"--(master_port|nproc_per_node)[= ]\d", line), (path, line)
             line = re.sub(r"\$\{?(\w+|@)\}?", lambda m: env.get(m.group(1), ""), line)
             tokens = [t for t in shlex.split(line) if t]
             script = next(t for t in tokens if t.endswith(".py"))
             _parser(script).parse_args(tokens[tokens.index(script) + 1 :])
             seen += 1
     assert seen == 2 + 2 * len(gen.all_scripts())
+
+
+def test_finetune_scripts_read_what_pretraining_writes(repo_root):
+    """The fine-tuning scripts' default checkpoint is the last one scripts/pretrain/MIMIC-IV.sh writes."""
+    pre = (repo_root / "scripts" / "pretrain" / "MIMIC-IV.sh").read_text()
+    out_dir = re.search(r"^OUTPUT_DIR=\$\{OUTPUT_DIR:-([^}]*)\}", pre, re.M).group(1)
+    epochs = re.search(r"^\s+--epochs (\d+)", pre, re.M).group(1)
+    written = f"{out_dir.rstrip('/')}/checkpoint-{epochs}.pth"  # modeling.checkpoint: checkpoint-{epochs}.pth
+    vq = (repo_root / "scripts" / "vqhbr" / "MIMIC-IV.sh").read_text()
+    vq_written = "{}/checkpoint-{}.pth".format(
+        re.search(r"^OUTPUT_DIR=\$\{OUTPUT_DIR:-([^}]*)\}", vq, re.M).group(1).rstrip("/"),
+        re.search(r"^\s+--epochs (\d+)", vq, re.M).group(1),
+    )
+    assert f"TOKENIZER_WEIGHT=${{TOKENIZER_WEIGHT:-{vq_written}}}" in pre
+    for path in (repo_root / "scripts" / "finetune").rglob("*.sh"):
+        assert f"FINETUNE=${{FINETUNE:-{written}}}" in path.read_text(), path
 
 
 def test_describe_dataset_dir():

@@ -35,9 +35,17 @@ EXPECTED_LEN = 5000
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("CSN (Chapman-Shaoxing-Ningbo) preprocessing")
     add_common_args(p, "datasets/ecg_datasets/CSN", paper_prefix="chapman")
-    p.add_argument("--classes_file", type=Path, default=None, help="SNOMED codes to use as classes, in order")
     p.add_argument(
-        "--min_class_count", type=int, default=1, help="without --classes_file: keep codes this frequent"
+        "--classes_file",
+        type=Path,
+        default=None,
+        help="SNOMED codes to use as classes, in order (default: every code in the data, see --min_class_count)",
+    )
+    p.add_argument(
+        "--min_class_count",
+        type=int,
+        default=1,
+        help="without --classes_file: keep codes with at least this many records (default: %(default)s)",
     )
     return p
 

@@ -82,19 +82,28 @@ def add_common_args(
     """Flags shared by the labelled sources; ``paper_prefix`` names the paper's split files
     (``icbeb`` / ``chapman``) that ``--split_files paper`` resolves to."""
     p.add_argument("--dataset_path", required=True, type=Path, help="folder searched recursively for records")
-    p.add_argument("--output_path", default=Path(default_out), type=Path)
+    p.add_argument("--output_path", default=Path(default_out), type=Path,
+                   help="output folder (default: %(default)s)")  # fmt: skip
     p.add_argument(
         "--split_files",
         nargs="+",
         default=None,
         metavar="CSV",
         help="TRAIN.csv VAL.csv TEST.csv (ours, or the paper's icbeb_*/chapman_* files as published), or "
-        "'paper' for the paper's split; labels and classes then come from the files",
+        "'paper' for the paper's split; labels and classes then come from the files (default: a stratified "
+        "split by --fractions and --seed)",
     )
     p.set_defaults(paper_split_prefix=paper_prefix)
-    p.add_argument("--fractions", nargs=3, type=float, default=list(DEFAULT_FRACTIONS), help="train val test")
-    p.add_argument("--seed", default=42, type=int, help="seed of the stratified split")
-    p.add_argument("--num_workers", default=default_num_workers(), type=int)
+    p.add_argument(
+        "--fractions",
+        nargs=3,
+        type=float,
+        default=list(DEFAULT_FRACTIONS),
+        help="train, val and test fractions of the stratified split (default: 0.7 0.1 0.2)",
+    )
+    p.add_argument("--seed", default=42, type=int, help="seed of the stratified split (default: %(default)s)")
+    p.add_argument("--num_workers", default=default_num_workers(), type=int,
+                   help="processes reading records (default: all cores)")  # fmt: skip
     return p
 
 

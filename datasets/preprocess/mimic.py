@@ -64,17 +64,32 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--output_path", required=True, type=Path, help="e.g. datasets/ecg_datasets/MIMIC-IV")
     p.add_argument("--record_list", default=None, type=Path, help="default: <dataset_path>/record_list.csv")
-    p.add_argument("--batch_size", default=100100, type=int, help="records per batch_k folder")
-    p.add_argument("--max_records", default=None, type=int, help="only the first N records of the list")
-    p.add_argument("--num_workers", default=default_num_workers(), type=int, help="processes reading records")
     p.add_argument(
-        "--val_fraction", default=0.1, type=float, help="train_test_split's test_size in each batch"
+        "--batch_size",
+        default=100100,
+        type=int,
+        help="records per batch_k folder (default: %(default)s, as the original)",
+    )
+    p.add_argument(
+        "--max_records", default=None, type=int, help="only the first N records of the list (default: all)"
+    )
+    p.add_argument(
+        "--num_workers",
+        default=default_num_workers(),
+        type=int,
+        help="processes reading records (default: all cores)",
+    )
+    p.add_argument(
+        "--val_fraction",
+        default=0.1,
+        type=float,
+        help="train_test_split's test_size in each batch (default: %(default)s)",
     )
     p.add_argument(
         "--seed",
         default=0,
         type=int,
-        help="train_test_split's random_state in each batch (the original's: 0)",
+        help="train_test_split's random_state in each batch (default: %(default)s, as the original)",
     )
     return p
 

@@ -67,19 +67,26 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dataset_path", required=True, type=Path, help="folder with ptbxl_database.csv, records100/"
     )
-    p.add_argument("--output_path", default=Path("datasets/ecg_datasets/PTBXL"), type=Path)
+    p.add_argument("--output_path", default=Path("datasets/ecg_datasets/PTBXL"), type=Path,
+                   help="output folder, one subfolder per label set (default: %(default)s)")  # fmt: skip
     p.add_argument(
-        "--sampling_rate", default=100, type=int, choices=(100, 500), help="500: read records500, resample"
+        "--sampling_rate",
+        default=100,
+        type=int,
+        choices=(100, 500),
+        help="records to read, in Hz: 100 = records100; 500 = records500, resampled to 100 (default: %(default)s)",
     )
-    p.add_argument("--subsets", nargs="+", default=list(SUBSETS), choices=SUBSETS)
+    p.add_argument("--subsets", nargs="+", default=list(SUBSETS), choices=SUBSETS,
+                   help="label sets to write (default: all)")  # fmt: skip
     p.add_argument(
         "--classes",
         default="data",
         choices=("data", "statements"),
         help="data: classes present in the labelled records (the protocol); statements: every statement "
-        "of scp_statements.csv of that set (same list on the full data set)",
+        "of scp_statements.csv of that set (same list on the full data set) (default: %(default)s)",
     )
-    p.add_argument("--num_workers", default=default_num_workers(), type=int)
+    p.add_argument("--num_workers", default=default_num_workers(), type=int,
+                   help="processes reading records (default: all cores)")  # fmt: skip
     return p
 
 

@@ -239,12 +239,25 @@ def summarize_ptbxl(frame: pd.DataFrame) -> pd.DataFrame:
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser("Synthetic 12-lead ECG cohort (MIMIC-IV-ECG and PTB-XL formats)")
     parser.add_argument("--output_dir", required=True, help="writes DIR/mimic_iv_ecg and DIR/ptbxl")
-    parser.add_argument("--n_mimic", type=int, default=200, help="unlabeled pre-training records")
-    parser.add_argument("--n_ptbxl", type=int, default=200, help="labeled downstream records")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num_workers", type=int, default=2)
+    parser.add_argument(
+        "--n_mimic", type=int, default=200, help="unlabeled pre-training records (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--n_ptbxl", type=int, default=200, help="labeled downstream records (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="random seed of the cohort (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--num_workers", type=int, default=2, help="processes writing records (default: %(default)s)"
+    )
     parser.add_argument("--with_500hz", action="store_true", help="also write PTB-XL records500")
-    parser.add_argument("--mimic_nan_fraction", type=float, default=0.0, help="records with a NaN stretch")
+    parser.add_argument(
+        "--mimic_nan_fraction",
+        type=float,
+        default=0.0,
+        help="fraction of MIMIC records with a NaN stretch (default: %(default)s)",
+    )
     return parser
 
 
@@ -265,4 +278,3 @@ def main(args: argparse.Namespace) -> None:
         print(f"PTB-XL-like: {args.n_ptbxl} records in {t2 - t1:.1f} s -> {out / 'ptbxl'}")
         print("label counts per strat_fold (1-8 train, 9 val, 10 test):")
         print(summarize_ptbxl(frame).to_string())
-
