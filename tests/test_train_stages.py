@@ -216,7 +216,7 @@ def test_generated_scripts_are_current_and_every_command_parses(repo_root):
                 continue
             # ports and process counts come from the environment, never hard-coded
             assert not re.search(r"--(master_port|nproc_per_node)[= ]\d", line), (path, line)
-            line = re.sub(r"\$\{?(\w+|@)\}?", lambda m: env.get(m.group(1), ""), line)
+            line = re.sub(r"\$\{?(\w+|@)\}?", lambda m, env=env: env.get(m.group(1), ""), line)
             tokens = [t for t in shlex.split(line) if t]
             script = next(t for t in tokens if t.endswith(".py"))
             _parser(script).parse_args(tokens[tokens.index(script) + 1 :])
