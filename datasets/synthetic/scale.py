@@ -121,10 +121,19 @@ def generate_mimic_scale(
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser("MIMIC-IV-ECG-like raw records at scale (fast, pool-based)")
     parser.add_argument("--output_dir", required=True, help="writes DIR/files/... and DIR/record_list.csv")
-    parser.add_argument("--n_records", type=int, required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num_workers", type=int, default=2)
-    parser.add_argument("--pool_size", type=int, default=32, help="distinct simulated signals")
+    parser.add_argument("--n_records", type=int, required=True, help="number of records to write (required)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="random seed of the pool and the per-record noise (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--num_workers", type=int, default=2, help="processes writing records (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--pool_size", type=int, default=32, help="distinct simulated signals (default: %(default)s)"
+    )
     return parser
 
 
