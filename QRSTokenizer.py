@@ -1,10 +1,12 @@
-"""Turn preprocessed ECG arrays into ECG sentences (HeartLang Sec. 3.1), the seed's command::
+"""Turn preprocessed ECG arrays into ECG sentences (HeartLang Sec. 3.1), the original README's command::
 
-    python QRSTokenizer.py --dataset_name PTB-XL [--used_channels 0 1 7] [--num_workers 8] [--plot 5]
+    python QRSTokenizer.py --dataset_name PTBXL [--used_channels 0 1 7] [--num_workers 8] [--plot 5]
 
-Reads datasets/ecg_datasets/<NAME>/<subset>/{split}_data.npy and writes
-datasets/ecg_datasets/<NAME>_QRS/<subset>/{split}_data.npy, _data_in_chans.npy, _data_in_times.npy,
-copying the label / class-list files. The logic lives in datasets/qrs_*.py; see docs/tokenizer.md.
+<NAME> is a folder the preprocessing wrote (MIMIC-IV, PTBXL, CPSC2018, CSN). Reads
+datasets/ecg_datasets/<NAME>/<subset>/{split}_data.npy and writes
+datasets/ecg_datasets/<NAME>_QRS/<subset>/{split}_data.npy, _data_in_chans.npy, _data_in_times.npy
+(<NAME>_QRS_3Leads etc. for a lead subset: see --output_name), copying the label / class-list files.
+The logic lives in datasets/qrs/; see docs/tokenizer.md.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     io.add_argument(
         "--output_name",
         default=None,
-        help="output folder name under --output_root (default: <dataset_name>_QRS)",
+        help="output folder name under --output_root (default: <dataset_name>_QRS; with a lead subset: "
+        "<dataset_name>_QRS_<n>Leads for the scripts' 1/3/6-lead sets, else <dataset_name>_QRS_<lead names>)",
     )
     io.add_argument(
         "--subsets",

@@ -17,10 +17,16 @@ import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent / "finetune"
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from datasets.qrs.cli import REDUCED_LEAD_SETS, default_output_name  # noqa: E402
+
+ROOT = REPO / "scripts" / "finetune"
 
 # Reduced-lead sets of the PhysioNet/CinC 2021 challenge (indices into I, II, III, aVR, aVL, aVF, V1-V6).
-LEAD_SETS = {1: [0], 3: [0, 1, 7], 6: [0, 1, 2, 3, 4, 5], 12: list(range(12))}
+LEAD_SETS = {**REDUCED_LEAD_SETS, 12: list(range(12))}
 # task -> (subset folder written by the PTB-XL preprocessing, number of classes)
 PTBXL_TASKS = {
     "super": ("superdiagnostic", 5),
@@ -106,8 +112,9 @@ done
 
 
 def qrs_folder(dataset: str, n_leads: int) -> str:
-    """Tokenised folder name: ``<DATASET>_QRS`` for 12 leads, ``<DATASET>_QRS_<n>Leads`` otherwise."""
-    return f"{dataset}_QRS" if n_leads == 12 else f"{dataset}_QRS_{n_leads}Leads"
+    """Tokenised folder name: ``<DATASET>_QRS`` for 12 leads, ``<DATASET>_QRS_<n>Leads`` otherwise (the
+    tokenizer's default name for these lead sets)."""
+    return default_output_name(dataset, [str(c) for c in LEAD_SETS[n_leads]])
 
 
 def tokenize_hint(dataset: str, n_leads: int) -> str:

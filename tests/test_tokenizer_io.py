@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from datasets.qrs.cli import find_subsets, parse_channels
+from datasets.qrs.cli import default_output_name, find_subsets, parse_channels
 from datasets.qrs.parallel import infer_layout, tokenize_array
 
 
@@ -74,6 +74,17 @@ def test_infer_layout_errors():
         infer_layout((12, 1000))
 
 
+def test_default_output_name_keeps_lead_subsets_apart():
+    assert default_output_name("PTBXL", None) == "PTBXL_QRS"
+    assert default_output_name("PTBXL", [str(i) for i in range(12)]) == "PTBXL_QRS"
+    assert default_output_name("PTBXL", ["0", "1", "7"]) == "PTBXL_QRS_3Leads"  # what the 3-lead scripts read
+    assert default_output_name("PTBXL", ["I,II,V2"]) == "PTBXL_QRS_3Leads"
+    assert default_output_name("PTBXL", ["0"]) == "PTBXL_QRS_1Leads"
+    assert default_output_name("PTBXL", ["0", "1", "2", "3", "4", "5"]) == "PTBXL_QRS_6Leads"
+    assert default_output_name("PTBXL", ["0", "6"]) == "PTBXL_QRS_I-V1"
+    assert default_output_name("PTBXL", ["7", "1", "0"]) == "PTBXL_QRS_V2-II-I"  # another order: other words
+
+
 def test_parse_channels():
     assert parse_channels(None) is None
     assert parse_channels(["0", "1,7"]) == [0, 1, 7]
@@ -118,7 +129,9 @@ def test_cli_end_to_end(ref, tmp_path, repo_root):
         timeout=120,
     )
     assert run.returncode == 0, run.stderr
-    out = tmp_path / "PTB-XL_QRS" / "super"
+    # a lead subset gets its own folder by default: the full-lead PTB-XL_QRS is never replaced by it
+    assert not (tmp_path / "PTB-XL_QRS").exists()
+    out = tmp_path / "PTB-XL_QRS_3Leads" / "super"
     for split, sl in (("train", slice(0, 6)), ("test", slice(6, 10))):
         data, chans, times = _load(out, split)
         assert data.tobytes() == ref["leads_0_1_7_data"][sl].tobytes()
@@ -127,8 +140,8 @@ def test_cli_end_to_end(ref, tmp_path, repo_root):
     assert np.array_equal(np.load(out / "train_labels.npy"), np.eye(6, 5, dtype=np.int64))
     assert np.array_equal(np.load(out / "test_labels.npy"), np.ones((4, 5), dtype=np.int64))
     assert (out / "classes.json").read_text() == '["CD", "HYP", "MI", "NORM", "STTC"]'
-    assert len(list((tmp_path / "PTB-XL_QRS" / "plots").glob("*.png"))) == 1
-    total = json.loads((tmp_path / "PTB-XL_QRS" / "tokenizer_summary.json").read_text())
+    assert len(list((tmp_path / "PTB-XL_QRS_3Leads" / "plots").glob("*.png"))) == 1
+    total = json.loads((tmp_path / "PTB-XL_QRS_3Leads" / "tokenizer_summary.json").read_text())
     assert total["records"] == 10 and set(total["splits"]) == {"super/train", "super/test"}
 
     # Re-running with the same settings skips finished splits; other settings redo them.

@@ -63,6 +63,26 @@ def parse_channels(tokens) -> list[int] | None:
     return out
 
 
+# Reduced-lead sets of the PhysioNet/CinC 2021 challenge that the fine-tuning scripts use (indices into
+# I, II, III, aVR, aVL, aVF, V1-V6): a tokenisation with one of them is named <NAME>_QRS_<n>Leads.
+REDUCED_LEAD_SETS = {1: [0], 3: [0, 1, 7], 6: [0, 1, 2, 3, 4, 5]}
+
+
+def default_output_name(dataset_name: str, used_channels, n_leads: int = 12) -> str:
+    """Output folder name when ``--output_name`` is not given; a lead subset never lands in the folder of
+    all leads (re-tokenising into it would replace the full-lead sentences).
+
+    All leads -> ``<NAME>_QRS``; a reduced set the scripts use -> ``<NAME>_QRS_<n>Leads`` (the folder they
+    read); any other subset -> ``<NAME>_QRS_<lead names>`` (e.g. ``PTBXL_QRS_I-V1``)."""
+    chans = parse_channels(used_channels)
+    if chans is None or chans == list(range(n_leads)):
+        return f"{dataset_name}_QRS"
+    if REDUCED_LEAD_SETS.get(len(chans)) == chans:
+        return f"{dataset_name}_QRS_{len(chans)}Leads"
+    names = [STANDARD_LEADS[c] if 0 <= c < len(STANDARD_LEADS) else str(c) for c in chans]
+    return f"{dataset_name}_QRS_" + "-".join(names)
+
+
 def _natural_key(name: str):
     return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
 
@@ -176,7 +196,9 @@ def tokenize_dataset(args) -> dict:
     """Run the tokenizer over every selected subset and split of ``args.dataset_name``; returns the summaries."""
     data_root = Path(args.data_root)
     src_root = data_root / args.dataset_name
-    dst_root = Path(args.output_root or args.data_root) / (args.output_name or f"{args.dataset_name}_QRS")
+    dst_root = Path(args.output_root or args.data_root) / (
+        args.output_name or default_output_name(args.dataset_name, args.used_channels, args.n_leads)
+    )
     subsets = args.subsets or find_subsets(src_root)
     n_leads = args.n_leads
     chans = parse_channels(args.used_channels)
