@@ -12,7 +12,10 @@ Output: ``--output`` holds (N, D) for ``--pool cls|mean`` and (N, 2, D) for ``bo
 ``records`` list of the JSON (``--records``). ``<output>.json`` records when and with which code (UTC,
 git commit + dirty flag), the checkpoint (as given, local file, SHA-256), the model actually loaded
 (registry name, kind), the recipe flags stored in the checkpoint, the data, the preprocessing chain and
-the shape; ``<output stem>_labels.npy`` is a copy of the split's labels when it has any.
+the shape; ``<output stem>_labels.npy`` is a copy of the split's labels when it has any. The export is one
+``utils.artifacts.Step`` whose record is ``<output>.json`` (written last, with a stamp of every output): a
+rerun first removes every file of the earlier export (an old ``_labels.npy`` never sits beside features
+without labels), and every file is written under a temporary name and renamed into place.
 
 ``--records`` takes WFDB headers / ``.mat`` files / folders (searched recursively) at any sampling rate
 and length; each is preprocessed by ``--chain`` (the chain the checkpoint's training data went through,
@@ -26,8 +29,6 @@ takes a path or a Hub file, ``hf://PKUDigitalHealth/HeartLang/<file>`` (docs/mod
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -44,7 +45,10 @@ from inference import CHAINS, POOLS, embed_sentences, find_records, read_record,
 from inference.records import resolve_scaler
 from modeling import load_model, read_checkpoint
 from reporting.results import format_recipe
-from utils.integrity import provenance
+from utils.artifacts import Step, copy_file, save_npy
+from utils.integrity import file_identity, folder_identity, provenance
+
+EXPORT_SETTINGS = ("model", "dataset_dir", "records", "split", "pool", "chain", "scaler", "detector")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -168,7 +172,7 @@ def _from_dataset(args, model, out_path: Path) -> tuple[np.ndarray, dict]:
     labels = Path(args.dataset_dir) / f"{args.split}_labels.npy"
     if labels.is_file():
         dst = out_path.with_name(out_path.stem + "_labels.npy")
-        shutil.copyfile(labels, dst)
+        copy_file(labels, dst)
         meta["labels"] = str(dst)
     return np.concatenate(chunks).astype(np.float32), meta
 
@@ -178,10 +182,11 @@ def main(args) -> np.ndarray:
     model = load_model(args.checkpoint, args.model, kind=("heartlang", "classifier"), device=device)
     loaded = model.checkpoint_info
     out_path = args.output if args.output.suffix == ".npy" else args.output.with_suffix(".npy")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    step = export_step(args, out_path, loaded.path)
+    step.begin()  # every file of an earlier export into this name is removed first
     t0 = time.time()
     feats, data_meta = (_from_records if args.records else _from_dataset)(args, model, out_path)
-    np.save(out_path, feats)
+    save_npy(out_path, feats)
     flags, recipe = checkpoint_recipe(loaded.path)
     meta = {
         **provenance(loaded.path),  # utc, git_commit, git_dirty, checkpoint (local file), checkpoint_sha256
@@ -192,9 +197,22 @@ def main(args) -> np.ndarray:
         "pool": args.pool, "shape": list(feats.shape),
         "layout": "(N, 2, D): [:, 0] CLS, [:, 1] mean over real words" if args.pool == "both" else "(N, D)",
     }  # fmt: skip
-    out_path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    step.complete(extra=meta)  # <output>.json, last
     print(f"wrote {out_path} {feats.shape} ({args.pool}) in {time.time() - t0:.1f} s")
     return feats
+
+
+def export_step(args, out_path: Path, checkpoint: Path) -> Step:
+    """The export's declaration: settings, the checkpoint and data read, and the files it owns."""
+    settings = {
+        k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k in EXPORT_SETTINGS
+    }
+    inputs = {"checkpoint": file_identity(checkpoint)}
+    if args.dataset_dir:
+        inputs["data"] = folder_identity(args.dataset_dir, f"{args.split}_*.npy")
+    stem = out_path.stem
+    outputs = (out_path.name, f"{stem}_labels.npy", f"{stem}_skipped.csv")
+    return Step("export_features", out_path.parent, f"{stem}.json", settings, inputs, outputs, nest="stamp")
 
 
 if __name__ == "__main__":

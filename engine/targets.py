@@ -11,10 +11,10 @@ Files, next to the sentences of each split (each ``batch_k`` folder of a MIMIC l
 * ``{split}_targets.u16`` (official: tokenizer without ids) or ``{split}_targets_with_ids.u16``: a raw
   little-endian uint16 memory map of shape (N, L); a ``.u16`` file, not ``.npy``, so that the data set's
   identity (``utils.integrity.folder_identity``: ``**/*.npy``) does not change when targets are written.
-* ``{split}_targets[_with_ids].json``: the stamp (utils.integrity.make_stamp): the tokenizer checkpoint's
-  SHA-256, the identity (size, mtime) of the three sentence files, shape, dtype, precision. A file whose
-  stamp does not match (another tokenizer, rewritten sentences, a damaged file) is recomputed, with the
-  reason printed; it is never reused silently.
+* ``{split}_targets[_with_ids].json``: the completion record (``utils.artifacts.Step``, :func:`targets_step`):
+  the tokenizer checkpoint's SHA-256, the identity (size, mtime) of the three sentence files, shape, dtype,
+  precision. A file whose record does not match (another tokenizer, rewritten sentences, a damaged or
+  rewritten file, an interrupted write) is recomputed, with the reason printed; it is never reused silently.
 
 Precision: targets are computed in fp32 (autocast off), whatever ``--amp`` says. On CPU that is exactly what
 the on-the-fly path computes (CPU training is fp32). # Official behaviour: the original computes targets on
@@ -39,7 +39,8 @@ import torch
 from torch import nn
 
 from datasets.ecg_dataset import ConcatSentenceDataset, SentenceDataset, build_sentence_dataset
-from utils.integrity import file_identity, make_stamp, read_stamp, stamp_problems, write_stamp
+from utils.artifacts import Step, atomic_path
+from utils.integrity import file_identity
 
 TARGET_DTYPE = np.dtype("<u2")
 STAGE = "pretrain_targets"
@@ -67,22 +68,22 @@ def parts_of(dataset) -> list[SentenceDataset]:
     raise TypeError(f"cached targets need a sentence dataset, got {type(dataset).__name__}")
 
 
-def expected_stamp(part: SentenceDataset, tokenizer_sha256: str, codebook_size: int, with_ids: bool) -> dict:
-    """The stamp the targets of ``part`` must carry to be reused (outputs filled in after writing)."""
+def targets_step(part: SentenceDataset, tokenizer_sha256: str, codebook_size: int, with_ids: bool) -> Step:
+    """The declaration of ``part``'s cached targets: what they are computed from and with, the file they are."""
     names = [f"{part.split}_data.npy", f"{part.split}_data_in_chans.npy", f"{part.split}_data_in_times.npy"]
     sentences = {"files": [file_identity(part.root / n, part.root) for n in names]}
     settings = {
         "tokenizer_sha256": tokenizer_sha256, "with_ids": bool(with_ids), "codebook_size": int(codebook_size),
         "shape": list(part.chans.shape), "dtype": TARGET_DTYPE.str, "precision": "fp32",
     }  # fmt: skip
-    return make_stamp(STAGE, settings, {"sentences": sentences}, [])
+    path, record = target_files(part.root, part.split, with_ids)
+    return Step(STAGE, part.root, record.name, settings, {"sentences": sentences}, (path.name,))
 
 
 def problems(part: SentenceDataset, tokenizer_sha256: str, codebook_size: int, with_ids: bool) -> list[str]:
     """Why the cached targets of ``part`` cannot be reused ([] = they can)."""
-    _, stamp_path = target_files(part.root, part.split, with_ids)
-    new = expected_stamp(part, tokenizer_sha256, codebook_size, with_ids)
-    return stamp_problems(part.root, read_stamp(stamp_path), new)
+    decision = targets_step(part, tokenizer_sha256, codebook_size, with_ids).decide()
+    return [] if decision.reuse else list(decision.reasons) or ["not computed yet"]
 
 
 def open_targets(part: SentenceDataset, with_ids: bool) -> np.ndarray:
@@ -132,23 +133,16 @@ def write_targets(
         raise ValueError(
             f"{part.root}/{part.split}: target outside [0, {codebook_size}): tokenizer output is wrong"
         )
-    path, stamp_path = target_files(part.root, part.split, with_ids)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        mm = np.memmap(tmp, dtype=TARGET_DTYPE, mode="w+", shape=targets.shape) if targets.size else None
-        if mm is not None:
+    step = targets_step(part, tokenizer_sha256, codebook_size, with_ids)
+    path = part.root / step.outputs[0]
+    step.begin()  # the record says "running" until complete(); the old file is removed
+    with atomic_path(path) as tmp:
+        if targets.size:
+            mm = np.memmap(tmp, dtype=TARGET_DTYPE, mode="w+", shape=targets.shape)
             mm[:] = targets.astype(TARGET_DTYPE)
             mm.flush()
             del mm
-        else:
-            tmp.write_bytes(b"")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    stamp = expected_stamp(part, tokenizer_sha256, codebook_size, with_ids)
-    stamp["outputs"] = [file_identity(path, part.root)]
-    write_stamp(stamp_path, stamp)
+    step.complete()
     return path
 
 

@@ -12,7 +12,8 @@
 * :func:`check_finite`: NaN/inf refused with a message naming what holds them.
 * :func:`provenance`: UTC time, git commit (+ dirty flag), checkpoint path and SHA-256 for result rows.
 
-Imports the standard library, numpy and torch only.
+Imports the standard library and numpy only (torch only inside :func:`check_finite`, for a tensor): the
+data stages import it. The artifact rule built on these primitives is :mod:`utils.artifacts`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -96,6 +96,15 @@ def _short(v: Any, n: int = 80) -> str:
 
 
 # --------------------------------------------------------------------------------------------- stamps
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()
+
+
 @contextmanager
 def atomic_file(path: str | os.PathLike, mode: str = "w", fsync: bool = False):
     """Write ``path`` all or nothing: yields a temp file opened beside it (``mode`` "w" text UTF-8 or "wb");
@@ -104,6 +113,7 @@ def atomic_file(path: str | os.PathLike, mode: str = "w", fsync: bool = False):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, _FILE_MODE)  # mkstemp gives 0600; a replaced file gets what open() would give
     try:
         with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as fh:
             yield fh
@@ -340,9 +350,11 @@ def _holder_is_dead(holder: str) -> bool:
 
 
 # --------------------------------------------------------------------------------------------- finite
-def check_finite(x: np.ndarray | torch.Tensor, what: str) -> None:
-    """Raise :class:`NonFiniteError` naming ``what``, the count and the first position of NaN/inf."""
-    if isinstance(x, torch.Tensor):
+def check_finite(x, what: str) -> None:
+    """Raise :class:`NonFiniteError` naming ``what``, the count and the first position of NaN/inf in ``x``
+    (a numpy array or a torch tensor; torch is imported only for a tensor, so the data stages stay torch-free)."""
+    torch = sys.modules.get("torch")  # a tensor can only exist when torch is already imported
+    if torch is not None and isinstance(x, torch.Tensor):
         if not x.is_floating_point() or bool(torch.isfinite(x).all()):
             return
         bad = (~torch.isfinite(x)).nonzero()

@@ -6,3 +6,7 @@ stratification, split files), ``downstream`` (CPSC2018/CSN driver) and one modul
 ``mimic``, ``ptbxl``, ``cpsc2018``, ``csn``. May import numpy/scipy/pandas/wfdb/scikit-learn and ``utils``;
 never ``datasets.qrs``, ``datasets.synthetic``, ``modeling`` or ``engine``.
 """
+
+#: The completion records a preprocessing folder may hold (``utils.artifacts.Step``), and the key of the
+#: stamp inside each: ``preprocess_stamp.json`` (PTB-XL subsets, CPSC2018, CSN), ``DONE.json`` (MIMIC batches).
+COMPLETION_RECORDS = {"preprocess_stamp.json": None, "DONE.json": "stamp"}

@@ -52,19 +52,19 @@ from datasets.preprocess.splits import (
     split_file_format,
     write_split_csv,
 )
-from utils.integrity import (
-    digest,
-    file_identity,
-    files_identity,
-    make_stamp,
-    npy_identity,
-    read_stamp,
-    stamp_problems,
-    write_stamp,
-)
+from utils.artifacts import Step, save_npy, write_json
+from utils.integrity import digest, files_identity
 
 SOURCE_FS = 500.0
-STAMP_FILE = "preprocess_stamp.json"  # what made the outputs (utils.integrity stamps)
+STAMP_FILE = "preprocess_stamp.json"  # the completion record (utils.artifacts.Step), written last
+#: Every file a labelled-source run writes into its folder (a rerun removes them all first).
+OUTPUTS = (
+    *(f"{s}_{k}" for s in SPLIT_NAMES for k in ("data.npy", "labels.npy", "records.json")),
+    "classes.json", "class_names.json", "splits/*.csv", "skipped_records.csv", "summary.json",
+)  # fmt: skip
+#: What defines the arrays beyond their bytes (read by the QRS tokenizer).
+SPECS = {f"{s}_data.npy": {"dtype": "float32", "shape": "(N, 12, 1000)", "unit": "mV", "fs": 100}
+         for s in SPLIT_NAMES}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -222,15 +222,14 @@ def build(
         raise SystemExit(
             f"{source}: no usable record under {args.dataset_path} (see {out}/skipped_records.csv)"
         )
-    stamp = _stamp(args, source, refs, plan, ys, classes, split_source, chain, [])
-    old = read_stamp(out / STAMP_FILE)
-    problems = stamp_problems(out, old, stamp)
-    if not problems and (out / "summary.json").is_file():
+    step = declare(args, source, refs, plan, ys, classes, split_source, chain)
+    decision = step.decide()
+    if decision.reuse and (out / "summary.json").is_file():
         print(f"{source}: {out} already holds these records, split and settings, outputs intact: skipped")
         return json.loads((out / "summary.json").read_text())
-    if old is not None or any((out / f"{s}_data.npy").exists() for s in SPLIT_NAMES):
-        print(f"{source}: {out} redone: " + "; ".join(problems))
-    (out / STAMP_FILE).unlink(missing_ok=True)  # the folder is incomplete until it is stamped again
+    if not decision.fresh:
+        print(f"{source}: {out} redone: " + decision.explain())
+    step.begin()  # running until complete(); every file of the earlier run removed
     counts, label_counts = {}, {}
     with tqdm(total=n_planned, desc=source, unit="rec", dynamic_ncols=True) as pbar:
         for split in SPLIT_NAMES:
@@ -249,8 +248,8 @@ def build(
                 pbar.update(1)
             counts[split] = writer.close()
             names = [r.name for r, k in zip(refs_s, keep) if k]
-            np.save(out / f"{split}_labels.npy", y[keep].astype(np.int64))
-            (out / f"{split}_records.json").write_text(json.dumps(names) + "\n")
+            save_npy(out / f"{split}_labels.npy", y[keep].astype(np.int64))
+            write_json(out / f"{split}_records.json", names, indent=None)
             write_split_csv(out / "splits" / f"{split}.csv", names, y[keep], classes)
             label_counts[split] = labels_summary(y[keep], classes, {split: np.arange(keep.sum())})[split]
     write_classes(out, classes, class_names)
@@ -269,17 +268,13 @@ def build(
         "seconds": round(time.time() - t0, 2),
     }
     write_summary(out / "summary.json", summary)
-    outputs = [npy_identity(out / f"{s}_{k}.npy", out) for s in SPLIT_NAMES for k in ("data", "labels")]
-    outputs += [
-        file_identity(out / n, out) for n in ["classes.json", *(f"{s}_records.json" for s in SPLIT_NAMES)]
-    ]
-    write_stamp(out / STAMP_FILE, _stamp(args, source, refs, plan, ys, classes, split_source, chain, outputs))
+    step.complete()  # last: the record of every output file
     return summary
 
 
-def _stamp(args, source, refs, plan, ys, classes, split_source, chain, outputs: list[dict]) -> dict:
-    """What defines the outputs: the planned records and labels per split (from split files, labels,
-    classes and seed alike), the chain, and the size/mtime of every raw record file."""
+def declare(args, source, refs, plan, ys, classes, split_source, chain) -> Step:
+    """The step's declaration. What defines the outputs: the planned records and labels per split (from
+    split files, labels, classes and seed alike), the chain, and the size/mtime of every raw record file."""
     raw = [p for r in refs for p in _record_files(r)]
     settings = {
         "source": source,
@@ -290,9 +285,8 @@ def _stamp(args, source, refs, plan, ys, classes, split_source, chain, outputs: 
         ),
         "chain": getattr(chain, "__name__", repr(chain)),
     }
-    return make_stamp(
-        f"{source}_preprocess", settings, {"records": files_identity(raw, args.dataset_path)}, outputs
-    )
+    inputs = {"records": files_identity(raw, args.dataset_path)}
+    return Step(f"{source}_preprocess", args.output_path, STAMP_FILE, settings, inputs, OUTPUTS, SPECS)
 
 
 def _record_files(ref: RecordRef) -> list[str]:

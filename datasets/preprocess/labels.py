@@ -9,11 +9,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from utils.artifacts import save_npy, write_json
 
 CPSC_CLASSES: tuple[str, ...] = ("AF", "I-AVB", "LBBB", "Normal", "PAC", "PVC", "RBBB", "STD", "STE")
 # REFERENCE.csv numbering of the ICBEB 2018 challenge.
@@ -100,9 +101,9 @@ def save_labelled_split(
         raise ValueError(
             f"{out}/{split}: data {x.shape} / labels {y.shape} do not form (N, 12, 1000) + (N, C)"
         )
-    np.save(out / f"{split}_data.npy", np.ascontiguousarray(x, dtype=np.float32))
-    np.save(out / f"{split}_labels.npy", np.asarray(y, dtype=np.int64))
-    np.save(out / f"{split}_{id_name}.npy", np.asarray(ids).astype(np.int64))
+    save_npy(out / f"{split}_data.npy", np.ascontiguousarray(x, dtype=np.float32))
+    save_npy(out / f"{split}_labels.npy", np.asarray(y, dtype=np.int64))
+    save_npy(out / f"{split}_{id_name}.npy", np.asarray(ids).astype(np.int64))
 
 
 def write_classes(out: Path, classes: Sequence[str], names: dict[str, str] | None = None) -> None:
@@ -111,7 +112,6 @@ def write_classes(out: Path, classes: Sequence[str], names: dict[str, str] | Non
     With ``names`` (CSN's SNOMED codes), class_names.json maps each class to a readable name.
     """
     out.mkdir(parents=True, exist_ok=True)
-    (out / "classes.json").write_text(json.dumps(list(classes), indent=1) + "\n")
+    write_json(out / "classes.json", list(classes))
     if names is not None:
-        readable = {c: names.get(c, c) for c in classes}
-        (out / "class_names.json").write_text(json.dumps(readable, indent=1) + "\n")
+        write_json(out / "class_names.json", {c: names.get(c, c) for c in classes})

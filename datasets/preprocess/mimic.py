@@ -11,8 +11,9 @@ Streaming and resuming:
   ``train_test_split(range(n), test_size=0.1, random_state=0)`` picks the val records and the row
   order of both splits (``split_batch``), so the assignment never depends on what was skipped or on a
   previous run;
-* a batch is built in ``batch_k.tmp/`` and renamed to ``batch_k/`` only after every file, including
-  ``DONE.json``, is written: a rerun skips complete batches and rebuilds half-written ones.
+* a batch is built in ``batch_k.tmp/`` (its ``DONE.json`` says "running" until the batch is complete) and
+  renamed to ``batch_k/`` only after every file, including the completed ``DONE.json``, is written: a rerun
+  skips complete batches and rebuilds half-written ones (``utils.artifacts.Step``, :func:`batch_step`).
 
 Usage: ``python mimic_preprocess.py --dataset_path RAW --output_path datasets/ecg_datasets/MIMIC-IV``.
 """
@@ -23,7 +24,6 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -44,13 +44,19 @@ from datasets.preprocess.records import (
     write_summary,
 )
 from datasets.preprocess.signal import STANDARD_LEADS, TARGET_LEN, SignalError, mimic_chain
-from utils.integrity import files_identity, make_stamp, npy_identity, read_stamp, stamp_problems
+from utils.artifacts import Step, remove_path, write_json
+from utils.integrity import files_identity
 
 EXPECTED_FS = 500.0
 EXPECTED_LEN = 5000
 ROW_SHAPE = (len(STANDARD_LEADS), TARGET_LEN)
 # Test hook: abort the run (as a crash would) after this many records of the current run.
 ABORT_ENV = "HEARTLANG_MIMIC_ABORT_AFTER_RECORDS"
+DONE_FILE = "DONE.json"  # a batch's completion record (the stamp under "stamp")
+BATCH_OUTPUTS = ("train_data.npy", "val_data.npy", "records.csv", "skipped.csv")
+#: What defines the arrays beyond their bytes (read by the QRS tokenizer).
+SPECS = {f"{s}_data.npy": {"dtype": "float32", "shape": "(N, 12, 1000)", "unit": "mV", "fs": 100}
+         for s in ("train", "val")}  # fmt: skip
 
 
 class SimulatedCrash(RuntimeError):
@@ -180,24 +186,24 @@ def raw_files(paths: list[str]) -> list[str]:
     return [p + s for p in paths for s in RECORD_SUFFIXES if os.path.exists(p + s)]
 
 
-def batch_stamp(k: int, paths: list[str], config: dict, outputs: list[dict], raw: dict) -> dict:
-    """DONE.json's stamp: the run settings, this batch's raw files (size/mtime) and its outputs."""
+def batch_step(k: int, paths: list[str], args, config: dict) -> Step:
+    """The declaration of ``batch_k``: the run settings, this batch's raw files (size/mtime, taken now: an
+    edit after this call is seen by the next run), its outputs; its record is ``DONE.json``'s stamp."""
     settings = {
         **config,
         "batch": k,
         "batch_paths_sha256": hashlib.sha256("\n".join(paths).encode()).hexdigest(),
     }
-    return make_stamp("mimic_preprocess", settings, {"raw_records": raw}, outputs)
+    inputs = {"raw_records": files_identity(raw_files(paths), args.dataset_path)}
+    folder = args.output_path / f"batch_{k}"
+    return Step("mimic_preprocess", folder, DONE_FILE, settings, inputs, BATCH_OUTPUTS, SPECS, nest="stamp")
 
 
 def batch_problems(k: int, paths: list[str], args, config: dict) -> list[str]:
     """Why the complete-looking ``batch_k`` cannot be kept: damaged outputs (named), other settings or
     changed raw files; [] when it is intact and made from the same inputs with the same settings."""
-    folder = args.output_path / f"batch_{k}"
-    done = read_stamp(folder / "DONE.json")
-    old = done.get("stamp") if done else None
-    raw = files_identity(raw_files(paths), args.dataset_path)
-    return stamp_problems(folder, old, batch_stamp(k, paths, config, [], raw))
+    decision = batch_step(k, paths, args, config).decide()
+    return [] if decision.reuse else list(decision.reasons) or ["not built yet"]
 
 
 def run_config(args, paths: list[str]) -> dict:
@@ -225,20 +231,18 @@ def check_or_write_config(out: Path, config: dict) -> None:
                 "use a new --output_path or delete the folder to start over"
             )
         return
-    out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(config, indent=2) + "\n")
+    write_json(path, config, indent=2)
 
 
 def build_batch(
     k: int, paths: list[str], args, pbar, abort_after: int | None, done_so_far: list[int], config: dict
 ) -> None:
     """Write ``batch_k`` for ``paths`` (this batch's records) atomically."""
-    final = args.output_path / f"batch_{k}"
-    tmp = args.output_path / f"batch_{k}.tmp"
-    if tmp.exists():  # left by a crash: never trusted
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    raw = files_identity(raw_files(paths), args.dataset_path)  # before reading: a later edit is seen
+    step = batch_step(k, paths, args, config)  # before reading: a later edit of a raw file is seen
+    final, tmp = step.folder, args.output_path / f"batch_{k}.tmp"
+    remove_path(tmp)  # left by a crash: never trusted
+    step = step.at(tmp)
+    step.begin()  # DONE.json says "running" until complete()
     train_rows, val_rows = split_batch(len(paths), args.seed, args.val_fraction)
     writers = {
         "train": ChunkedNpyWriter(tmp / "train_data.npy", len(train_rows), ROW_SHAPE),
@@ -263,17 +267,14 @@ def build_batch(
     counts = {split: w.close() for split, w in writers.items()}
     write_rows_csv(tmp / "records.csv", manifest, ["split", "index", "record"])
     skipped.write(tmp / "skipped.csv")
-    outputs = [npy_identity(tmp / f"{s}_data.npy", tmp) for s in writers]
     done = {
         "batch": k,
         "records_in": len(paths),
         **{f"{s}_out": n for s, n in counts.items()},
         "skipped": skipped.counts(),
-        "stamp": batch_stamp(k, paths, config, outputs, raw),
     }
-    (tmp / "DONE.json").write_text(json.dumps(done, indent=1) + "\n")
-    if final.exists():  # a folder without DONE.json cannot come from us finishing; replace it
-        shutil.rmtree(final)
+    step.complete(extra=done)  # last: the record of every output file
+    remove_path(final)  # an outdated or half-written batch_k (a symlink there is removed, not followed)
     os.rename(tmp, final)
 
 
@@ -287,7 +288,7 @@ def run(args) -> dict:
     abort_after = int(os.environ[ABORT_ENV]) if os.environ.get(ABORT_ENV) else None
     resumed, redone = [], {}
     for k in range(n_batches):
-        if not (args.output_path / f"batch_{k}" / "DONE.json").is_file():
+        if not (args.output_path / f"batch_{k}" / DONE_FILE).is_file():
             continue
         chunk = paths[k * args.batch_size : (k + 1) * args.batch_size]
         problems = batch_problems(k, chunk, args, config)
@@ -316,7 +317,7 @@ def summarize(
 ) -> dict:
     skipped, per_batch = SkipLog(), []
     for k in range(n_batches):
-        done = json.loads((out / f"batch_{k}" / "DONE.json").read_text())
+        done = json.loads((out / f"batch_{k}" / DONE_FILE).read_text())
         per_batch.append({key: v for key, v in done.items() if key != "stamp"})
         skipped.extend(read_rows_csv(out / f"batch_{k}" / "skipped.csv"))
     skipped.write(out / "skipped_records.csv")

@@ -4,6 +4,10 @@ The file is created once with its final (or an upper-bound) shape; rows are buff
 RAM chunk and written through a short-lived memory map. Re-opening the map per chunk keeps the
 writer's resident memory at one chunk: a long-lived map would count every page written so far
 in the process RSS until the batch is closed.
+
+The rows go to a hidden temp file beside ``path`` (``utils.artifacts.temp_sibling``); ``close()`` renames it
+into place, so an interrupted or full-disk run never leaves a partial array under the final name, and a
+symlink at ``path`` is replaced, not written through. ``abort()`` removes the temp file.
 """
 
 from __future__ import annotations
@@ -13,12 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.artifacts import save_npy, temp_sibling
+
 
 class ChunkedNpyWriter:
     """Append rows of shape ``row_shape`` to ``path`` (an ``.npy`` of ``capacity`` rows).
 
     ``close()`` returns the number of rows written; if that is below ``capacity`` the file is
-    rewritten to exactly that many rows (chunked copy), so readers never see unwritten rows.
+    rewritten to exactly that many rows (chunked copy), so readers never see unwritten rows; only then
+    does the file appear under ``path``.
     """
 
     def __init__(
@@ -32,12 +39,11 @@ class ChunkedNpyWriter:
         self.n_written = 0
         self._buffer = np.empty((chunk_rows, *self.row_shape), dtype=self.dtype)
         self._n_buffered = 0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = temp_sibling(self.path)
         if self.capacity == 0:  # mmap cannot map zero bytes; an empty array needs no rows anyway
-            np.save(self.path, np.zeros((0, *self.row_shape), dtype=self.dtype))
             return
         mm = np.lib.format.open_memmap(
-            self.path, mode="w+", dtype=self.dtype, shape=(self.capacity, *self.row_shape)
+            self.tmp, mode="w+", dtype=self.dtype, shape=(self.capacity, *self.row_shape)
         )
         del mm
 
@@ -56,7 +62,7 @@ class ChunkedNpyWriter:
     def _flush_buffer(self) -> None:
         if self._n_buffered == 0:
             return
-        mm = np.load(self.path, mmap_mode="r+")
+        mm = np.load(self.tmp, mmap_mode="r+")
         mm[self.n_written : self.n_written + self._n_buffered] = self._buffer[: self._n_buffered]
         mm.flush()
         del mm
@@ -65,12 +71,18 @@ class ChunkedNpyWriter:
 
     def close(self) -> int:
         self._flush_buffer()
+        if self.n_written == 0:
+            save_npy(self.path, np.zeros((0, *self.row_shape), dtype=self.dtype))
+            self.tmp.unlink(missing_ok=True)
+            return 0
         if self.n_written < self.capacity:
-            if self.n_written == 0:
-                np.save(self.path, np.zeros((0, *self.row_shape), dtype=self.dtype))
-                return 0
-            shrink_npy(self.path, self.n_written, self.chunk_rows)
+            shrink_npy(self.tmp, self.n_written, self.chunk_rows)
+        os.replace(self.tmp, self.path)
         return self.n_written
+
+    def abort(self) -> None:
+        """Drop the rows written so far (the temp file); ``path`` keeps whatever it held before."""
+        self.tmp.unlink(missing_ok=True)
 
 
 def shrink_npy(path: Path, n_rows: int, chunk_rows: int = 512) -> None:
@@ -78,7 +90,7 @@ def shrink_npy(path: Path, n_rows: int, chunk_rows: int = 512) -> None:
     src = np.load(path, mmap_mode="r")
     dtype, row_shape = src.dtype, src.shape[1:]
     del src
-    tmp = path.with_name(path.name + ".shrink.npy")
+    tmp = temp_sibling(path)
     dst = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n_rows, *row_shape))
     del dst
     for start in range(0, n_rows, chunk_rows):  # short-lived maps keep RSS at one chunk

@@ -44,21 +44,20 @@ from datasets.preprocess.signal import (
     reorder_leads,
     resample_fft,
 )
-from utils.integrity import (
-    check_finite,
-    file_identity,
-    files_identity,
-    make_stamp,
-    npy_identity,
-    read_stamp,
-    stamp_problems,
-    write_stamp,
-)
+from utils.artifacts import Step, write_json
+from utils.integrity import check_finite, file_identity, files_identity
 
 SUBSETS = ("all", "diagnostic", "subdiagnostic", "superdiagnostic", "form", "rhythm")
 SCALER_FILE = "scaler.json"  # next to {split}_data.npy of every subset; read by load_scaler
 FOLDS = {"train": tuple(range(1, 9)), "val": (9,), "test": (10,)}
-STAMP_FILE = "preprocess_stamp.json"  # per subset folder: what made it (utils.integrity stamps)
+STAMP_FILE = "preprocess_stamp.json"  # per subset folder: its completion record (utils.artifacts.Step)
+#: Every file a run writes into a subset folder (a rerun removes them all first).
+OUTPUTS = (
+    *(f"{s}_{k}.npy" for s in FOLDS for k in ("data", "labels", "ecg_ids")), "classes.json", SCALER_FILE,
+)  # fmt: skip
+#: What defines the arrays beyond their bytes (read by the QRS tokenizer): standardised, not mV.
+SPECS = {f"{s}_data.npy": {"dtype": "float32", "shape": "(N, 12, 1000)", "fs": 100,
+                           "unit": f"standardised mV ((x - mean) / std, {SCALER_FILE})"} for s in FOLDS}  # fmt: skip
 REQUIRED_COLUMNS = ("scp_codes", "strat_fold", "filename_lr", "filename_hr")
 
 
@@ -267,9 +266,10 @@ def fit_scalar_scaler(data: np.ndarray, chunk: int = 1024) -> tuple[float, float
     return mean, (std if std > 0 else 1.0)
 
 
-def subset_stamp(args, subset: str, inputs: dict, outputs: list[dict]) -> dict:
+def subset_step(args, subset: str, inputs: dict) -> Step:
+    """The declaration of one subset folder: settings, the tables and records read, the files written."""
     settings = {"sampling_rate": args.sampling_rate, "classes": args.classes, "subset": subset}
-    return make_stamp("ptbxl_preprocess", settings, inputs, outputs)
+    return Step("ptbxl_preprocess", args.output_path / subset, STAMP_FILE, settings, inputs, OUTPUTS, SPECS)
 
 
 def run(args) -> dict:
@@ -288,12 +288,10 @@ def run(args) -> dict:
     }
     todo = []
     for subset in args.subsets:
-        out = args.output_path / subset
-        old = read_stamp(out / STAMP_FILE)
-        problems = stamp_problems(out, old, subset_stamp(args, subset, inputs, []))
-        if problems and (old is not None or out.is_dir()):
-            print(f"PTB-XL {subset}: redone: " + "; ".join(problems))
-        if problems:
+        decision = subset_step(args, subset, inputs).decide()
+        if not decision.reuse and not decision.fresh:
+            print(f"PTB-XL {subset}: redone: " + decision.explain())
+        if not decision.reuse:
             todo.append(subset)
     if not todo:
         print(
@@ -335,12 +333,10 @@ def run(args) -> dict:
         if subset not in todo:  # intact and made from the same inputs with the same settings
             summary["subsets"][subset] = "up to date (kept)"
             continue
-        (args.output_path / subset / STAMP_FILE).unlink(missing_ok=True)  # incomplete until re-stamped
+        step = subset_step(args, subset, inputs)
+        step.begin()  # running until complete(); every file of the earlier run removed
         summary["subsets"][subset] = write_subset(args, subset, data, ok, folds, statements)
-        out = args.output_path / subset
-        files = [p for p in sorted(out.iterdir()) if p.is_file() and p.name != STAMP_FILE]
-        outputs = [npy_identity(p, out) if p.suffix == ".npy" else file_identity(p, out) for p in files]
-        write_stamp(out / STAMP_FILE, subset_stamp(args, subset, inputs, outputs))
+        step.complete()  # last: the record of every output file
     skipped.write(args.output_path / "skipped_records.csv")
     summary["seconds"] = round(time.time() - t0, 2)
     write_summary(args.output_path / "summary.json", summary)
@@ -370,9 +366,7 @@ def write_subset(
         check_finite(x, f"{out}/{split}_data.npy after standardisation")
         save_labelled_split(out, split, x, y[rows], ok.index.to_numpy()[idx_kept[rows]], "ecg_ids")
     write_classes(out, classes)
-    (out / SCALER_FILE).write_text(
-        json.dumps({"mean": mean, "std": std, "fitted_on": "train"}, indent=1) + "\n"
-    )
+    write_json(out / SCALER_FILE, {"mean": mean, "std": std, "fitted_on": "train"})
     return {
         "n_classes": len(classes),
         "dropped_without_label": int((~keep).sum()),

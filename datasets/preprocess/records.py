@@ -21,6 +21,7 @@ import wfdb
 from scipy.io import loadmat
 
 from datasets.preprocess.signal import SignalError
+from utils.artifacts import atomic_path, write_json
 
 
 def read_wfdb(path: str | os.PathLike) -> tuple[np.ndarray, list[str], float, list[str]]:
@@ -154,8 +155,7 @@ class SkipLog:
 
 def write_rows_csv(path: Path, rows: list[dict[str, Any]], base_fields: Sequence[str]) -> None:
     fields = list(base_fields) + sorted({k for r in rows for k in r} - set(base_fields))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:  # all or nothing, never through a symlink
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
@@ -168,10 +168,7 @@ def read_rows_csv(path: Path) -> list[dict[str, str]]:
 
 def write_summary(path: Path, summary: dict[str, Any]) -> None:
     """Print a human-readable summary and write it as JSON (atomically) next to the outputs."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    write_json(path, summary, indent=2, sort_keys=False)
     print(f"==== summary ({path}) ====")
     print(json.dumps(summary, indent=2))
 

@@ -19,6 +19,8 @@ from typing import Sequence
 
 import numpy as np
 
+from utils.artifacts import atomic_path
+
 SPLIT_NAMES = ("train", "val", "test")
 DEFAULT_FRACTIONS = (0.7, 0.1, 0.2)
 
@@ -95,8 +97,7 @@ def stratified_subset(labels: np.ndarray, ratio: float, seed: int = 0) -> np.nda
 
 def write_split_csv(path: Path, records: Sequence[str], labels: np.ndarray, classes: Sequence[str]) -> None:
     """One row per record: ``record,<class 1>,...,<class C>`` with 0/1 entries."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["record", *classes])
         for name, row in zip(records, np.asarray(labels)):

@@ -7,37 +7,40 @@ and writes ``<output_root>/<NAME>_QRS/<subset>/{split}_data.npy``, ``{split}_dat
 when its summary's stamp says it was made from the same input file (size and mtime) with the same
 settings and its three arrays are intact; otherwise it is redone and the reason printed (so an
 interrupted run can simply be restarted, and re-preprocessed inputs are never paired with old sentences).
+
+Before a subset folder is read, the preprocessing step that wrote it must have completed on the files there
+now (``utils.artifacts.require_complete`` on its ``preprocess_stamp.json`` / ``DONE.json``): a folder an
+interrupted preprocessing rerun left half old, half new is refused, naming the folder and the reason.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import os
 import re
-import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from datasets.preprocess import COMPLETION_RECORDS
 from datasets.preprocess.signal import STANDARD_LEADS
 from datasets.qrs.parallel import (
-    STAGE,
-    SUMMARY_SUFFIX,
+    check_input_dtype,
     format_summary,
     infer_layout,
-    is_complete,
+    split_step,
     tokenize_array,
     tokenizer_settings,
 )
 from datasets.qrs.plot import lead_name, plot_record
-from utils.integrity import file_identity, make_stamp, stamp_problems
+from utils.artifacts import IncompleteInputError, copy_file, require_complete, write_json
+from utils.integrity import StaleOutputError
 
 SPLIT_ORDER = ("train", "val", "test")
 _INPUT_RE = re.compile(r"^(?!\.)(.+)_data\.npy$")
 _OUTPUT_RE = re.compile(r"_data_in_(chans|times)\.npy$")
-NOT_COPIED = ("preprocess_stamp.json",)  # describes the preprocessed folder, not the tokenised one
+NOT_COPIED = tuple(COMPLETION_RECORDS)  # describe the preprocessed folder, not the tokenised one
 
 
 def parse_channels(tokens) -> list[int] | None:
@@ -101,6 +104,7 @@ def find_subsets(dataset_dir: Path) -> list[str]:
         )
     subsets = ["."] if find_splits(dataset_dir) else []
     subs = [p.name for p in dataset_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    subs = [s for s in subs if not s.endswith(".tmp")]  # a batch still being built (see check_no_partial)
     subsets += [s for s in sorted(subs, key=_natural_key) if find_splits(dataset_dir / s)]
     if not subsets:
         raise FileNotFoundError(f"no *_data.npy in {dataset_dir} or its subfolders")
@@ -121,11 +125,14 @@ def copy_side_files(src_dir: Path, dst_dir: Path) -> list[str]:
             continue
         dst = dst_dir / p.name
         st = p.stat()
-        if dst.is_file() and dst.stat().st_size == st.st_size and dst.stat().st_mtime >= st.st_mtime:
+        if (
+            not dst.is_symlink()
+            and dst.is_file()
+            and dst.stat().st_size == st.st_size
+            and dst.stat().st_mtime >= st.st_mtime
+        ):
             continue
-        tmp = dst.with_name(f".{p.name}.partial")
-        shutil.copy2(p, tmp)
-        os.replace(tmp, dst)
+        copy_file(p, dst)  # temp name + rename: a symlink at dst is replaced, never written through
         copied.append(p.name)
     return copied
 
@@ -138,19 +145,48 @@ def _settings(args, used_channels, shape) -> dict:
 
 
 def _finished_summary(
-    out_dir: Path, split: str, input_path: Path, settings: dict
+    out_dir: Path, split: str, input_path: Path, settings: dict, input_spec: dict | None = None
 ) -> tuple[dict | None, list]:
     """``(summary, [])`` when an earlier run finished this split from the same input file with the same
     ``settings`` and its outputs are intact; else ``(None, reasons)`` ([] when nothing was there)."""
-    if not is_complete(out_dir, split):
-        return None, []
+    step = split_step(out_dir, split, settings, input_path, input_spec)
     try:
-        done = json.loads((out_dir / f"{split}{SUMMARY_SUFFIX}").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        return None, [f"{split}{SUMMARY_SUFFIX} is unreadable ({exc})"]
-    new = make_stamp(STAGE, settings, {"data": file_identity(input_path, input_path.parent)}, [])
-    problems = stamp_problems(out_dir, done.get("stamp"), new)
-    return (None, problems) if problems else (done, [])
+        decision = step.decide()
+    except StaleOutputError as exc:  # a damaged summary: redo
+        return None, [str(exc)]
+    if decision.reuse:
+        return step.read()[0], []
+    return None, list(decision.reasons)
+
+
+def check_preprocessed(src: Path) -> dict:
+    """The preprocessing step that wrote ``src`` must have completed on the files there now; returns the
+    ``specs`` it declared ({} for a folder without a completion record: hand-made arrays, an older version)."""
+    stamp = require_complete(src, list(COMPLETION_RECORDS), what="QRSTokenizer.py", nests=COMPLETION_RECORDS)
+    if stamp is None:
+        print(f"[{src.name}] {src}: no completion record of the preprocessing (made by hand or by an older "
+              "version): read as it is")  # fmt: skip
+        return {}
+    return stamp.get("specs", {})
+
+
+def check_no_partial(src_root: Path) -> None:
+    """A ``batch_k.tmp`` folder is a MIMIC batch whose preprocessing did not finish: the data set is incomplete."""
+    partial = sorted(p.name for p in src_root.glob("*.tmp") if p.is_dir())
+    if partial:
+        raise IncompleteInputError(
+            f"{src_root}: {', '.join(partial)} is a batch the preprocessing did not finish (interrupted); "
+            f"rerun the preprocessing into {src_root} (it keeps the complete batches), then QRSTokenizer.py"
+        )
+
+
+def input_spec_of(specs: dict, split: str, path: Path, dtype) -> dict:
+    """What the preprocessing declared about ``{split}_data.npy`` (dtype, unit), checked against the file."""
+    check_input_dtype(dtype, str(path))
+    spec = dict(specs.get(f"{split}_data.npy", {}))
+    if spec.get("dtype") and spec["dtype"] != str(dtype):
+        raise IncompleteInputError(f"{path}: {dtype} samples, but the preprocessing declared {spec['dtype']}")
+    return {"dtype": str(dtype), **{k: v for k, v in spec.items() if k in ("unit", "fs")}}
 
 
 def record_names(src: Path, split: str):
@@ -205,24 +241,27 @@ def tokenize_dataset(args) -> dict:
     used = list(range(n_leads)) if chans is None else chans
     print(f"QRS tokenizer: {src_root} -> {dst_root}; subsets {subsets}; leads {[lead_name(c) for c in used]}")
 
+    check_no_partial(src_root)
     results: dict = {}
     for subset in subsets:
         src, dst = src_root / subset, dst_root / subset
         if not src.is_dir():
             raise FileNotFoundError(f"subset folder {src} does not exist")
+        specs = check_preprocessed(src)
         splits = args.splits or find_splits(src)
         dst.mkdir(parents=True, exist_ok=True)
         for split in splits:
             path = src / f"{split}_data.npy"
             if not path.is_file():
                 raise FileNotFoundError(f"{path} does not exist (splits found: {find_splits(src)})")
-            shape = np.load(path, mmap_mode="r").shape
+            arr = np.load(path, mmap_mode="r")
+            shape, spec = arr.shape, input_spec_of(specs, split, path, arr.dtype)
             key = f"{subset}/{split}"
             check_labels(src, split, shape[0])
             done, problems = (
                 (None, [])
                 if args.overwrite
-                else _finished_summary(dst, split, path, _settings(args, used, shape))
+                else _finished_summary(dst, split, path, _settings(args, used, shape), spec)
             )
             if done is not None:
                 print(
@@ -249,6 +288,7 @@ def tokenize_dataset(args) -> dict:
                 progress=not args.no_progress,
                 verbose=False,
                 record_names=record_names(src, split),
+                input_spec=spec,
             )
             print(format_summary(results[key]).replace(f"[{split}]", f"[{key}]", 1))
         copied = copy_side_files(src, dst)
@@ -265,7 +305,7 @@ def tokenize_dataset(args) -> dict:
         "records_with_nonfinite_words",
     ):
         total[k] = sum(r.get(k, 0) for r in results.values())
-    (dst_root / "tokenizer_summary.json").write_text(json.dumps(total, indent=1))
+    write_json(dst_root / "tokenizer_summary.json", total)
     print(
         f"done: {total['records']} records, {total['truncated_sentences']} truncated, "
         f"{total['empty_sentences']} empty, {total['records_with_nonfinite_words']} with NaN/inf in words; "

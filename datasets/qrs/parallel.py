@@ -13,19 +13,22 @@ Records are processed in chunks by a process pool. The main process allocates th
 its rows straight into the memory-mapped outputs, so the main process moves no signal data and at
 most ``2 * num_workers`` chunks are in flight: memory stays flat whatever N is (MIMIC-IV:
 ~800 000 records). Every record lands at its own index, so the output does not depend on the number of
-workers. Outputs are written under temporary names and renamed only when complete.
+workers. A split is one ``utils.artifacts.Step`` (:func:`split_step`): its summary says "running" from the
+start, the outputs are written under temporary names and renamed only when complete, and the summary with
+its stamp is written last.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import os
 import sys
 import time
 import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -39,7 +42,8 @@ from datasets.qrs.tokenizer import (
     REASON_NONFINITE_SKIPPED,
     tokenize_records,
 )
-from utils.integrity import check_finite, file_identity, make_stamp, npy_identity
+from utils.artifacts import COMPLETE, Step, atomic_path, read_record, record_state, temp_sibling
+from utils.integrity import check_finite, file_identity
 
 OUTPUT_SUFFIXES = ("_data.npy", "_data_in_chans.npy", "_data_in_times.npy")
 SUMMARY_SUFFIX = "_tokenizer_summary.json"
@@ -146,19 +150,51 @@ def _tokenize_chunk(source, start: int, stop: int, layout: str, out_paths: list,
     return start, stats, errors
 
 
-def _temp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.partial")
-
-
 def output_paths(out_dir: str | os.PathLike, split: str) -> list[Path]:
     """The three array files of one split, in (data, in_chans, in_times) order."""
     return [Path(out_dir) / f"{split}{suffix}" for suffix in OUTPUT_SUFFIXES]
 
 
+def split_step(
+    out_dir: str | os.PathLike, split: str, settings: dict, input_path=None, input_spec=None
+) -> Step:
+    """The declaration of one tokenised split: settings, the input file's identity (size, mtime), the files
+    it owns; its record is ``{split}_tokenizer_summary.json`` (the stamp under ``"stamp"``, written last).
+    ``input_spec``: dtype (and unit, when the preprocessing declared one) of the input array."""
+    path = None if input_path is None else Path(input_path)
+    inputs = {"data": file_identity(path, path.parent) if path is not None else "<in-memory array>"}
+    specs = {
+        f"{split}_data.npy": {"dtype": "float32", "shape": "(N, max_len, token_len)"},
+        f"{split}_data_in_chans.npy": {"dtype": "int32", "meaning": "lead id + 1, 0 = padding"},
+        f"{split}_data_in_times.npy": {"dtype": "int32", "meaning": "second + 1, 0 = padding"},
+        **({"input": dict(input_spec)} if input_spec else {}),
+    }
+    outputs = tuple(p.name for p in output_paths(out_dir, split)) + (f"{split}{NONFINITE_SUFFIX}",)
+    return Step(
+        STAGE, Path(out_dir), f"{split}{SUMMARY_SUFFIX}", settings, inputs, outputs, specs, nest="stamp"
+    )
+
+
 def is_complete(out_dir: str | os.PathLike, split: str) -> bool:
-    """True when a previous run finished this split (all arrays plus the summary, written last)."""
+    """True when a previous run finished this split (all arrays plus the summary, written last, complete)."""
     paths = output_paths(out_dir, split) + [Path(out_dir) / f"{split}{SUMMARY_SUFFIX}"]
-    return all(p.is_file() for p in paths)
+    if not all(p.is_file() for p in paths):
+        return False
+    _, stamp = read_record(paths[-1], "stamp")
+    return record_state(stamp) == COMPLETE
+
+
+def check_input_dtype(dtype, source: str) -> None:
+    """The tokenizer cuts words from floating-point signals in physical units (mV, or the PTB-XL scaler's
+    standardised mV), what the preprocessing writes. Integer arrays are refused: ADC counts tokenised as
+    if they were millivolts would give words hundreds of times too large, without a word of warning."""
+    dtype = np.dtype(dtype)
+    if not np.issubdtype(dtype, np.floating):
+        raise ValueError(
+            f"{source}: {dtype} samples; the tokenizer takes floating-point signals in mV (as the preprocessing "
+            "writes them). Integer arrays are usually raw ADC counts: convert them to physical units first "
+            "(e.g. (counts - baseline) / adc_gain, as wfdb's p_signal does) and save them as float32."
+        )
 
 
 def _describe(values: np.ndarray) -> dict:
@@ -170,6 +206,138 @@ def _describe(values: np.ndarray) -> dict:
         "max": int(values.max()),
         "mean": round(float(values.mean()), 3),
     }
+
+
+@dataclass(frozen=True)
+class TokenizePlan:
+    """What one ``tokenize_array`` call does: the input (``path`` or in-memory ``array``), its layout, the
+    leads, the worker settings and the parameters every chunk is tokenised with."""
+
+    path: str | None
+    array: Any
+    source: str
+    layout: str
+    n_records: int
+    chans: np.ndarray
+    params: dict
+    num_workers: int
+    chunk_size: int
+
+    def task(self, start: int, out_names: list[str]) -> tuple:
+        stop = min(start + self.chunk_size, self.n_records)
+        src = self.path if self.path is not None else self.array[start:stop]
+        return (src, start, stop, self.layout, out_names, self.params)
+
+
+def plan_tokenize(array, *, used_channels, num_workers, chunk_size, fs, max_len, token_len, nan_policy,
+                  detector, n_leads, layout) -> TokenizePlan:  # fmt: skip
+    """Check the input (shape, dtype, leads) and fix the work: layout, leads, workers, chunk size."""
+    path = str(array) if isinstance(array, (str, os.PathLike)) else None
+    source = path or "<array>"
+    if path is not None:
+        array = np.load(path, mmap_mode="r")  # never read a whole split into RAM
+    check_input_dtype(array.dtype, source)
+    lay = infer_layout(array.shape, n_leads, layout)
+    N = array.shape[0]
+    n_in, T = (array.shape[1], array.shape[2]) if lay == "nct" else (array.shape[2], array.shape[1])
+    chans = np.arange(n_in) if used_channels is None else np.asarray(list(used_channels), dtype=np.int64)
+    if chans.size == 0 or chans.min() < 0 or chans.max() >= n_in:
+        raise ValueError(f"{source}: used_channels {chans.tolist()} out of range for {n_in} leads")
+    if T > 15 * fs:
+        warnings.warn(
+            f"{source}: records of {T / fs:.1f} s give in_times above 15, beyond the models' "
+            "16-entry time embedding",
+            stacklevel=3,
+        )
+    chunk_size = max(1, int(chunk_size))
+    # No more processes than chunks: a small split is faster in-process than paying pool start-up.
+    num_workers = max(1, min(int(num_workers or os.cpu_count() or 1), -(-N // chunk_size)))
+    params = dict(used_channels=chans, fs=fs, max_len=max_len, token_len=token_len, nan_policy=nan_policy,
+                  detector=detector)  # fmt: skip
+    return TokenizePlan(path, array, source, lay, N, chans, params, num_workers, chunk_size)
+
+
+def _allocate(out_dir: Path, split: str, plan: TokenizePlan) -> list[Path]:
+    """The three outputs as (sparse) memory-mappable temp files beside their final names; workers fill them."""
+    N, max_len, token_len = plan.n_records, plan.params["max_len"], plan.params["token_len"]
+    shapes = [(N, max_len, token_len), (N, max_len), (N, max_len)]
+    temps = [temp_sibling(p) for p in output_paths(out_dir, split)]
+    for p, d, shp in zip(temps, (np.float32, np.int32, np.int32), shapes):
+        out = np.lib.format.open_memmap(p, mode="w+", dtype=d, shape=shp)
+        del out
+    return temps
+
+
+def _run_chunks(plan: TokenizePlan, temps: list[Path], split: str, progress: bool) -> tuple:
+    """Tokenise every chunk (in-process or over a pool) into ``temps``: ``(stats (N,), errors, seconds)``."""
+    stats = np.zeros(plan.n_records, dtype=STATS_DTYPE)
+    errors: list = []
+    names = [str(p) for p in temps]
+    starts = list(range(0, plan.n_records, plan.chunk_size))
+
+    def store(result) -> None:
+        s, st, err = result
+        stats[s : s + len(st)] = st
+        errors[:] = sorted(errors + err)[:MAX_LISTED]  # smallest indices: independent of completion order
+        bar.update(len(st))
+
+    prepare_detector(plan.params["detector"], plan.params["fs"])  # compile once: forked workers inherit it
+    t0 = time.perf_counter()
+    with tqdm(total=plan.n_records, unit="rec", desc=f"tokenize {split}", disable=not progress,
+              smoothing=0.1) as bar:  # fmt: skip
+        if plan.num_workers == 1:
+            for s in starts:
+                store(_tokenize_chunk(*plan.task(s, names)))
+        else:
+            with ProcessPoolExecutor(max_workers=plan.num_workers) as pool:
+                pending = set()
+                for s in starts:  # sliding window: at most 2 chunks per worker in flight
+                    pending.add(pool.submit(_tokenize_chunk, *plan.task(s, names)))
+                    if len(pending) >= 2 * plan.num_workers:
+                        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        for fut in done:
+                            store(fut.result())
+                for fut in pending:
+                    store(fut.result())
+    return stats, errors, time.perf_counter() - t0
+
+
+def _report_nonfinite(
+    summary: dict, stats, out_dir: Path, split: str, plan: TokenizePlan, record_names
+) -> None:
+    """Name every record with NaN/inf input or words: ``{split}_nonfinite_records.csv``, the summary, a warning."""
+    name = record_names or (lambda idx: [f"row {i}" for i in idx])
+    bad = np.flatnonzero(stats["nonfinite_input"] | (stats["nonfinite_words"] > 0))
+    if not bad.size:
+        return
+    nan_policy = plan.params["nan_policy"]
+    nonfinite_csv = out_dir / f"{split}{NONFINITE_SUFFIX}"
+    names = list(name(bad.tolist()))
+    with atomic_path(nonfinite_csv) as tmp, open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["index", "record", "nonfinite_input", "nonfinite_words", "outcome"])
+        for i, n in zip(bad.tolist(), names):
+            outcome = (
+                "sentence left empty" if stats["reason"][i] >= 0 else
+                "NaN/inf copied into words" if stats["nonfinite_words"][i] > 0 else f"{nan_policy}: words finite"
+            )  # fmt: skip
+            w.writerow([i, n, bool(stats["nonfinite_input"][i]), int(stats["nonfinite_words"][i]), outcome])
+    summary["nonfinite_records"] = [{"index": int(i), "record": n} for i, n in zip(bad[:MAX_NAMED], names)]
+    summary["nonfinite_report"] = str(nonfinite_csv)
+    n_words = summary["records_with_nonfinite_words"]
+    print(
+        f"WARNING [{split}] {plan.source}: {bad.size} record(s) hold NaN/inf (nan_policy={nan_policy}); "
+        f"{n_words} of them have NaN/inf copied into their words: {', '.join(names[:5])}"
+        + (" ..." if bad.size > 5 else "")
+        + f" (all in {nonfinite_csv})."
+        + (
+            " VQ-HBR and pre-training on these words stop with 'loss is nan': tokenise with "
+            "--nan_policy interpolate, zero or skip."
+            if n_words
+            else ""
+        ),
+        file=sys.stderr,
+    )
 
 
 def tokenize_array(
@@ -189,6 +357,7 @@ def tokenize_array(
     progress: bool = True,
     verbose: bool = True,
     record_names=None,
+    input_spec: dict | None = None,
 ) -> dict:
     """Tokenize ``array`` ((N, leads, T) or (N, T, leads), ndarray or path of a .npy) into ``out_dir``.
 
@@ -196,141 +365,44 @@ def tokenize_array(
     ``verbose``). ``num_workers`` defaults to all cores; 1 runs in-process. ``record_names``: optional
     callable ``indices -> names`` used to name records with NaN/inf (default ``row i``). The summary
     holds a ``stamp`` (settings, the input file's size/mtime, the outputs' sizes/shapes) that a rerun
-    checks before it keeps the split.
+    checks before it keeps the split. Integer input is refused (:func:`check_input_dtype`).
     """
-    path = str(array) if isinstance(array, (str, os.PathLike)) else None
-    source = path or "<array>"
-    if path is not None:
-        array = np.load(path, mmap_mode="r")  # never read a whole split into RAM
-    lay = infer_layout(array.shape, n_leads, layout)
-    N = array.shape[0]
-    n_in, T = (array.shape[1], array.shape[2]) if lay == "nct" else (array.shape[2], array.shape[1])
-    chans = np.arange(n_in) if used_channels is None else np.asarray(list(used_channels), dtype=np.int64)
-    if chans.size == 0 or chans.min() < 0 or chans.max() >= n_in:
-        raise ValueError(f"{source}: used_channels {chans.tolist()} out of range for {n_in} leads")
-    if T > 15 * fs:
-        warnings.warn(
-            f"{source}: records of {T / fs:.1f} s give in_times above 15, beyond the models' "
-            "16-entry time embedding",
-            stacklevel=2,
-        )
-    chunk_size = max(1, int(chunk_size))
-    # No more processes than chunks: a small split is faster in-process than paying pool start-up.
-    num_workers = max(1, min(int(num_workers or os.cpu_count() or 1), -(-N // chunk_size)))
-    params = dict(
-        used_channels=chans,
-        fs=fs,
-        max_len=max_len,
-        token_len=token_len,
-        nan_policy=nan_policy,
-        detector=detector,
-    )
-
+    plan = plan_tokenize(array, used_channels=used_channels, num_workers=num_workers, chunk_size=chunk_size,
+                         fs=fs, max_len=max_len, token_len=token_len, nan_policy=nan_policy, detector=detector,
+                         n_leads=n_leads, layout=layout)  # fmt: skip
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    settings = tokenizer_settings(plan.chans, plan.array.shape, plan.layout, fs, max_len, token_len, nan_policy,
+                                  detector)  # fmt: skip
+    spec = {"dtype": str(plan.array.dtype), **(input_spec or {})}
+    step = split_step(out_dir, split, settings, plan.path, spec)
+    step.begin()  # the summary says "running" until complete(); the earlier run's files are removed
+    temps = _allocate(out_dir, split, plan)
+    try:
+        stats, errors, seconds = _run_chunks(plan, temps, split, progress)
+    except BaseException:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
+        raise
     finals = output_paths(out_dir, split)
-    summary_path = out_dir / f"{split}{SUMMARY_SUFFIX}"
-    summary_path.unlink(missing_ok=True)  # the split is incomplete until the summary is rewritten
-    temps = [_temp(p) for p in finals]
-    shapes = [(N, max_len, token_len), (N, max_len), (N, max_len)]
-    dtypes = [np.float32, np.int32, np.int32]
-    for p, d, shp in zip(temps, dtypes, shapes):  # allocate (sparse) files; workers fill them
-        out = np.lib.format.open_memmap(p, mode="w+", dtype=d, shape=shp)
-        del out
-    tmp_names = [str(p) for p in temps]
-
-    stats = np.zeros(N, dtype=STATS_DTYPE)
-    errors: list = []
-    starts = list(range(0, N, chunk_size))
-
-    def task(s: int) -> tuple:
-        e = min(s + chunk_size, N)
-        return (path if path is not None else array[s:e], s, e, lay, tmp_names, params)
-
-    def store(result) -> None:
-        s, st, err = result
-        stats[s : s + len(st)] = st
-        errors[:] = sorted(errors + err)[:MAX_LISTED]  # smallest indices: independent of completion order
-        bar.update(len(st))
-
-    prepare_detector(detector, fs)  # compile/load the kernels once here: forked workers inherit them
-    t0 = time.perf_counter()
-    with tqdm(total=N, unit="rec", desc=f"tokenize {split}", disable=not progress, smoothing=0.1) as bar:
-        if num_workers == 1:
-            for s in starts:
-                store(_tokenize_chunk(*task(s)))
-        else:
-            with ProcessPoolExecutor(max_workers=num_workers) as pool:
-                pending, todo = set(), iter(starts)
-                for s in todo:  # sliding window: at most 2 chunks per worker in flight
-                    pending.add(pool.submit(_tokenize_chunk, *task(s)))
-                    if len(pending) >= 2 * num_workers:
-                        done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                        for fut in done:
-                            store(fut.result())
-                for fut in pending:
-                    store(fut.result())
-    seconds = time.perf_counter() - t0
-
     for tmp, final in zip(temps, finals):  # every task flushed its rows: publish under the final names
         os.replace(tmp, final)
-
     summary = summarize(stats, errors, max_len)
-    name = record_names or (lambda idx: [f"row {i}" for i in idx])
-    bad = np.flatnonzero(stats["nonfinite_input"] | (stats["nonfinite_words"] > 0))
-    nonfinite_csv = out_dir / f"{split}{NONFINITE_SUFFIX}"
-    nonfinite_csv.unlink(missing_ok=True)
-    if bad.size:
-        names = list(name(bad.tolist()))
-        with open(nonfinite_csv, "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["index", "record", "nonfinite_input", "nonfinite_words", "outcome"])
-            for i, n in zip(bad.tolist(), names):
-                outcome = (
-                    "sentence left empty" if stats["reason"][i] >= 0 else
-                    "NaN/inf copied into words" if stats["nonfinite_words"][i] > 0 else f"{nan_policy}: words finite"
-                )  # fmt: skip
-                w.writerow(
-                    [i, n, bool(stats["nonfinite_input"][i]), int(stats["nonfinite_words"][i]), outcome]
-                )
-        summary["nonfinite_records"] = [
-            {"index": int(i), "record": n} for i, n in zip(bad[:MAX_NAMED], names)
-        ]
-        summary["nonfinite_report"] = str(nonfinite_csv)
-        n_words = summary["records_with_nonfinite_words"]
-        print(
-            f"WARNING [{split}] {source}: {bad.size} record(s) hold NaN/inf (nan_policy={nan_policy}); "
-            f"{n_words} of them have NaN/inf copied into their words: {', '.join(names[:5])}"
-            + (" ..." if bad.size > 5 else "")
-            + f" (all in {nonfinite_csv})."
-            + (
-                " VQ-HBR and pre-training on these words stop with 'loss is nan': tokenise with "
-                "--nan_policy interpolate, zero or skip."
-                if n_words
-                else ""
-            ),
-            file=sys.stderr,
-        )
-    settings = tokenizer_settings(chans, array.shape, lay, fs, max_len, token_len, nan_policy, detector)
-    inputs = {"data": file_identity(path, Path(path).parent) if path is not None else "<in-memory array>"}
-    outputs = [npy_identity(p, out_dir) for p in finals]
-    summary["stamp"] = make_stamp(STAGE, settings, inputs, outputs)
+    _report_nonfinite(summary, stats, out_dir, split, plan, record_names)
     summary.update(
         split=split,
-        source=source,
-        input_shape=list(array.shape),
-        input_layout=lay,
+        source=plan.source,
+        input_shape=list(plan.array.shape),
+        input_layout=plan.layout,
         # The settings the workers ran with (a rerun compares them to decide whether the split is done).
-        **{**params, "used_channels": chans.tolist()},
+        **{**plan.params, "used_channels": plan.chans.tolist()},
         detector_engine=FAST_ENGINE if detector == "xqrs_fast" else "wfdb",
-        num_workers=num_workers,
-        chunk_size=chunk_size,
+        num_workers=plan.num_workers,
+        chunk_size=plan.chunk_size,
         seconds=round(seconds, 3),
-        records_per_s=round(N / seconds, 1) if seconds > 0 else None,
+        records_per_s=round(plan.n_records / seconds, 1) if seconds > 0 else None,
     )
-    tmp_summary = _temp(summary_path)
-    tmp_summary.write_text(json.dumps(summary, indent=1))
-    os.replace(tmp_summary, summary_path)
+    written = [p.name for p in finals] + [n for n in step.outputs[3:] if (out_dir / n).is_file()]
+    summary["stamp"] = step.complete(written, extra=summary)  # last: marks the split done
     if verbose:
         print(format_summary(summary))
     return summary
