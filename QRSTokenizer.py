@@ -110,9 +110,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> dict:
-    from datasets.qrs.cli import tokenize_dataset
+    from datasets.qrs.cli import TokenizerConfig, tokenize_dataset
 
-    return tokenize_dataset(args)
+    return tokenize_dataset(TokenizerConfig.from_args(args))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Preprocessing of raw ECG sources into the seed's on-disk layout (docs/preprocessing.md; paper Sec. 4.1).
 
-Modules: ``signal`` (shared signal ops), ``records`` (I/O, skip log, summaries, process pool),
+Modules: ``config`` (the typed settings of each step), ``signal`` (shared signal ops), ``records`` (I/O, skip log, summaries, process pool),
 ``npy_writer`` (memory-mapped row writer), ``labels`` (class tables), ``splits`` (iterative
 stratification, split files), ``downstream`` (CPSC2018/CSN driver) and one module per source:
 ``mimic``, ``ptbxl``, ``cpsc2018``, ``csn``. May import numpy/scipy/pandas/wfdb/scikit-learn and ``utils``;

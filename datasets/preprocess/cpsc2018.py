@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from datasets.preprocess.config import DownstreamConfig
 from datasets.preprocess.downstream import RecordRef, add_common_args, build
 from datasets.preprocess.labels import CPSC_CLASSES, CPSC_REFERENCE_NUMBERS, CPSC_SNOMED
 from datasets.preprocess.records import read_header_dx, validate_dx
@@ -114,7 +115,7 @@ def collect_labels(
     return labels, info
 
 
-def run(args) -> dict:
+def run(args: DownstreamConfig) -> dict:
     refs, dups = find_records(args.dataset_path)
     ref_path = args.reference or next(iter(sorted(args.dataset_path.rglob("REFERENCE.csv"))), None)
     labels, info = collect_labels(refs, read_reference(ref_path))
@@ -125,7 +126,7 @@ def run(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return run(get_args_parser().parse_args(argv))
+    return run(DownstreamConfig.from_args(get_args_parser().parse_args(argv)))
 
 
 if __name__ == "__main__":

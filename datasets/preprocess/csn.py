@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from datasets.preprocess.config import DownstreamConfig
 from datasets.preprocess.downstream import RecordRef, add_common_args, build
 from datasets.preprocess.labels import SNOMED_NAMES
 from datasets.preprocess.records import read_header_dx, split_dx_codes, validate_dx
@@ -89,7 +90,7 @@ def read_codes(refs: list[RecordRef]) -> tuple[dict[str, list[str]], list[str]]:
     return codes, bad
 
 
-def run(args) -> dict:
+def run(args: DownstreamConfig) -> dict:
     refs = find_records(args.dataset_path)
     dup = [n for n, c in Counter(r.name for r in refs).items() if c > 1]
     if dup:
@@ -119,7 +120,7 @@ def run(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return run(get_args_parser().parse_args(argv))
+    return run(DownstreamConfig.from_args(get_args_parser().parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from datasets.preprocess.config import DownstreamConfig
 from datasets.preprocess.labels import labels_summary, multi_hot, write_classes
 from datasets.preprocess.npy_writer import ChunkedNpyWriter
 from datasets.preprocess.records import (
@@ -135,7 +136,7 @@ def _header(path: Path) -> list[str]:
 
 
 def plan_splits(
-    args,
+    args: DownstreamConfig,
     refs: Sequence[RecordRef],
     labels: dict[str, list[str]],
     classes: Sequence[str],
@@ -150,7 +151,7 @@ def plan_splits(
     split_report = {} if split_report is None else split_report
     by_name = {r.name: r for r in refs}
     if args.split_files:
-        paths, source = resolve_split_files(args.split_files, getattr(args, "paper_split_prefix", None))
+        paths, source = resolve_split_files(args.split_files, args.paper_split_prefix)
         plan, ys, classes_seen, seen_in = {}, {}, None, {}
         for split, path in zip(SPLIT_NAMES, paths):
             names, y, cls = read_split_csv(path)
@@ -202,7 +203,7 @@ def plan_splits(
 
 
 def build(
-    args,
+    args: DownstreamConfig,
     source: str,
     refs: Sequence[RecordRef],
     labels: dict[str, list[str]],
@@ -272,7 +273,7 @@ def build(
     return summary
 
 
-def declare(args, source, refs, plan, ys, classes, split_source, chain) -> Step:
+def declare(args: DownstreamConfig, source, refs, plan, ys, classes, split_source, chain) -> Step:
     """The step's declaration. What defines the outputs: the planned records and labels per split (from
     split files, labels, classes and seed alike), the chain, and the size/mtime of every raw record file."""
     raw = [p for r in refs for p in _record_files(r)]

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from datasets.preprocess.config import MimicConfig
 from datasets.preprocess.npy_writer import ChunkedNpyWriter
 from datasets.preprocess.records import (
     SkipLog,
@@ -133,7 +134,7 @@ def split_batch(n: int, seed: int = 0, val_fraction: float = 0.1) -> tuple[np.nd
     return np.asarray(train, dtype=np.int64), np.asarray(val, dtype=np.int64)
 
 
-def check_args(args) -> None:
+def check_args(args: MimicConfig) -> None:
     """Refuse impossible settings before any record is read (docs/robustness.md)."""
     if not 0.0 <= args.val_fraction < 1.0:
         raise SystemExit(f"--val_fraction must be in [0, 1), got {args.val_fraction}")
@@ -145,7 +146,7 @@ def check_args(args) -> None:
         raise SystemExit(f"--num_workers must be >= 1, got {args.num_workers}")
 
 
-def load_record_paths(args) -> list[str]:
+def load_record_paths(args: MimicConfig) -> list[str]:
     """Record paths (no extension) from record_list.csv, each checked to stay inside --dataset_path."""
     record_list = args.record_list or args.dataset_path / "record_list.csv"
     if not record_list.is_file():
@@ -186,7 +187,7 @@ def raw_files(paths: list[str]) -> list[str]:
     return [p + s for p in paths for s in RECORD_SUFFIXES if os.path.exists(p + s)]
 
 
-def batch_step(k: int, paths: list[str], args, config: dict) -> Step:
+def batch_step(k: int, paths: list[str], args: MimicConfig, config: dict) -> Step:
     """The declaration of ``batch_k``: the run settings, this batch's raw files (size/mtime, taken now: an
     edit after this call is seen by the next run), its outputs; its record is ``DONE.json``'s stamp."""
     settings = {
@@ -199,14 +200,14 @@ def batch_step(k: int, paths: list[str], args, config: dict) -> Step:
     return Step("mimic_preprocess", folder, DONE_FILE, settings, inputs, BATCH_OUTPUTS, SPECS, nest="stamp")
 
 
-def batch_problems(k: int, paths: list[str], args, config: dict) -> list[str]:
+def batch_problems(k: int, paths: list[str], args: MimicConfig, config: dict) -> list[str]:
     """Why the complete-looking ``batch_k`` cannot be kept: damaged outputs (named), other settings or
     changed raw files; [] when it is intact and made from the same inputs with the same settings."""
     decision = batch_step(k, paths, args, config).decide()
     return [] if decision.reuse else list(decision.reasons) or ["not built yet"]
 
 
-def run_config(args, paths: list[str]) -> dict:
+def run_config(args: MimicConfig, paths: list[str]) -> dict:
     """What defines the output; a rerun into the same folder must match it."""
     digest = hashlib.sha256("\n".join(paths).encode()).hexdigest()
     return {
@@ -235,7 +236,13 @@ def check_or_write_config(out: Path, config: dict) -> None:
 
 
 def build_batch(
-    k: int, paths: list[str], args, pbar, abort_after: int | None, done_so_far: list[int], config: dict
+    k: int,
+    paths: list[str],
+    args: MimicConfig,
+    pbar,
+    abort_after: int | None,
+    done_so_far: list[int],
+    config: dict,
 ) -> None:
     """Write ``batch_k`` for ``paths`` (this batch's records) atomically."""
     step = batch_step(k, paths, args, config)  # before reading: a later edit of a raw file is seen
@@ -278,7 +285,7 @@ def build_batch(
     os.rename(tmp, final)
 
 
-def run(args) -> dict:
+def run(args: MimicConfig) -> dict:
     t0 = time.time()
     check_args(args)
     paths = load_record_paths(args)
@@ -338,7 +345,7 @@ def summarize(
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return run(get_args_parser().parse_args(argv))
+    return run(MimicConfig.from_args(get_args_parser().parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from datasets.preprocess.config import PtbxlConfig
 from datasets.preprocess.labels import labels_summary, multi_hot, save_labelled_split, write_classes
 from datasets.preprocess.records import (
     SkipLog,
@@ -125,7 +126,7 @@ def _cell(v) -> str:
     return "(missing)" if pd.isna(v) else str(v)
 
 
-def check_rows(args, db: pd.DataFrame, column: str, skipped: SkipLog) -> pd.DataFrame:
+def check_rows(args: PtbxlConfig, db: pd.DataFrame, column: str, skipped: SkipLog) -> pd.DataFrame:
     """Rows that can be used: record paths must stay inside --dataset_path (else the run stops, naming
     the rows) and strat_fold must be an integer 1-10 (else the row is skipped as ``bad_strat_fold`` and
     reported: it would belong to no split)."""
@@ -266,13 +267,13 @@ def fit_scalar_scaler(data: np.ndarray, chunk: int = 1024) -> tuple[float, float
     return mean, (std if std > 0 else 1.0)
 
 
-def subset_step(args, subset: str, inputs: dict) -> Step:
+def subset_step(args: PtbxlConfig, subset: str, inputs: dict) -> Step:
     """The declaration of one subset folder: settings, the tables and records read, the files written."""
     settings = {"sampling_rate": args.sampling_rate, "classes": args.classes, "subset": subset}
     return Step("ptbxl_preprocess", args.output_path / subset, STAMP_FILE, settings, inputs, OUTPUTS, SPECS)
 
 
-def run(args) -> dict:
+def run(args: PtbxlConfig) -> dict:
     t0 = time.time()
     if args.num_workers < 1:
         raise SystemExit(f"--num_workers must be >= 1, got {args.num_workers}")
@@ -344,7 +345,7 @@ def run(args) -> dict:
 
 
 def write_subset(
-    args, subset: str, data: np.ndarray, ok: pd.DataFrame, folds: np.ndarray, statements
+    args: PtbxlConfig, subset: str, data: np.ndarray, ok: pd.DataFrame, folds: np.ndarray, statements
 ) -> dict:
     labels = [aggregate_labels(c, statements, subset) for c in ok["scp_codes"]]
     keep = np.array([len(lab) > 0 for lab in labels])
@@ -377,7 +378,7 @@ def write_subset(
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return run(get_args_parser().parse_args(argv))
+    return run(PtbxlConfig.from_args(get_args_parser().parse_args(argv)))
 
 
 if __name__ == "__main__":

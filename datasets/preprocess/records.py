@@ -155,7 +155,8 @@ class SkipLog:
 
 def write_rows_csv(path: Path, rows: list[dict[str, Any]], base_fields: Sequence[str]) -> None:
     fields = list(base_fields) + sorted({k for r in rows for k in r} - set(base_fields))
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:  # all or nothing, never through a symlink
+    # All or nothing, never written through a symlink at ``path``.
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)

@@ -19,11 +19,13 @@ import csv
 import json
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from datasets.preprocess import COMPLETION_RECORDS
+from datasets.preprocess.config import StepConfig
 from datasets.preprocess.signal import STANDARD_LEADS
 from datasets.qrs.parallel import (
     check_input_dtype,
@@ -36,6 +38,33 @@ from datasets.qrs.parallel import (
 from datasets.qrs.plot import lead_name, plot_record
 from utils.artifacts import IncompleteInputError, copy_file, require_complete, write_json
 from utils.integrity import StaleOutputError
+
+
+@dataclass(frozen=True)
+class TokenizerConfig(StepConfig):
+    """``QRSTokenizer.py``'s settings (one field per flag, same name)."""
+
+    dataset_name: str
+    data_root: str
+    output_root: str | None
+    output_name: str | None
+    subsets: tuple[str, ...] | None
+    splits: tuple[str, ...] | None
+    layout: str
+    n_leads: int
+    overwrite: bool
+    used_channels: tuple[str, ...] | None
+    fs: int
+    max_len: int
+    token_len: int
+    nan_policy: str
+    detector: str
+    num_workers: int | None
+    chunk_size: int
+    no_progress: bool
+    plot: int
+    plot_lead: int | None
+
 
 SPLIT_ORDER = ("train", "val", "test")
 _INPUT_RE = re.compile(r"^(?!\.)(.+)_data\.npy$")
@@ -137,7 +166,7 @@ def copy_side_files(src_dir: Path, dst_dir: Path) -> list[str]:
     return copied
 
 
-def _settings(args, used_channels, shape) -> dict:
+def _settings(args: TokenizerConfig, used_channels, shape) -> dict:
     lay = infer_layout(shape, args.n_leads, args.layout)
     return tokenizer_settings(
         used_channels, shape, lay, args.fs, args.max_len, args.token_len, args.nan_policy, args.detector
@@ -228,7 +257,7 @@ def check_labels(src: Path, split: str, n: int) -> None:
             )
 
 
-def tokenize_dataset(args) -> dict:
+def tokenize_dataset(args: TokenizerConfig) -> dict:
     """Run the tokenizer over every selected subset and split of ``args.dataset_name``; returns the summaries."""
     data_root = Path(args.data_root)
     src_root = data_root / args.dataset_name
@@ -236,9 +265,8 @@ def tokenize_dataset(args) -> dict:
         args.output_name or default_output_name(args.dataset_name, args.used_channels, args.n_leads)
     )
     subsets = args.subsets or find_subsets(src_root)
-    n_leads = args.n_leads
     chans = parse_channels(args.used_channels)
-    used = list(range(n_leads)) if chans is None else chans
+    used = list(range(args.n_leads)) if chans is None else chans
     print(f"QRS tokenizer: {src_root} -> {dst_root}; subsets {subsets}; leads {[lead_name(c) for c in used]}")
 
     check_no_partial(src_root)
@@ -251,46 +279,7 @@ def tokenize_dataset(args) -> dict:
         splits = args.splits or find_splits(src)
         dst.mkdir(parents=True, exist_ok=True)
         for split in splits:
-            path = src / f"{split}_data.npy"
-            if not path.is_file():
-                raise FileNotFoundError(f"{path} does not exist (splits found: {find_splits(src)})")
-            arr = np.load(path, mmap_mode="r")
-            shape, spec = arr.shape, input_spec_of(specs, split, path, arr.dtype)
-            key = f"{subset}/{split}"
-            check_labels(src, split, shape[0])
-            done, problems = (
-                (None, [])
-                if args.overwrite
-                else _finished_summary(dst, split, path, _settings(args, used, shape), spec)
-            )
-            if done is not None:
-                print(
-                    f"[{key}] already tokenised from this input with the same settings: skipped (--overwrite to redo)"
-                )
-                results[key] = done
-                continue
-            if problems:
-                print(f"[{key}] redone: " + "; ".join(problems), file=sys.stderr)
-            results[key] = tokenize_array(
-                path,
-                dst,
-                split,
-                used_channels=used,
-                num_workers=args.num_workers,
-                chunk_size=args.chunk_size,
-                fs=args.fs,
-                max_len=args.max_len,
-                token_len=args.token_len,
-                nan_policy=args.nan_policy,
-                detector=args.detector,
-                n_leads=n_leads,
-                layout=args.layout,
-                progress=not args.no_progress,
-                verbose=False,
-                record_names=record_names(src, split),
-                input_spec=spec,
-            )
-            print(format_summary(results[key]).replace(f"[{split}]", f"[{key}]", 1))
+            results[f"{subset}/{split}"] = tokenize_split(args, src, dst, subset, split, used, specs)
         copied = copy_side_files(src, dst)
         if copied:
             print(f"[{subset}] copied {', '.join(copied)}")
@@ -314,7 +303,43 @@ def tokenize_dataset(args) -> dict:
     return total
 
 
-def _plot_subset(args, src: Path, plot_dir: Path, subset: str, split: str, used: list[int]) -> None:
+def tokenize_split(
+    args: TokenizerConfig, src: Path, dst: Path, subset: str, split: str, used: list[int], specs: dict
+) -> dict:
+    """Tokenise ``src/{split}_data.npy`` into ``dst`` unless an earlier run finished it from the same input
+    with the same settings (then its summary is returned; the reason of a redo is printed)."""
+    path = src / f"{split}_data.npy"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist (splits found: {find_splits(src)})")
+    arr = np.load(path, mmap_mode="r")
+    shape, spec = arr.shape, input_spec_of(specs, split, path, arr.dtype)
+    key = f"{subset}/{split}"
+    check_labels(src, split, shape[0])
+    done, problems = (
+        (None, [])
+        if args.overwrite
+        else _finished_summary(dst, split, path, _settings(args, used, shape), spec)
+    )
+    if done is not None:
+        print(
+            f"[{key}] already tokenised from this input with the same settings: skipped (--overwrite to redo)"
+        )
+        return done
+    if problems:
+        print(f"[{key}] redone: " + "; ".join(problems), file=sys.stderr)
+    summary = tokenize_array(
+        path, dst, split, used_channels=used, num_workers=args.num_workers, chunk_size=args.chunk_size,
+        fs=args.fs, max_len=args.max_len, token_len=args.token_len, nan_policy=args.nan_policy,
+        detector=args.detector, n_leads=args.n_leads, layout=args.layout, progress=not args.no_progress,
+        verbose=False, record_names=record_names(src, split), input_spec=spec,
+    )  # fmt: skip
+    print(format_summary(summary).replace(f"[{split}]", f"[{key}]", 1))
+    return summary
+
+
+def _plot_subset(
+    args: TokenizerConfig, src: Path, plot_dir: Path, subset: str, split: str, used: list[int]
+) -> None:
     arr = np.load(src / f"{split}_data.npy", mmap_mode="r")
     lay = infer_layout(arr.shape, args.n_leads, args.layout)
     picks = np.unique(np.linspace(0, len(arr) - 1, num=min(args.plot, len(arr))).astype(int))

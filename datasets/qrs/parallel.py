@@ -20,9 +20,7 @@ its stamp is written last.
 
 from __future__ import annotations
 
-import csv
 import os
-import sys
 import time
 import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -34,15 +32,9 @@ import numpy as np
 from tqdm import tqdm
 
 from datasets.qrs.detect import DEFAULT_DETECTOR, FAST_ENGINE, prepare_detector
-from datasets.qrs.tokenizer import (
-    REASON_DETECTOR_ERROR,
-    REASON_FLAT,
-    REASON_NO_BEAT,
-    REASON_NONFINITE,
-    REASON_NONFINITE_SKIPPED,
-    tokenize_records,
-)
-from utils.artifacts import COMPLETE, Step, atomic_path, read_record, record_state, temp_sibling
+from datasets.qrs.summary import MAX_LISTED, REASONS, STATS_DTYPE, format_summary, report_nonfinite, summarize
+from datasets.qrs.tokenizer import tokenize_records
+from utils.artifacts import Step, temp_sibling
 from utils.integrity import check_finite, file_identity
 
 OUTPUT_SUFFIXES = ("_data.npy", "_data_in_chans.npy", "_data_in_times.npy")
@@ -74,24 +66,6 @@ def infer_layout(shape: tuple[int, ...], n_leads: int = 12, layout: str = "auto"
         f"shape {tuple(shape)} has no axis of {n_leads} leads; expected (N, {n_leads}, T) or "
         f"(N, T, {n_leads}) (set n_leads / --n_leads for other lead counts)"
     )
-
-
-# Per-record statistics, ~16 bytes a record (a list of Python objects would be ~10x larger on MIMIC-IV).
-REASONS = (REASON_NONFINITE, REASON_FLAT, REASON_NO_BEAT, REASON_DETECTOR_ERROR, REASON_NONFINITE_SKIPPED)
-STATS_DTYPE = np.dtype(
-    [
-        ("num_beats", np.int32),
-        ("num_words", np.int32),
-        ("reason", np.int8),  # index into REASONS, -1 = the sentence has words
-        ("truncated", np.bool_),
-        ("nonfinite_input", np.bool_),
-        ("nonfinite_words", np.int16),
-        ("flat_leads", np.int16),
-        ("detector_fallback", np.bool_),
-    ]
-)
-MAX_LISTED = 10  # record indices / error messages listed per category in the summary
-MAX_NAMED = 100  # records with NaN/inf named in the summary (all of them in {split}_nonfinite_records.csv)
 
 
 def tokenizer_settings(
@@ -175,15 +149,6 @@ def split_step(
     )
 
 
-def is_complete(out_dir: str | os.PathLike, split: str) -> bool:
-    """True when a previous run finished this split (all arrays plus the summary, written last, complete)."""
-    paths = output_paths(out_dir, split) + [Path(out_dir) / f"{split}{SUMMARY_SUFFIX}"]
-    if not all(p.is_file() for p in paths):
-        return False
-    _, stamp = read_record(paths[-1], "stamp")
-    return record_state(stamp) == COMPLETE
-
-
 def check_input_dtype(dtype, source: str) -> None:
     """The tokenizer cuts words from floating-point signals in physical units (mV, or the PTB-XL scaler's
     standardised mV), what the preprocessing writes. Integer arrays are refused: ADC counts tokenised as
@@ -195,17 +160,6 @@ def check_input_dtype(dtype, source: str) -> None:
             "writes them). Integer arrays are usually raw ADC counts: convert them to physical units first "
             "(e.g. (counts - baseline) / adc_gain, as wfdb's p_signal does) and save them as float32."
         )
-
-
-def _describe(values: np.ndarray) -> dict:
-    if values.size == 0:
-        return {"min": 0, "median": 0.0, "max": 0, "mean": 0.0}
-    return {
-        "min": int(values.min()),
-        "median": float(np.median(values)),
-        "max": int(values.max()),
-        "mean": round(float(values.mean()), 3),
-    }
 
 
 @dataclass(frozen=True)
@@ -302,44 +256,6 @@ def _run_chunks(plan: TokenizePlan, temps: list[Path], split: str, progress: boo
     return stats, errors, time.perf_counter() - t0
 
 
-def _report_nonfinite(
-    summary: dict, stats, out_dir: Path, split: str, plan: TokenizePlan, record_names
-) -> None:
-    """Name every record with NaN/inf input or words: ``{split}_nonfinite_records.csv``, the summary, a warning."""
-    name = record_names or (lambda idx: [f"row {i}" for i in idx])
-    bad = np.flatnonzero(stats["nonfinite_input"] | (stats["nonfinite_words"] > 0))
-    if not bad.size:
-        return
-    nan_policy = plan.params["nan_policy"]
-    nonfinite_csv = out_dir / f"{split}{NONFINITE_SUFFIX}"
-    names = list(name(bad.tolist()))
-    with atomic_path(nonfinite_csv) as tmp, open(tmp, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["index", "record", "nonfinite_input", "nonfinite_words", "outcome"])
-        for i, n in zip(bad.tolist(), names):
-            outcome = (
-                "sentence left empty" if stats["reason"][i] >= 0 else
-                "NaN/inf copied into words" if stats["nonfinite_words"][i] > 0 else f"{nan_policy}: words finite"
-            )  # fmt: skip
-            w.writerow([i, n, bool(stats["nonfinite_input"][i]), int(stats["nonfinite_words"][i]), outcome])
-    summary["nonfinite_records"] = [{"index": int(i), "record": n} for i, n in zip(bad[:MAX_NAMED], names)]
-    summary["nonfinite_report"] = str(nonfinite_csv)
-    n_words = summary["records_with_nonfinite_words"]
-    print(
-        f"WARNING [{split}] {plan.source}: {bad.size} record(s) hold NaN/inf (nan_policy={nan_policy}); "
-        f"{n_words} of them have NaN/inf copied into their words: {', '.join(names[:5])}"
-        + (" ..." if bad.size > 5 else "")
-        + f" (all in {nonfinite_csv})."
-        + (
-            " VQ-HBR and pre-training on these words stop with 'loss is nan': tokenise with "
-            "--nan_policy interpolate, zero or skip."
-            if n_words
-            else ""
-        ),
-        file=sys.stderr,
-    )
-
-
 def tokenize_array(
     array,
     out_dir: str | os.PathLike,
@@ -387,7 +303,8 @@ def tokenize_array(
     for tmp, final in zip(temps, finals):  # every task flushed its rows: publish under the final names
         os.replace(tmp, final)
     summary = summarize(stats, errors, max_len)
-    _report_nonfinite(summary, stats, out_dir, split, plan, record_names)
+    csv_path = out_dir / f"{split}{NONFINITE_SUFFIX}"
+    report_nonfinite(summary, stats, csv_path, split, plan.source, plan.params["nan_policy"], record_names)
     summary.update(
         split=split,
         source=plan.source,
@@ -406,50 +323,3 @@ def tokenize_array(
     if verbose:
         print(format_summary(summary))
     return summary
-
-
-def summarize(stats: np.ndarray, errors: list, max_len: int = 256) -> dict:
-    """Aggregate per-record ``stats`` (N,) STATS_DTYPE and ``errors`` [(index, message)] into the summary."""
-    beats = stats["num_beats"].astype(np.int64)
-    words = stats["num_words"].astype(np.int64)
-    reason = stats["reason"]
-    by_reason = {REASONS[k]: int((reason == k).sum()) for k in range(len(REASONS)) if (reason == k).any()}
-    examples = {
-        REASONS[k]: np.flatnonzero(reason == k)[:MAX_LISTED].tolist()
-        for k in range(len(REASONS))
-        if (reason == k).any()
-    }
-    return {
-        "records": int(stats.size),
-        "words_per_sentence": _describe(np.minimum(words, max_len)),
-        "words_before_truncation": _describe(words),
-        "beats_per_record": _describe(beats),
-        "truncated_sentences": int(stats["truncated"].sum()),
-        "empty_sentences": int((reason >= 0).sum()),
-        "empty_by_reason": dict(sorted(by_reason.items())),
-        "empty_examples": dict(sorted(examples.items())),
-        "detector_errors": [{"index": int(i), "error": e} for i, e in errors],
-        "single_beat_records": int((beats == 1).sum()),
-        "records_with_nonfinite_input": int(stats["nonfinite_input"].sum()),
-        "records_with_nonfinite_words": int((stats["nonfinite_words"] > 0).sum()),
-        "records_skipped_nonfinite": int((reason == REASONS.index(REASON_NONFINITE_SKIPPED)).sum()),
-        "records_with_flat_leads": int((stats["flat_leads"] > 0).sum()),
-        # xqrs_fast handed these records' detection lead to wfdb itself (NaN/inf, too short, ...)
-        "detector_reference_path_records": int(stats["detector_fallback"].sum()),
-    }
-
-
-def format_summary(summary: dict) -> str:
-    """A few human-readable lines for the console."""
-    w = summary["words_per_sentence"]
-    lines = [
-        f"[{summary.get('split', '?')}] {summary['records']} records"
-        + (f" in {summary['seconds']} s ({summary['records_per_s']} rec/s)" if "seconds" in summary else ""),
-        f"  words/sentence min {w['min']} median {w['median']} max {w['max']}; "
-        f"truncated at {summary.get('max_len', 256)}: {summary['truncated_sentences']}",
-        f"  empty sentences: {summary['empty_sentences']} {summary['empty_by_reason'] or ''}",
-        f"  single beat: {summary['single_beat_records']}; NaN/inf input: "
-        f"{summary['records_with_nonfinite_input']} (NaN/inf in words: {summary['records_with_nonfinite_words']}); "
-        f"flat leads: {summary['records_with_flat_leads']}",
-    ]
-    return "\n".join(lines)
