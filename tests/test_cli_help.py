@@ -11,12 +11,11 @@ from __future__ import annotations
 import argparse
 import ast
 import re
-import runpy
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests._cli import capture_parser
 from utils.cli import add_switch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,31 +63,6 @@ def entry_points() -> list[str]:
 
 ENTRIES = entry_points()
 WITH_FLAGS = [e for e in ENTRIES if e not in NO_FLAGS]
-
-
-class _Captured(Exception):
-    def __init__(self, parser: argparse.ArgumentParser):
-        self.parser = parser
-
-
-def capture_parser(rel: str, monkeypatch) -> argparse.ArgumentParser:
-    """Run the entry point as ``__main__`` until it parses its arguments; return that parser."""
-
-    def grab(self, args=None, namespace=None):
-        raise _Captured(self)
-
-    monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args", grab)
-    monkeypatch.setattr(sys, "argv", [rel, "--help"])
-    monkeypatch.syspath_prepend(str(ROOT))
-    path = ROOT / rel
-    try:
-        if path.name == "__main__.py":
-            runpy.run_module(".".join(Path(rel).parent.parts), run_name="__main__", alter_sys=False)
-        else:
-            runpy.run_path(str(path), run_name="__main__")
-    except _Captured as c:
-        return c.parser
-    raise AssertionError(f"{rel} ran to its end without parsing any arguments")
 
 
 def iter_parsers(parser: argparse.ArgumentParser, name: str):
