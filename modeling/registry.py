@@ -1,4 +1,4 @@
-"""Model registry: ``create_model(name, **overrides)`` (the seed's model names, paper Sec. 3.2-3.4).
+"""Model registry: ``create_model(name, **overrides)`` (the original scripts' model names, paper Sec. 3.2-3.4).
 
 Full-size names build the released models with the original factories' exact defaults:
 ``vqhbr``, ``HeartLang``, ``HeartLang_finetune_base``. ``*_small`` are CPU demo sizes (a 2-core laptop

@@ -4,7 +4,7 @@
     python scripts/reproduce_paper.py --table_only            # re-assemble the table from the results CSV
 
 For every task (PTB-XL super / sub / form / rhythm, CPSC2018, CSN) x label ratio (1 %, 10 %, 100 %) x seed it
-runs the seed's linear-probe command (``torchrun run_class_finetuning.py --trainable linear ...`` with
+runs the original README's linear-probe command (``torchrun run_class_finetuning.py --trainable linear ...`` with
 the flags of ``scripts/finetune/*/12Leads/*linear_prob.sh``), then the same command with ``--eval``, which
 appends the test macro AUC to ``--results_csv``. Finished runs are skipped, so an interrupted
 reproduction resumes. Finally the rows are collected into one Markdown table, mean +- std over seeds
@@ -114,7 +114,7 @@ def probe_commands(args, task: str, ratio: float, seed: int, nproc: int) -> tupl
     labels = dataset_dir / "train_labels.npy"
     if not labels.is_file() and not args.dry_run:
         raise FileNotFoundError(f"{labels}: tokenise {folder} first (QRSTokenizer.py; docs/tokenizer.md)")
-    # The class count is read from the data (the seed scripts hard-code the full data sets' counts).
+    # The class count is read from the data (the original scripts hard-code the full data sets' counts).
     n_classes = int(np.load(labels, mmap_mode="r").shape[1]) if labels.is_file() else 0
     common = [*torchrun_prefix(nproc), "run_class_finetuning.py",
               "--dataset_dir", str(dataset_dir), "--output_dir", str(out), "--model", args.model,

@@ -235,7 +235,7 @@ def main(args) -> list[dict]:
                     # CSV's "finetune" column records which encoder the probe was trained on.
                     ft += ["--finetune", str(pt_ckpt)]
                 # The demo probes with the corrected eval-mode backbone (--probe_backbone_eval) so that
-                # --cache_features can compute the frozen CLS features once: the seed's 100 probe epochs then
+                # --cache_features can compute the frozen CLS features once: the original scripts' 100 probe epochs then
                 # cost seconds (tested equal to the plain eval-mode probe). The paper-faithful train-mode probe
                 # is the default of run_class_finetuning.py (docs/training.md).
                 train = [*ft, "--probe_backbone_eval", "--cache_features", "--lr", "5e-3", "--epochs", str(cfg["ft_epochs"]), "--warmup_epochs",

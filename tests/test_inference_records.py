@@ -118,7 +118,7 @@ def test_array_api_and_the_issue_case(tiny, shared_data):
     rec = read_record(hr)
     std = prepare_record(rec, "mimic")
     raw = rec.signal  # (12, 5000); PTB-XL's header order is the standard order
-    emb = embed_ecg(model, raw, fs=500)  # (12, 5000) at 500 Hz: the IndexError of issue 10
+    emb = embed_ecg(model, raw, fs=500)  # (12, 5000) at 500 Hz: once an IndexError
     assert emb.shape == (1, 32) and torch.isfinite(emb).all()
     torch.testing.assert_close(emb, embed_ecg(model, hr))  # array == file
     w, c, t, _ = tokenize_record(std)

@@ -1,4 +1,4 @@
-"""Hostile inputs for the data stages (issue 11 items 2, 3, 5; docs/robustness.md).
+"""Hostile inputs for the data stages (classes 2, 3 and 5 of docs/robustness.md).
 
 Each test is one case: a bad input given to one stage, and the exact outcome asserted - refused with a
 message naming the cause, redone with correct outputs, or reported and skipped with everything else

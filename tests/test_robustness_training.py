@@ -1,4 +1,4 @@
-"""Hostile inputs for the three training stages (issue 11 items 1, 3, 4, 5; docs/robustness.md "Training stages").
+"""Hostile inputs for the three training stages (classes 1, 3, 4 and 5 of docs/robustness.md, "Training stages").
 
 Each test is one case: a bad input or command given to one stage, and the exact outcome asserted - refused
 with a message naming the cause (and nothing written or changed), resumed/redone with correct outputs, or

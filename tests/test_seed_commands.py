@@ -1,5 +1,5 @@
-"""The seed README's commands run as written (issue 14): each one, with ``--dry_run`` appended, is run as a
-separate process from a working folder that holds tiny sparse data sets at the seed's default paths, and
+"""The original README's commands run as written: each one, with ``--dry_run`` appended, is run as a
+separate process from a working folder that holds tiny sparse data sets at the original README's default paths, and
 must exit 0 and write its plan. Also the original CPSC2018 / CSN scripts' ``--dist_eval``.
 
 Parsing alone is covered by tests/test_train_stages.py::test_every_seed_command_parses_with_seed_values;
@@ -28,9 +28,9 @@ def _labels(n: int, c: int) -> np.ndarray:
 
 
 def _seed_layout(root: Path) -> None:
-    """The folders the seed's commands name, as sparse files (a plan reads only shapes)."""
+    """The folders the original README's commands name, as sparse files (a plan reads only shapes)."""
     mimic = root / "datasets" / "ecg_datasets" / "MIMIC-IV_QRS"
-    sparse_split(mimic / "batch_0", "train", 8 * 64)  # one optimizer step of the seed's 8 x 64
+    sparse_split(mimic / "batch_0", "train", 8 * 64)  # one optimizer step of the original's 8 x 64
     sparse_split(mimic / "batch_1", "train", 8)  # left out by the original's folder list
     for name, classes in (("PTBXL_QRS/form", 19), ("CPSC2018_QRS", 9), ("CSN_QRS", 38)):
         folder = root / "datasets" / "ecg_datasets" / name
@@ -100,7 +100,7 @@ def test_every_seed_command_runs_as_written_with_dry_run(shared_data, repo_root,
 def test_original_cpsc2018_csn_scripts_dist_eval_is_accepted(
     dataset, classes, shared_data, repo_root, tmp_path
 ):
-    """The original's CPSC2018 / CSN scripts add --dist_eval to the seed's probe command."""
+    """The original's CPSC2018 / CSN scripts add --dist_eval to the original README's probe command."""
     _seed_layout(tmp_path)
     (script, argv) = next(
         c

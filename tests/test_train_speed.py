@@ -1,4 +1,4 @@
-"""Speed features of the training stages (issue 13): cached pre-training targets, the probe without autograd
+"""Speed features of the training stages: cached pre-training targets, the probe without autograd
 through the backbone, --compile, fused AdamW, batch-level loader reads, the GPU check's CPU dry path."""
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ def _parser(script: str):
 
 
 def seed_commands(seed_dir: Path) -> list[tuple[str, list[str]]]:
-    """(script, argv) of every ``torchrun ... run_*.py --flags`` command in the seed README."""
+    """(script, argv) of every ``torchrun ... run_*.py --flags`` command in the original README."""
     text = "\n".join(p.read_text(encoding="utf-8", errors="replace") for p in sorted(seed_dir.glob("*.txt")))
     text = text.replace("\\\n", " ")
     found = []
@@ -249,7 +249,7 @@ def test_describe_dataset_dir():
 
 
 def test_label_fraction_smaller_than_one_batch_still_trains(tmp_path):
-    """1 % of a training set can be fewer records than --batch_size (256 in the seed): one partial batch."""
+    """1 % of a training set can be fewer records than --batch_size (256 in the original scripts): one partial batch."""
     down = make_downstream(tmp_path)
     out = tmp_path / "small"
     _run_inprocess(SCRIPTS[2], ["--model", "HeartLang_finetune_tiny", "--nb_classes", "3", "--is_binary",

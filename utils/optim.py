@@ -122,7 +122,7 @@ def create_optimizer(model: nn.Module, optim) -> torch.optim.AdamW:
 
 def peak_lr(optim, world_size: int) -> float:
     """The schedule's peak lr. Official behaviour (VQ-HBR only, ``lr_batch_reference`` = 128): --lr is
-    multiplied by (batch_size x world_size) / 128, so the seed's 8 x 64 command peaks at 2e-4, not 5e-5."""
+    multiplied by (batch_size x world_size) / 128, so the original README's 8 x 64 command peaks at 2e-4, not 5e-5."""
     if optim.lr_batch_reference:
         return optim.lr * optim.batch_size * world_size / optim.lr_batch_reference
     return optim.lr

@@ -1,4 +1,4 @@
-"""Preprocessing of raw ECG sources into the seed's on-disk layout (docs/preprocessing.md; paper Sec. 4.1).
+"""Preprocessing of raw ECG sources into the original scripts' on-disk layout (docs/preprocessing.md; paper Sec. 4.1).
 
 Modules: ``config`` (the typed settings of each step), ``signal`` (shared signal ops), ``records`` (I/O, skip log, summaries, process pool),
 ``npy_writer`` (memory-mapped row writer), ``labels`` (class tables), ``splits`` (iterative

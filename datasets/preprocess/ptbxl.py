@@ -162,7 +162,7 @@ def aggregate_labels(scp_codes: dict, statements: pd.DataFrame, subset: str) -> 
     """Labels of one record in one subset (sorted, unique), from its ``scp_codes`` dict.
 
     # Official behaviour: every code counts whatever its likelihood (0.0 included), as in the
-    # Strodthoff benchmark code the seed uses.
+    # Strodthoff benchmark code the original README uses.
     """
     codes = list(scp_codes.keys())
     if subset == "all":

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 from scipy import signal as sps
 
-#: The lead order of every array this project writes (paper and seed layout).
+#: The lead order of every array this project writes (the paper's and the original scripts' layout).
 STANDARD_LEADS: tuple[str, ...] = (
     "I",
     "II",
