@@ -292,6 +292,35 @@ def test_step_rerun_removes_every_file_of_the_earlier_run(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rec.json", "user_notes.txt"]
 
 
+def test_a_record_naming_files_outside_its_folder_never_removes_them(tmp_path):
+    victim = _outside(tmp_path)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    forged = {"stage": "s", "state": "complete", "settings": {}, "inputs": {},
+              "outputs": [{"name": "../elsewhere/victim.bin", "size": 8}, {"name": str(victim), "size": 8}]}  # fmt: skip
+    write_json(folder / "rec.json", forged)
+    Step("s", folder, "rec.json", {"v": 1}, {}, ("a.npy",)).begin()
+    assert victim.read_bytes() == b"precious"
+
+
+def test_mimic_replaces_a_batch_folder_symlinked_elsewhere(tmp_path):
+    raw = tmp_path / "raw"
+    generate_mimic_like(raw, 3, seed=4)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "train_data.npy").write_bytes(b"precious")
+    out = tmp_path / "MIMIC"
+    out.mkdir()
+    (out / "batch_0").symlink_to(elsewhere, target_is_directory=True)
+    (out / "summary.json").symlink_to(elsewhere / "train_data.npy")
+    mimic.main(["--dataset_path", str(raw), "--output_path", str(out), "--num_workers", "1"])
+    assert (elsewhere / "train_data.npy").read_bytes() == b"precious" and sorted(elsewhere.iterdir()) == [
+        elsewhere / "train_data.npy"
+    ]
+    assert not (out / "batch_0").is_symlink() and (out / "batch_0" / "DONE.json").is_file()
+    assert not (out / "summary.json").is_symlink()
+
+
 def test_export_rerun_without_labels_removes_the_earlier_labels(tmp_path):
     export_features = pytest.importorskip("export_features")
     from tests._train_data import make_downstream
@@ -303,6 +332,9 @@ def test_export_rerun_without_labels_removes_the_earlier_labels(tmp_path):
     shutil.copytree(labelled, unlabelled)
     (unlabelled / "test_labels.npy").unlink()
     out = tmp_path / "f" / "feats.npy"
+    victim = _outside(tmp_path)
+    out.parent.mkdir()
+    out.symlink_to(victim)  # planted at the output: replaced, never written through
 
     def export(data):
         args = ["--checkpoint", str(tmp_path / "m.pth"), "--dataset_dir", str(data), "--output", str(out),
@@ -311,6 +343,7 @@ def test_export_rerun_without_labels_removes_the_earlier_labels(tmp_path):
         return json.loads(out.with_suffix(".json").read_text())
 
     assert "labels" in export(labelled) and (tmp_path / "f" / "feats_labels.npy").is_file()
+    assert victim.read_bytes() == b"precious" and not out.is_symlink()
     meta = export(unlabelled)
     assert "labels" not in meta and not (tmp_path / "f" / "feats_labels.npy").exists()
     assert [o["name"] for o in meta["stamp"]["outputs"]] == ["feats.npy"]

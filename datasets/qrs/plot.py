@@ -12,6 +12,7 @@ import numpy as np
 
 from datasets.preprocess.signal import STANDARD_LEADS
 from datasets.qrs.tokenizer import tokenize_record, word_bounds
+from utils.artifacts import atomic_path
 
 
 def lead_name(index: int) -> str:
@@ -78,7 +79,7 @@ def plot_record(
     ax.set_xlabel("sample in word")
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    with atomic_path(path) as tmp:  # never written through a symlink at ``path``
+        fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
     return path
