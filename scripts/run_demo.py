@@ -84,6 +84,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_workers", default=None, type=int, help="data processes (default: CPU cores)")
     p.add_argument("--fresh", action="store_true", help="delete --output_dir first (default: resume)")
     p.add_argument("--dry_run", action="store_true", help="print the commands, run nothing")
+    p.add_argument("--results_json", default=None, type=Path,
+                   help="also write the run's stage times and test AUCs here, with the command, date and "
+                        "machine, e.g. benchmarks/results/demo.json (default: none)")  # fmt: skip
     return p
 
 
@@ -260,7 +263,43 @@ def main(args) -> list[dict]:
     total = time.time() - t_start
     timing = "\n".join(f"  {label:<40s} {dt:7.1f} s" for label, dt in run.timings)
     print(f"\nstage times:\n{timing}\ntotal {total:.1f} s; everything is under {out}")
+    if args.results_json is not None:
+        write_results_json(args, run.timings, total, rows, nproc)
     return rows
+
+
+def write_results_json(args, timings: list[tuple[str, float]], total: float, rows: list[dict], nproc: int) -> None:
+    """The run as a results file: command, date, machine, stage seconds, test macro AUC per probe (no paths
+    but the repository-relative command)."""
+    import datetime
+    import json
+    import platform
+
+    import torch
+
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.machine()) if Path("/proc/cpuinfo").is_file() else platform.machine()  # fmt: skip
+    def portable(a: str) -> str:  # no absolute path of this machine in a results file
+        if not os.path.isabs(a):
+            return a
+        return os.path.relpath(a, REPO) if Path(a).resolve().is_relative_to(REPO) else "<outside the repository>"
+
+    argv = [portable(a) for a in sys.argv[1:]]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    result = {
+        "command": shlex.join(["python", "scripts/run_demo.py", *argv]),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "git_commit": commit.stdout.strip() or None,
+        "machine": {"cpu": cpu, "cores": os.cpu_count(), "load_average_at_end": [round(x, 1) for x in os.getloadavg()],
+                    "torch": torch.__version__, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        "size": args.size, "processes": nproc, "seed": args.seed,
+        "total_s": round(total, 1),
+        "stage_s": {label: round(dt, 1) for label, dt in timings},
+        "test_macro_auc": [{k: r[k] for k in ("task", "ratio", "init", "macro_auc", "n_test")} for r in rows],
+    }  # fmt: skip
+    args.results_json.parent.mkdir(parents=True, exist_ok=True)
+    args.results_json.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"results: {args.results_json}")
 
 
 if __name__ == "__main__":
