@@ -388,3 +388,32 @@ def test_the_checker_catches_broken_commands(monkeypatch):
     good = "python run_class_finetuning.py --dataset_dir datasets/ecg_datasets/PTBXL_QRS_3Leads/form --output_dir o"
     assert command_problems(Command("x", 0, good), monkeypatch) == []
     assert commands(Block("x", 1, "bash", "a \\\n  b  # untested: why\nc"))[0].untested == "why"
+
+
+def _anchors(path: Path) -> set[str]:
+    """GitHub's heading anchors of a Markdown file (lower case, punctuation dropped, spaces -> '-')."""
+    out, in_code = set(), False
+    for line in path.read_text().splitlines():
+        if line.lstrip().startswith("```"):
+            in_code = not in_code
+        m = None if in_code else re.match(r"^#{1,6}\s+(.*?)\s*#*$", line)
+        if m:
+            out.add(re.sub(r"[^\w\- ]", "", m.group(1).lower()).replace(" ", "-"))
+    return out
+
+
+def test_relative_links_resolve():
+    """Every relative link of README.md and docs/*.md points to an existing file (and heading)."""
+    broken = []
+    for doc in DOCS:
+        text = re.sub(r"```.*?```", "", doc.read_text(), flags=re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"^[a-z]+:", target):
+                continue
+            file, _, anchor = target.partition("#")
+            path = (doc.parent / file).resolve() if file else doc
+            if not path.exists():
+                broken.append(f"{doc.relative_to(ROOT)}: {target} (no such file)")
+            elif anchor and path.suffix == ".md" and anchor not in _anchors(path):
+                broken.append(f"{doc.relative_to(ROOT)}: {target} (no such heading)")
+    assert not broken, "\n".join(broken)
