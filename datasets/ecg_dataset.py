@@ -20,13 +20,39 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import Dataset, Subset, default_collate
+
+from utils.arrays import DataFileError, first_where, open_npy, scan_range
+
+LABEL_VALUES = (0, 1)  # multi-hot: one column per class
 
 
 def _load(path: Path) -> np.ndarray:
+    """The memory-mapped array of ``path``; a missing, truncated or non-.npy file is named with the reason."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing; run QRSTokenizer.py (and copy the labels) first")
-    return np.load(path, mmap_mode="r")
+    return open_npy(path)
+
+
+def check_labels(labels: np.ndarray, path: Path) -> None:
+    """Labels are multi-hot: a numeric (N, C) or (N,) array of 0 and 1 only. Anything else (class indices,
+    -1 for "unknown", NaN, probabilities) is refused naming the file, the first bad row and the values found,
+    before training (sklearn's ROC-AUC would otherwise fail after an epoch with a ``multi_class`` error)."""
+    if not (np.issubdtype(labels.dtype, np.number) or labels.dtype == np.bool_):
+        raise DataFileError(f"{path}: labels of dtype {labels.dtype}; expected numbers 0/1 (multi-hot)")
+    if labels.ndim not in (1, 2):
+        raise DataFileError(
+            f"{path}: labels of shape {labels.shape}; expected (N, C) multi-hot (or (N,) 0/1)"
+        )
+    bad = first_where(labels, lambda b: (b != 0) & (b != 1))  # NaN is != 0 and != 1
+    if bad is not None:
+        found = np.unique(np.asarray(labels[bad[0] : bad[0] + 4096]))
+        where = f"row {bad[0]}" + (f", column {bad[1]}" if len(bad) > 1 else "")
+        raise DataFileError(
+            f"{path}: label values must be {LABEL_VALUES[0]} or {LABEL_VALUES[1]} (multi-hot, one column per "
+            f"class); {where} holds {np.asarray(labels[bad]).item()!r} (values near it: {found[:10].tolist()}). "
+            "Class indices must be turned into one column per class; rows of unknown label left out"
+        )
 
 
 class SentenceDataset(Dataset):
@@ -48,18 +74,36 @@ class SentenceDataset(Dataset):
             or self.chans.shape != self.data.shape[:2]
             or self.times.shape != self.data.shape[:2]
         ):
-            raise ValueError(
+            raise DataFileError(
                 f"{self.root}/{split}: inconsistent shapes data {self.data.shape}, "
                 f"in_chans {self.chans.shape}, in_times {self.times.shape}; expected (N, L, W), (N, L), (N, L)"
             )
+        if not np.issubdtype(self.data.dtype, np.floating):
+            raise DataFileError(
+                f"{self.root}/{split}_data.npy: dtype {self.data.dtype}; words are float samples"
+            )
+        for name, ids in (("in_chans", self.chans), ("in_times", self.times)):
+            if not np.issubdtype(ids.dtype, np.integer):
+                raise DataFileError(
+                    f"{self.root}/{split}_data_{name}.npy: dtype {ids.dtype}; lead / second ids are integers"
+                )
+        self._id_ranges: dict[str, tuple[int, int] | None] = {}
         self.labels = None
         if with_labels:
             self.labels = _load(self.root / f"{split}_labels.npy")
             if self.labels.shape[0] != n:
-                raise ValueError(
+                raise DataFileError(
                     f"{self.root}/{split}_labels.npy has {self.labels.shape[0]} rows, data has {n}"
                 )
+            check_labels(self.labels, self.root / f"{split}_labels.npy")
         self.targets = None  # (N, L) cached pre-training targets (engine.targets), or None
+
+    def id_range(self, name: str) -> tuple[int, int] | None:
+        """``(min, max)`` of ``in_chans`` / ``in_times`` (scanned once, in row chunks); None when empty."""
+        if name not in self._id_ranges:
+            found = scan_range(self.chans if name == "in_chans" else self.times)
+            self._id_ranges[name] = None if found is None else (int(found[0]), int(found[1]))
+        return self._id_ranges[name]
 
     def attach_targets(self, targets: np.ndarray) -> None:
         """Cached pre-training targets (N, L) of this split: the item's 4th element becomes the target row
@@ -184,6 +228,56 @@ class ConcatSentenceDataset(Dataset):
     def __getitems__(self, indices: list[int]) -> SentenceBatch:
         """Batch-level read over the ``batch_k`` parts (:func:`read_batch`), original order kept."""
         return read_batch(self.parts, self.offsets, indices)
+
+
+def sentence_parts(dataset) -> list[SentenceDataset]:
+    """The single-folder datasets behind ``dataset`` (a SentenceDataset, a concatenation, a Subset of them)."""
+    if isinstance(dataset, Subset):
+        return sentence_parts(dataset.dataset)
+    if isinstance(dataset, ConcatSentenceDataset):
+        return list(dataset.parts)
+    if isinstance(dataset, SentenceDataset):
+        return [dataset]
+    return []
+
+
+def check_fits_model(dataset, config, model: str = "the model") -> None:
+    """The sentences of ``dataset`` against the model that reads them (``config``: any object with the
+    backbone fields ``seq_len``, ``time_window``, ``num_lead_ids``, ``num_time_ids``): words per sentence,
+    samples per word, and lead / second ids within the model's embedding tables (0 = padding). A mismatch
+    raises :class:`DataFileError` naming the file, the value found and the model's rule, before training,
+    instead of a convolution shape error or an IndexError inside the model."""
+    for part in sentence_parts(dataset):
+        data_file = f"{part.root}/{part.split}_data.npy"
+        _, length, width = part.data.shape
+        if width != config.time_window:
+            raise DataFileError(
+                f"{data_file}: words of {width} samples (shape {part.data.shape}), but {model} reads "
+                f"{config.time_window}-sample words (time_window); tokenise with --token_len {config.time_window}"
+            )
+        if length != config.seq_len:
+            raise DataFileError(
+                f"{data_file}: sentences of {length} words (shape {part.data.shape}), but {model} reads "
+                f"{config.seq_len} (seq_len); tokenise with --max_len {config.seq_len}"
+            )
+        for name, limit, what in (
+            ("in_chans", config.num_lead_ids, "lead"),
+            ("in_times", config.num_time_ids, "second"),
+        ):
+            found = part.id_range(name)
+            if found is None or (found[0] >= 0 and found[1] < limit):
+                continue
+            ids = part.chans if name == "in_chans" else part.times
+            row, word = first_where(ids, lambda b, lim=limit: (b < 0) | (b >= lim))
+            hint = (
+                " (records longer than 15 s at 100 Hz give such second ids: cut them to 10 s in preprocessing)"
+                if name == "in_times"
+                else " (lead ids are the lead index + 1 of the 12 standard leads)"
+            )
+            raise DataFileError(
+                f"{part.root}/{part.split}_data_{name}.npy: {what} id {int(ids[row, word])} at row {row}, word "
+                f"{word}; {model} embeds {what} ids 0-{limit - 1} (0 = padding){hint}"
+            )
 
 
 def batch_folders(root: Path) -> list[Path]:

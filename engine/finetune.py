@@ -22,7 +22,7 @@ from torch.utils.data import Dataset, Subset
 
 from datasets.ecg_dataset import build_sentence_dataset, load_class_names, subsample_indices
 from engine.loop import Amp, gather_predictions, unwrap
-from engine.run import Context, Stage, dropout_active
+from engine.run import Context, Stage, check_data_fits, dropout_active
 from modeling import create_model
 from modeling.checkpoint import load_model, load_state_dict_strict, read_checkpoint, state_dict_of
 from modeling.hub import checkpoint_sha256
@@ -291,6 +291,7 @@ class FinetuneStage(Stage):
         state = read_checkpoint(best)
         load_state_dict_strict(model, state_dict_of(state, str(best)))
         test_set = self._split("test")
+        check_data_fits(self, model, test_set)
         loader = ctx.loader(test_set, train=False)
         logits, labels, loss = predict(model, loader, ctx.device, ctx.amp, self.is_binary, "Test")
         report = classification_report(labels, logits, self.is_binary)

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from datasets.ecg_dataset import build_sentence_dataset
+from datasets.ecg_dataset import build_sentence_dataset, check_fits_model
 from engine.config import HARMLESS_SETTINGS, OptimConfig, RunConfig
 from engine.data import fit_batch_size, iters_per_epoch, make_loader
 from engine.loop import Amp, reseed_epoch, train_one_epoch, wrap_ddp
@@ -341,6 +341,7 @@ def _train(stage: Stage, info: DistInfo, out: Path) -> dict:
     )
     ctx = Context(info=info, amp=amp, run=run, batch_size=batch)
     model = stage.build_model(load_weights=True).to(info.device)
+    check_data_fits(stage, model, train_set, val_set)
     model_config = asdict(model.config)
     optimizer = create_optimizer(model, optim)
     lr_values = lr_schedule(optim, info.world_size, niter)
@@ -423,6 +424,15 @@ def _train(stage: Stage, info: DistInfo, out: Path) -> dict:
     if info.rank == 0 and (out / "log.txt").is_file():
         _plot_curves(out)
     return stats
+
+
+def check_data_fits(stage: Stage, model: nn.Module, *datasets) -> None:
+    """Sentence shapes and lead / second ids against the model's config (datasets.ecg_dataset.check_fits_model):
+    a mismatch is refused naming the file before the first step."""
+    name = f"--model {stage.run.settings.get('model')}" if stage.run.settings.get("model") else "the model"
+    for ds in datasets:
+        if ds is not None:
+            check_fits_model(ds, model.config, name)
 
 
 def trim_log(path: Path, start_epoch: int) -> None:

@@ -86,6 +86,8 @@ def tokenize_ecgs(signals: np.ndarray, used_channels=None, detector: str = DEFAU
             f"tokenize_ecgs takes preprocessed (N, 12, 1000) 10 s records at 100 Hz, got shape {signals.shape}; "
             "for raw records of any rate and length use embed_ecg(model, signal, fs=...)"
         )
+    if len(signals) == 0:
+        raise ValueError("tokenize_ecgs: no record given (shape (0, 12, 1000)); pass at least one record")
     words, chans, times = [], [], []
     for i, record in enumerate(signals):
         name = names[i] if names is not None else f"record {i}"
@@ -176,8 +178,12 @@ def embed_ecg(
     if pool not in POOLS:
         raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
     stats = resolve_scaler(chain, scaler)  # once, not per record
-    sentences = [
-        record_sentence(r, chain, stats, used_channels, detector) for r in as_records(signals, fs, lead_names)
-    ]
+    records = as_records(signals, fs, lead_names)
+    if not records:
+        raise ValueError(
+            "embed_ecg: no record given (an empty list or array); pass a record path, an ECGRecord, an array "
+            "(leads, T) with fs=, or a non-empty list of these"
+        )
+    sentences = [record_sentence(r, chain, stats, used_channels, detector) for r in records]
     x, c, t = (np.stack(v) for v in zip(*sentences))
     return embed_sentences(model, x, c, t, pool=pool)

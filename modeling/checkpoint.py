@@ -24,11 +24,13 @@ Read and load, every path through the same helpers:
 from __future__ import annotations
 
 import dataclasses
+import errno
 import fnmatch
 import os
 import pickle
 import random
 import re
+import shutil
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -86,7 +88,18 @@ def set_rng_state(state: dict) -> None:
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` to a temp file beside ``path``, fsync, then ``os.replace`` (utils.integrity.atomic_file)."""
     with atomic_file(path, "wb", fsync=True) as fh:
-        torch.save(obj, fh)
+        try:
+            torch.save(obj, fh)
+        except RuntimeError as exc:  # torch's zip writer: "file write failed", no file named
+            if "write" not in str(exc).lower():
+                raise
+            free = shutil.disk_usage(Path(path).parent).free
+            raise OSError(
+                errno.ENOSPC if free < (64 << 20) else errno.EIO,
+                f"writing checkpoint {path} failed ({free / 2**20:.0f} MiB free on its device): "
+                f"{str(exc).strip().splitlines()[0][:200]}",
+                os.fspath(path),
+            ) from exc
     return Path(path)
 
 

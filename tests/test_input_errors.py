@@ -195,3 +195,199 @@ def test_finetune_script_passes_a_checkpoint_path_with_spaces_as_one_argument(tm
     out_dir = train[train.index("--output_dir") + 1]
     assert " " not in out_dir and out_dir == evaluate[evaluate.index("--output_dir") + 1]
     assert "pre_train_checkpoint-200" in out_dir
+
+
+# ----------------------------------------------------------------------------- sentence arrays
+def _finetune_argv(down: Path, out: Path) -> list:
+    return ["--model", "HeartLang_finetune_tiny", "--trainable", "linear", "--nb_classes", "3", "--is_binary",
+            "--dataset_dir", down, "--output_dir", out, *COMMON]  # fmt: skip
+
+
+def _rewrite(path: Path, fn) -> None:
+    arr = np.load(path)
+    np.save(path, fn(arr))
+
+
+def test_truncated_data_file_is_named_with_its_expected_size(tmp_path):
+    from datasets.ecg_dataset import build_sentence_dataset
+    from utils.arrays import DataFileError
+
+    down = make_downstream(tmp_path, n_train=4, n_val=2, n_test=2)
+    path = down / "train_data.npy"
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) - 1000])
+    with pytest.raises(
+        DataFileError, match=rf"{path}: truncated: its header says shape \(4, 256, 96\) float32"
+    ):
+        build_sentence_dataset(down, "train")
+    path.write_text("train_data\n1,2,3\n")  # a CSV saved under the .npy name
+    with pytest.raises(DataFileError, match=rf"{path}: not a .npy array file"):
+        build_sentence_dataset(down, "train")
+
+
+@pytest.mark.parametrize(
+    "labels,said",
+    [
+        (lambda y: np.where(y == 1, 2, 0), r"row 0, column 0 holds 2"),  # class ids / counts
+        (lambda y: np.where(y == 1, 1.0, np.nan), r"holds nan"),
+        (lambda y: y - 1, r"holds -1"),  # -1 = unknown
+        (lambda y: np.arange(len(y)) + 1, r"row 1 holds 2"),  # 1-D class indices, not 0/1 columns
+    ],
+)
+def test_label_values_other_than_0_and_1_are_refused_when_the_labels_are_loaded(tmp_path, labels, said):
+    from utils.arrays import DataFileError
+
+    down = make_downstream(tmp_path, n_train=4, n_val=2, n_test=2)
+    _rewrite(down / "val_labels.npy", labels)
+    path = down / "val_labels.npy"
+    with pytest.raises(DataFileError, match=rf"{path}: label values must be 0 or 1 .*({said})"):
+        _main(FT, _finetune_argv(down, tmp_path / "out"))
+    assert not (tmp_path / "out" / "log.txt").exists()
+
+
+def test_words_of_another_length_are_refused_naming_the_file(tmp_path):
+    from utils.arrays import DataFileError
+
+    down = make_downstream(tmp_path, n_train=4, n_val=2, n_test=2)
+    _rewrite(down / "train_data.npy", lambda x: x[:, :, :48])
+    with pytest.raises(DataFileError, match=r"train_data.npy: words of 48 samples .* reads 96-sample words"):
+        _main(FT, _finetune_argv(down, tmp_path / "out"))
+    assert not (tmp_path / "out" / "log.txt").exists()
+
+
+@pytest.mark.parametrize(
+    "name,value,said",
+    [
+        (
+            "in_times",
+            20,
+            r"second id 20 at row 3, word 5; --model HeartLang_finetune_tiny embeds second ids 0-15",
+        ),
+        (
+            "in_chans",
+            16,
+            r"lead id 16 at row 3, word 5; --model HeartLang_finetune_tiny embeds lead ids 0-15",
+        ),
+        ("in_chans", -1, r"lead id -1 at row 3, word 5"),
+    ],
+)
+def test_ids_beyond_the_models_tables_are_refused_before_training(tmp_path, name, value, said):
+    from utils.arrays import DataFileError
+
+    down = make_downstream(tmp_path, n_train=4, n_val=2, n_test=2)
+
+    def poison(ids):
+        ids[3, 5] = value
+        return ids
+
+    _rewrite(down / f"train_data_{name}.npy", poison)
+    with pytest.raises(DataFileError, match=rf"train_data_{name}.npy: {said}"):
+        _main(FT, _finetune_argv(down, tmp_path / "out"))
+    assert not (tmp_path / "out" / "log.txt").exists()
+
+
+def test_float_ids_are_refused(tmp_path):
+    from datasets.ecg_dataset import SentenceDataset
+    from utils.arrays import DataFileError
+
+    down = make_downstream(tmp_path, n_train=4, n_val=2, n_test=2)
+    _rewrite(down / "test_data_in_times.npy", lambda t: t.astype(np.float64))
+    with pytest.raises(
+        DataFileError, match=r"test_data_in_times.npy: dtype float64; lead / second ids are integers"
+    ):
+        SentenceDataset(down, "test")
+
+
+def test_tokenizer_refuses_records_whose_second_ids_the_models_cannot_embed(tmp_path):
+    from datasets.qrs.parallel import tokenize_array
+
+    long = np.zeros((2, 12, 2000), np.float32)  # 20 s at 100 Hz
+    with pytest.raises(
+        ValueError, match=r"records of 2000 samples = 20 s at 100 Hz give second ids up to 20"
+    ):
+        tokenize_array(long, tmp_path / "out", num_workers=1, progress=False, verbose=False)
+    np.save(tmp_path / "train_data.npy", np.zeros((2, 12, 1000), np.float32))
+    whole = (tmp_path / "train_data.npy").read_bytes()
+    (tmp_path / "train_data.npy").write_bytes(whole[:-100])
+    from utils.arrays import DataFileError
+
+    with pytest.raises(DataFileError, match=r"train_data.npy: truncated"):
+        tokenize_array(
+            tmp_path / "train_data.npy", tmp_path / "out", num_workers=1, progress=False, verbose=False
+        )
+
+
+# --------------------------------------------------------------------------------- raw records
+def test_embed_ecg_of_no_record_says_so():
+    from inference import embed_ecg
+
+    model = create_model("HeartLang_tiny")
+    for empty in ([], np.zeros((0, 12, 1000))):
+        with pytest.raises(ValueError, match="embed_ecg: no record given"):
+            embed_ecg(model, empty, fs=100)
+
+
+def test_mat_without_its_header_is_named(tmp_path):
+    from scipy.io import savemat
+
+    from datasets.preprocess.signal import SignalError
+    from inference import read_record
+
+    savemat(tmp_path / "JS00001.mat", {"val": np.zeros((12, 5000), np.int16)})  # CinC 2020 / CSN signal file
+    with pytest.raises(
+        SignalError, match=r"JS00001.mat: a WFDB .mat signal \(variable 'val'\) without its header"
+    ):
+        read_record(tmp_path / "JS00001.mat")
+    savemat(tmp_path / "other.mat", {"signal": np.zeros((12, 10))})
+    with pytest.raises(
+        SignalError, match=r"other.mat: not an ICBEB 2018 record \(no struct 'ECG'; variables \['signal'\]"
+    ):
+        read_record(tmp_path / "other.mat")
+    (tmp_path / "text.mat").write_text("not matlab")
+    with pytest.raises(SignalError, match=r"text.mat: not a readable MATLAB file"):
+        read_record(tmp_path / "text.mat")
+
+
+# ----------------------------------------------------------------------------------- full disk
+def test_a_failed_write_names_the_file_and_the_free_space(tmp_path, monkeypatch):
+    import errno
+
+    from modeling.checkpoint import atomic_torch_save
+    from utils.arrays import create_npy
+    from utils.artifacts import save_npy
+    from utils.integrity import atomic_file
+
+    target = tmp_path / "run" / "checkpoint.pth"
+    with pytest.raises(OSError) as info:
+        with atomic_file(target, "wb") as fh:
+            fh.write(b"x")
+            raise OSError(errno.ENOSPC, "No space left on device")  # what a write on a full disk raises
+    assert info.value.filename == str(target) and info.value.errno == errno.ENOSPC
+    assert f"No space left on device while writing {target} (" in str(
+        info.value
+    ) and "free on the device" in str(info.value)
+    assert not target.exists() and not list(target.parent.iterdir())  # no partial file left behind
+
+    def failing_save(obj, fh):  # torch's zip writer on a full disk
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file data/0: file write failed"
+        )
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(OSError, match=rf"writing checkpoint {target} failed \(\d+ MiB free on its device\)"):
+        atomic_torch_save({"a": torch.ones(1)}, target)
+    monkeypatch.undo()
+
+    huge = (1 << 40, 256, 96)  # far more than any test machine's disk
+    with pytest.raises(
+        OSError, match=rf"writing {tmp_path / 'big.npy'} needs .* TiB, the device holding {tmp_path} has"
+    ):
+        create_npy(tmp_path / "big.npy", np.float32, huge)
+    assert not (tmp_path / "big.npy").exists()
+
+    def failing_np_save(path, array):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "save", failing_np_save)
+    with pytest.raises(OSError, match=rf"No space left on device while writing {tmp_path / 'labels.npy'}"):
+        save_npy(tmp_path / "labels.npy", np.zeros(3))

@@ -47,6 +47,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from utils.arrays import naming_write_errors
 from utils.integrity import (
     _FILE_MODE,
     StaleOutputError,
@@ -84,7 +85,8 @@ def atomic_path(path: str | os.PathLike):
     (``os.replace``: a symlink at ``path`` is replaced, not followed), otherwise it is removed."""
     tmp = temp_sibling(path)
     try:
-        yield tmp
+        with naming_write_errors(path):  # a failed write (full disk) names ``path``, not the temp file
+            yield tmp
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from utils.arrays import naming_write_errors
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -115,8 +117,8 @@ def atomic_file(path: str | os.PathLike, mode: str = "w", fsync: bool = False):
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.fchmod(fd, _FILE_MODE)  # mkstemp gives 0600; a replaced file gets what open() would give
     try:
-        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as fh:
-            yield fh
+        with naming_write_errors(path), os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as fh:
+            yield fh  # a failed write (full disk) names ``path``
             if fsync:
                 fh.flush()
                 os.fsync(fh.fileno())

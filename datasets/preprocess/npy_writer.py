@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.arrays import create_npy
 from utils.artifacts import save_npy, temp_sibling
 
 
@@ -42,9 +43,7 @@ class ChunkedNpyWriter:
         self.tmp = temp_sibling(self.path)
         if self.capacity == 0:  # mmap cannot map zero bytes; an empty array needs no rows anyway
             return
-        mm = np.lib.format.open_memmap(
-            self.tmp, mode="w+", dtype=self.dtype, shape=(self.capacity, *self.row_shape)
-        )
+        mm = create_npy(self.tmp, self.dtype, (self.capacity, *self.row_shape))  # free space checked first
         del mm
 
     def __len__(self) -> int:
@@ -91,7 +90,7 @@ def shrink_npy(path: Path, n_rows: int, chunk_rows: int = 512) -> None:
     dtype, row_shape = src.dtype, src.shape[1:]
     del src
     tmp = temp_sibling(path)
-    dst = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n_rows, *row_shape))
+    dst = create_npy(tmp, dtype, (n_rows, *row_shape))
     del dst
     for start in range(0, n_rows, chunk_rows):  # short-lived maps keep RSS at one chunk
         src = np.load(path, mmap_mode="r")

@@ -45,10 +45,27 @@ def read_icbeb_mat(path: str | os.PathLike) -> np.ndarray:
     The leads are stored in the standard order I, II, III, aVR, aVL, aVF, V1-V6.
     """
     try:
-        ecg = loadmat(str(path))["ECG"][0][0]
-        data = np.asarray(ecg["data"], dtype=np.float64)
+        content = loadmat(str(path))
     except Exception as exc:
-        raise SignalError("unreadable", f"{path}: {type(exc).__name__}: {exc}") from exc
+        raise SignalError(
+            "unreadable", f"{path}: not a readable MATLAB file ({type(exc).__name__}: {exc})"
+        ) from exc
+    if "ECG" not in content:
+        names = sorted(k for k in content if not k.startswith("__"))
+        hea = Path(path).with_suffix(".hea")
+        if "val" in names:  # a WFDB signal stored as .mat (CinC 2020, CSN): its header carries rate and leads
+            raise SignalError(
+                "missing_file", f"{path}: a WFDB .mat signal (variable 'val') without its header {hea}; the "
+                "header gives the sampling rate, gains and lead names: put it beside the .mat",
+            )  # fmt: skip
+        raise SignalError(
+            "unreadable", f"{path}: not an ICBEB 2018 record (no struct 'ECG'; variables {names}) and no WFDB "
+            f"header {hea} beside it",
+        )  # fmt: skip
+    try:
+        data = np.asarray(content["ECG"][0][0]["data"], dtype=np.float64)
+    except Exception as exc:
+        raise SignalError("unreadable", f"{path}: struct ECG has no numeric field 'data' ({exc})") from exc
     if data.ndim != 2 or data.shape[0] != 12:
         raise SignalError("wrong_shape", f"{path}: data field has shape {data.shape}, expected (12, T)")
     return data

@@ -36,6 +36,7 @@ from datasets.qrs.parallel import (
     tokenizer_settings,
 )
 from datasets.qrs.plot import lead_name, plot_record
+from utils.arrays import open_npy
 from utils.artifacts import IncompleteInputError, copy_file, require_complete, write_json
 from utils.integrity import StaleOutputError
 
@@ -311,7 +312,7 @@ def tokenize_split(
     path = src / f"{split}_data.npy"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist (splits found: {find_splits(src)})")
-    arr = np.load(path, mmap_mode="r")
+    arr = open_npy(path)  # a truncated or non-.npy file is named
     shape, spec = arr.shape, input_spec_of(specs, split, path, arr.dtype)
     key = f"{subset}/{split}"
     check_labels(src, split, shape[0])

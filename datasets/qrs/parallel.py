@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from tqdm import tqdm
 from datasets.qrs.detect import DEFAULT_DETECTOR, FAST_ENGINE, prepare_detector
 from datasets.qrs.summary import MAX_LISTED, REASONS, STATS_DTYPE, format_summary, report_nonfinite, summarize
 from datasets.qrs.tokenizer import tokenize_records
+from utils.arrays import check_free_space, create_npy, open_npy
 from utils.artifacts import Step, temp_sibling
 from utils.integrity import check_finite, file_identity
 
@@ -41,6 +41,7 @@ OUTPUT_SUFFIXES = ("_data.npy", "_data_in_chans.npy", "_data_in_times.npy")
 SUMMARY_SUFFIX = "_tokenizer_summary.json"
 NONFINITE_SUFFIX = "_nonfinite_records.csv"  # every record with NaN/inf input or words, named
 STAGE = "qrs_tokenizer"
+MAX_SECONDS = 15  # longest record whose second ids (R // fs + 1) fit the models' 16-entry time embedding
 
 
 def infer_layout(shape: tuple[int, ...], n_leads: int = 12, layout: str = "auto") -> str:
@@ -189,7 +190,7 @@ def plan_tokenize(array, *, used_channels, num_workers, chunk_size, fs, max_len,
     path = str(array) if isinstance(array, (str, os.PathLike)) else None
     source = path or "<array>"
     if path is not None:
-        array = np.load(path, mmap_mode="r")  # never read a whole split into RAM
+        array = open_npy(path)  # never read a whole split into RAM; a truncated file is named
     check_input_dtype(array.dtype, source)
     lay = infer_layout(array.shape, n_leads, layout)
     N = array.shape[0]
@@ -197,11 +198,12 @@ def plan_tokenize(array, *, used_channels, num_workers, chunk_size, fs, max_len,
     chans = np.arange(n_in) if used_channels is None else np.asarray(list(used_channels), dtype=np.int64)
     if chans.size == 0 or chans.min() < 0 or chans.max() >= n_in:
         raise ValueError(f"{source}: used_channels {chans.tolist()} out of range for {n_in} leads")
-    if T > 15 * fs:
-        warnings.warn(
-            f"{source}: records of {T / fs:.1f} s give in_times above 15, beyond the models' "
-            "16-entry time embedding",
-            stacklevel=3,
+    if T > MAX_SECONDS * fs:
+        # in_times = R // fs + 1 must stay below the models' 16-entry time embedding (1..15; 0 = padding)
+        raise ValueError(
+            f"{source}: records of {T} samples = {T / fs:g} s at {fs} Hz give second ids up to {(T - 1) // fs + 1}; "
+            f"the models embed second ids 1-{MAX_SECONDS} (records of at most {MAX_SECONDS} s). The preprocessing "
+            "writes 10 s at 100 Hz (1000 samples): cut the records to 10 s (or pass the right --fs)"
         )
     chunk_size = max(1, int(chunk_size))
     # No more processes than chunks: a small split is faster in-process than paying pool start-up.
@@ -216,8 +218,13 @@ def _allocate(out_dir: Path, split: str, plan: TokenizePlan) -> list[Path]:
     N, max_len, token_len = plan.n_records, plan.params["max_len"], plan.params["token_len"]
     shapes = [(N, max_len, token_len), (N, max_len), (N, max_len)]
     temps = [temp_sibling(p) for p in output_paths(out_dir, split)]
-    for p, d, shp in zip(temps, (np.float32, np.int32, np.int32), shapes):
-        out = np.lib.format.open_memmap(p, mode="w+", dtype=d, shape=shp)
+    dtypes = (np.float32, np.int32, np.int32)
+    # room for all three first: a write into a memory map on a full disk is a SIGBUS without a message
+    check_free_space(
+        temps[0], sum(int(np.prod(shp)) * np.dtype(d).itemsize for d, shp in zip(dtypes, shapes))
+    )
+    for p, d, shp in zip(temps, dtypes, shapes):
+        out = create_npy(p, d, shp)
         del out
     return temps
 
