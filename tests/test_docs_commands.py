@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pytest
 
-from tests._cli import capture_parser
+from tests._cli import capture_parse
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -209,8 +209,8 @@ def parse_problems(target: str, args: list[str], monkeypatch) -> list[str]:
             return [f"python {target}: no such module"]
     elif not (ROOT / target).is_file():
         return [f"{target} does not exist"]
-    parser = capture_parser(target, monkeypatch)
     args = [re.sub(r"<[^>]*>", "PLACEHOLDER", a) for a in args]
+    parser, args = capture_parse(target, args, monkeypatch)  # a dispatcher hands its subcommand the rest
     if "..." in args:  # an elided command: only the flags given must exist
         known = {o for a in parser._actions for o in a.option_strings}
         return [f"{target}: unknown flag {a.split('=')[0]}" for a in args
