@@ -1,11 +1,11 @@
 """Export HeartLang sentence embeddings (CLS and/or mean-pooled) to .npy (paper Sec. 3.3), from a tokenised
 data set or from raw ECG records.
 
-    python export_features.py --model HeartLang_finetune_base --checkpoint checkpoints/heartlang.pth \
+    python export_features.py --model HeartLang_finetune_base --checkpoint checkpoints/pretrain/MIMIC-IV/checkpoint-200.pth \
         --dataset_dir datasets/ecg_datasets/PTBXL_QRS/superdiagnostic --split test \
         --output features/ptbxl_super_test.npy --pool both
-    python export_features.py --checkpoint checkpoints/heartlang.pth --model HeartLang \
-        --records ../shared/data/ptbxl/records500/00000 --chain mimic --output features/raw.npy
+    python export_features.py --checkpoint checkpoints/pretrain/MIMIC-IV/checkpoint-200.pth --model HeartLang \
+        --records physionet.org/files/ptb-xl/1.0.3/records500/00000 --chain mimic --output features/raw.npy
 
 Output: ``--output`` holds (N, D) for ``--pool cls|mean`` and (N, 2, D) for ``both`` ([:, 0] CLS,
 [:, 1] mean over real words), rows in the split's order (``--dataset_dir``) or in the order of the

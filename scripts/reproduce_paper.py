@@ -1,6 +1,6 @@
 """Reproduce the paper's linear-probe table (Table 1, paper Sec. 4.2) from a pre-trained HeartLang checkpoint.
 
-    python scripts/reproduce_paper.py --finetune checkpoints/heartlang.pth --seeds 0 1 2
+    python scripts/reproduce_paper.py --finetune checkpoints/pretrain/MIMIC-IV/checkpoint-200.pth --seeds 0 1 2
     python scripts/reproduce_paper.py --table_only            # re-assemble the table from the results CSV
 
 For every task (PTB-XL super / sub / form / rhythm, CPSC2018, CSN) x label ratio (1 %, 10 %, 100 %) x seed it

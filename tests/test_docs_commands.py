@@ -363,6 +363,9 @@ def test_python_snippet_imports_resolve(block):
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 importlib.import_module(alias.name)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            problems = path_problems(node.value)  # checkpoints and data folders a stage writes
+            assert not problems, f"{block.doc}:{block.line}: " + "; ".join(problems)
 
 
 def test_the_checker_catches_broken_commands(monkeypatch):
