@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from datasets.ecg_dataset import build_sentence_dataset
+from datasets.ecg_dataset import build_sentence_dataset, check_fits_model
 from datasets.preprocess.records import SkipLog, parallel_map
 from datasets.preprocess.signal import SignalError
 from datasets.qrs.detect import DEFAULT_DETECTOR, DETECTORS
@@ -160,6 +160,7 @@ def _from_records(args, model, out_path: Path) -> tuple[np.ndarray, dict]:
 def _from_dataset(args, model, out_path: Path) -> tuple[np.ndarray, dict]:
     # Labels are optional (MIMIC-style folders have none); the arrays are memory-mapped.
     data = build_sentence_dataset(args.dataset_dir, args.split, with_labels=False)
+    check_fits_model(data, model.config, f"the checkpoint {args.checkpoint}")  # word sizes, lead / second ids
     n = len(data)
     if n == 0:
         raise ValueError(f"{args.dataset_dir}/{args.split}: the split is empty")

@@ -340,9 +340,14 @@ def load_class_names(root: str | Path, num_classes: int) -> list[str]:
         path = root / name
         if path.is_file():
             text = path.read_text()
-            names = (
-                json.loads(text) if name.endswith(".json") else [s for s in text.splitlines() if s.strip()]
-            )
+            try:
+                names = (
+                    json.loads(text)
+                    if name.endswith(".json")
+                    else [s for s in text.splitlines() if s.strip()]
+                )
+            except json.JSONDecodeError as exc:
+                raise DataFileError(f"{path}: not valid JSON ({exc}); it lists the class names") from None
             if isinstance(names, dict):
                 names = names.get("classes", list(names))
             if len(names) == num_classes:

@@ -61,6 +61,7 @@ def embed_sentences(
     x = torch.as_tensor(x, dtype=torch.float32, device=device)
     c = None if in_chans is None else torch.as_tensor(in_chans, dtype=torch.long, device=device)
     t = None if in_times is None else torch.as_tensor(in_times, dtype=torch.long, device=device)
+    check_sentences(backbone.config, x, c, t)
     backbone.eval()
     feats = backbone(x, None, c, t, return_all_tokens=True)  # (B, 257, D), final LayerNorm applied
     cls = feats[:, 0]
@@ -69,6 +70,29 @@ def embed_sentences(
     mean = (feats[:, 1:] * weights).sum(1) / weights.sum(1).clamp(min=1.0)
     out = {"cls": cls, "mean": mean, "both": torch.stack([cls, mean], dim=1)}[pool]
     return out.float().cpu()
+
+
+def check_sentences(config, x: torch.Tensor, c: torch.Tensor | None, t: torch.Tensor | None) -> None:
+    """Sentences against the model reading them: ``x (B, seq_len, time_window)``, ids ``(B, seq_len)`` within
+    the lead / second embedding tables (0 = padding). ValueError naming the argument and the rule."""
+    want = (config.seq_len, config.time_window)
+    if x.ndim != 3 or tuple(x.shape[1:]) != want:
+        raise ValueError(
+            f"x: shape {tuple(x.shape)}; the model reads (B, {want[0]}, {want[1]}) sentences "
+            f"({want[0]} words of {want[1]} samples)"
+        )
+    for name, ids, limit in (("in_chans", c, config.num_lead_ids), ("in_times", t, config.num_time_ids)):
+        if ids is None:
+            continue
+        if tuple(ids.shape) != tuple(x.shape[:2]):
+            raise ValueError(
+                f"{name}: shape {tuple(ids.shape)}; expected {tuple(x.shape[:2])} like x's first two axes"
+            )
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= limit):
+            bad = torch.nonzero((ids < 0) | (ids >= limit))[0].tolist()
+            raise ValueError(
+                f"{name}: id {int(ids[tuple(bad)])} at {tuple(bad)}; the model embeds ids 0-{limit - 1} (0 = padding)"
+            )
 
 
 def tokenize_ecgs(signals: np.ndarray, used_channels=None, detector: str = DEFAULT_DETECTOR, names=None):

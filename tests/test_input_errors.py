@@ -391,3 +391,53 @@ def test_a_failed_write_names_the_file_and_the_free_space(tmp_path, monkeypatch)
     monkeypatch.setattr(np, "save", failing_np_save)
     with pytest.raises(OSError, match=rf"No space left on device while writing {tmp_path / 'labels.npy'}"):
         save_npy(tmp_path / "labels.npy", np.zeros(3))
+
+
+def test_export_and_embed_sentences_check_the_sentences_against_the_model(tmp_path):
+    import export_features
+    from inference import embed_sentences
+    from utils.arrays import DataFileError
+
+    down = make_downstream(tmp_path, n_train=2, n_val=2, n_test=3)
+    ckpt = tmp_path / "hl.pth"
+    torch.save({"model": create_model("HeartLang_tiny").state_dict()}, ckpt)
+
+    def poison(ids):
+        ids[1, 7] = 20
+        return ids
+
+    _rewrite(down / "test_data_in_times.npy", poison)
+    args = export_features.get_args_parser().parse_args(
+        [
+            "--checkpoint",
+            str(ckpt),
+            "--dataset_dir",
+            str(down),
+            "--split",
+            "test",
+            "--output",
+            str(tmp_path / "f.npy"),
+        ]
+    )
+    with pytest.raises(
+        DataFileError, match=r"test_data_in_times.npy: second id 20 at row 1, word 7; the checkpoint"
+    ):
+        export_features.main(args)
+    assert not (tmp_path / "f.npy").exists()
+
+    model = create_model("HeartLang_tiny")
+    x, c, t = np.zeros((2, 256, 96), np.float32), np.ones((2, 256), np.int64), np.ones((2, 256), np.int64)
+    t[1, 3] = 16
+    with pytest.raises(ValueError, match=r"in_times: id 16 at \(1, 3\); the model embeds ids 0-15"):
+        embed_sentences(model, x, c, t)
+    with pytest.raises(ValueError, match=r"x: shape \(2, 256, 48\); the model reads \(B, 256, 96\)"):
+        embed_sentences(model, x[:, :, :48], c, None)
+
+
+def test_a_broken_classes_json_is_named(tmp_path):
+    from datasets.ecg_dataset import load_class_names
+    from utils.arrays import DataFileError
+
+    (tmp_path / "classes.json").write_text('["NORM", "MI"')
+    with pytest.raises(DataFileError, match=rf"{tmp_path / 'classes.json'}: not valid JSON"):
+        load_class_names(tmp_path, 2)
