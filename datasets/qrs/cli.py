@@ -229,7 +229,7 @@ def record_names(src: Path, split: str):
         if (src / f"{split}_records.json").is_file():
             table = json.loads((src / f"{split}_records.json").read_text())
         elif (src / f"{split}_ecg_ids.npy").is_file():
-            table = [f"ecg_id {int(v)}" for v in np.load(src / f"{split}_ecg_ids.npy")]
+            table = [f"ecg_id {int(v)}" for v in open_npy(src / f"{split}_ecg_ids.npy", mmap_mode=None)]
         elif (src / "records.csv").is_file():
             with open(src / "records.csv", newline="") as fh:
                 rows = [r for r in csv.DictReader(fh) if r.get("split") == split]
@@ -250,7 +250,7 @@ def check_labels(src: Path, split: str, n: int) -> None:
     would be paired wrongly."""
     path = src / f"{split}_labels.npy"
     if path.is_file():
-        rows = np.load(path, mmap_mode="r").shape[0]
+        rows = open_npy(path).shape[0]  # a truncated labels file is named
         if rows != n:
             raise SystemExit(
                 f"{path} has {rows} rows but {src / f'{split}_data.npy'} has {n} records: the two files come "
