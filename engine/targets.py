@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -104,10 +105,10 @@ def quiet_tokenizer(tokenizer: nn.Module) -> nn.Module:
 @torch.no_grad()
 def compute_targets(
     tokenizer: nn.Module, part: SentenceDataset, with_ids: bool, device: torch.device, batch_size: int = 256
-) -> np.ndarray:
-    """(N, L) int64 code indices of every sentence of ``part``, fp32, in ``batch_size`` chunks."""
-    n, length = part.chans.shape
-    out = np.empty((n, length), dtype=np.int64)
+) -> Iterator[np.ndarray]:
+    """Code indices of ``part``'s sentences in order, ``batch_size`` sentences at a time ((rows, L) int64
+    chunks, fp32): a stream, so a batch folder of any size is never held in memory."""
+    n = len(part.chans)
     for start in range(0, n, batch_size):
         stop = min(n, start + batch_size)
         x = torch.from_numpy(np.array(part.data[start:stop], dtype=np.float32)).to(device)
@@ -119,29 +120,32 @@ def compute_targets(
             else:
                 # Official behaviour: targets from the tokenizer WITHOUT lead/time ids (engine.pretrain).
                 ids = tokenizer.get_codebook_indices(x)
-        out[start:stop] = ids.cpu().numpy()
-    return out
+        yield ids.cpu().numpy()
 
 
 def write_targets(
-    part: SentenceDataset, targets: np.ndarray, tokenizer_sha256: str, codebook_size: int, with_ids: bool
+    part: SentenceDataset, chunks: Iterable[np.ndarray], tokenizer_sha256: str, codebook_size: int, with_ids: bool
 ) -> Path:
-    """Write ``targets`` (N, L) as ``part``'s uint16 memory map (temp file + rename) and then its stamp."""
-    if targets.shape != part.chans.shape:
-        raise ValueError(f"{part.root}/{part.split}: targets {targets.shape}, sentences {part.chans.shape}")
-    if targets.size and (targets.min() < 0 or targets.max() >= codebook_size):
-        raise ValueError(
-            f"{part.root}/{part.split}: target outside [0, {codebook_size}): tokenizer output is wrong"
-        )
+    """Write the target ``chunks`` ((rows, L) each, in sentence order) as ``part``'s uint16 memory map (temp
+    file + rename) and then its completion record; a chunk that does not check stops the write, and nothing
+    is left under the final name."""
+    n, length = part.chans.shape
     step = targets_step(part, tokenizer_sha256, codebook_size, with_ids)
     path = part.root / step.outputs[0]
     step.begin()  # the record says "running" until complete(); the old file is removed
-    with atomic_path(path) as tmp:
-        if targets.size:
-            mm = np.memmap(tmp, dtype=TARGET_DTYPE, mode="w+", shape=targets.shape)
-            mm[:] = targets.astype(TARGET_DTYPE)
-            mm.flush()
-            del mm
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        rows = 0
+        for chunk in chunks:  # one chunk at a time: a batch folder is never held in memory
+            if chunk.ndim != 2 or chunk.shape[1] != length:
+                raise ValueError(f"{part.root}/{part.split}: targets {chunk.shape}, sentences {part.chans.shape}")
+            if chunk.size and (chunk.min() < 0 or chunk.max() >= codebook_size):
+                raise ValueError(
+                    f"{part.root}/{part.split}: target outside [0, {codebook_size}): tokenizer output is wrong"
+                )
+            fh.write(np.ascontiguousarray(chunk, dtype=TARGET_DTYPE).tobytes())
+            rows += len(chunk)
+        if rows != n:
+            raise ValueError(f"{part.root}/{part.split}: targets for {rows} sentences, sentences {part.chans.shape}")
     step.complete()
     return path
 

@@ -1,0 +1,79 @@
+"""The benchmark tool: ``python -m benchmarks`` subcommands, the shared results writer (command, date, machine,
+no absolute paths), peak memory of a process tree, and the scale rehearsal end to end at a tiny N."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks import common
+from benchmarks.__main__ import SUBCOMMANDS
+from benchmarks.__main__ import main as tool_main
+from benchmarks.scale import check_requirements
+from benchmarks.scale import main as scale_main
+
+
+def test_results_carry_command_date_machine_and_refuse_absolute_paths(tmp_path):
+    out = common.write_results("demo", {"value": 1.5, "dir": "data/x"}, ["--work_dir", str(tmp_path), "--n", "3"],
+                               out=tmp_path / "r.json")  # fmt: skip
+    record = json.loads(out.read_text())
+    assert record["command"] == "python -m benchmarks demo --work_dir <outside the repository> --n 3"
+    assert record["value"] == 1.5 and record["date"].endswith("UTC") and record["machine"]["cores"] >= 1
+    inside = common.portable_arg(f"--out={common.REPO / 'benchmarks' / 'results' / 'a.json'}")
+    assert inside == "--out=benchmarks/results/a.json"
+    for bad in ({"path": str(tmp_path)}, {"runs": [{"cmd": f"tool --in {tmp_path}"}]}, {"x": str(common.REPO)}):
+        with pytest.raises(ValueError, match="absolute paths"):
+            common.write_results("demo", bad, [], out=tmp_path / "bad.json")
+    assert not (tmp_path / "bad.json").exists()
+
+
+def test_peak_memory_sees_the_children():
+    code = "import subprocess,sys; subprocess.run([sys.executable,'-c','b=bytearray(200*2**20); import time; time.sleep(1)'])"
+    res = common.run_measured([sys.executable, "-c", code])
+    assert res["peak_anon_mb"] > 200 and res["peak_rss_mb"] >= res["peak_anon_mb"] and res["wall_s"] >= 1
+    with pytest.raises(RuntimeError, match="failed \\(exit 3\\)"):
+        common.run_measured([sys.executable, "-c", "import sys; sys.exit(3)"])
+
+
+def test_tool_lists_and_dispatches(capsys):
+    assert tool_main([]) == 0 and all(name in capsys.readouterr().out for name in SUBCOMMANDS)
+    assert tool_main(["no_such_bench"]) == 2
+    run = subprocess.run([sys.executable, "-m", "benchmarks", "scale", "--help"], capture_output=True, text=True,
+                         cwd=common.REPO)  # fmt: skip
+    assert run.returncode == 0 and "--batch_folders" in run.stdout
+
+
+def _run(n, cpu_ms, anon):
+    stages = {s: {"cpu_ms_per_record": cpu_ms, "peak_anon_mb": anon, "peak_rss_mb": anon, "wall_s": n / 100}
+              for s in ("generate", "preprocess", "tokenize", "targets", "loader")}  # fmt: skip
+    return {"records": n, "stages": stages}
+
+
+def test_requirements_compare_the_two_largest_sizes():
+    ok = check_requirements([_run(1000, 9.0, 100), _run(10000, 2.0, 300), _run(50000, 2.2, 330)])
+    assert ok["preprocess"]["from_to"] == [10000, 50000]
+    assert ok["preprocess"]["time_ok"] and ok["preprocess"]["memory_ok"]
+    bad = check_requirements([_run(1000, 9.0, 100), _run(10000, 2.0, 300), _run(50000, 2.4, 400)])["tokenize"]
+    assert (bad["cpu_per_record_ratio"], bad["time_ok"], bad["memory_ok"]) == (1.2, False, False)
+
+
+@pytest.mark.slow
+def test_scale_rehearsal_runs_every_stage_at_tiny_n(tmp_path):
+    out = tmp_path / "scale.json"
+    result = scale_main(["--sizes", "24", "--batch_folders", "4", "--num_workers", "1", "--loader_batch_size", "4",
+                         "--work_dir", str(tmp_path / "work"), "--out", str(out)])  # fmt: skip
+    run = result["runs"][0]
+    assert run["batch_folders"] == ["batch_0", "batch_1", "batch_2", "batch_3"] and run["batch_size"] == 6
+    stages = run["stages"]
+    assert set(stages) == {"generate", "preprocess", "tokenize", "targets", "loader"}
+    for row in stages.values():
+        assert row["wall_s"] > 0 and row["peak_rss_mb"] > 0 and row["records_per_s"] > 0
+    assert stages["generate"]["bytes_written"] > 24 * 120_000
+    # 4 folders of 6 records, 1 validation record each (ceil(0.1 * 6)): 20 train sentences, 5 full batches of 4
+    assert stages["loader"]["records"] == 20 and stages["loader"]["folders"] == 4
+    assert stages["targets"]["bytes_written"] > 24 * 256 * 2  # uint16 targets of every sentence + stamps
+    assert not (tmp_path / "work" / "n24").exists()  # generated data deleted
+    assert json.loads(out.read_text())["runs"][0]["records"] == 24
