@@ -11,13 +11,23 @@ import sys
 
 # name -> (module, one line)
 SUBCOMMANDS = {
-    "scale": ("benchmarks.scale", "data stages at 1k-50k MIMIC-like records: time, memory, bytes (docs/scale.md)"),
+    "model": ("benchmarks.model", "forward+backward of the full-size models vs the original's kernels"),
+    "train": ("benchmarks.train", "training step of every stage: engine vs a bare loop with the original's kernels"),
+    "compile": ("benchmarks.compile", "--compile: parity on tiny models, speed at full size"),
+    "loader": ("benchmarks.loader", "pre-training loader samples/s vs what GPUs consume"),
+    "tokenizer": ("benchmarks.tokenizer", "QRS tokenizer vs the original's way on real PTB-XL; exactness"),
+    "preprocess_memory": ("benchmarks.preprocess_memory", "MIMIC preprocessing peak memory vs records"),
+    "synthetic": ("benchmarks.synthetic", "synthetic cohort generator throughput vs neurokit2"),
+    "scale": ("benchmarks.scale", "data stages at 1k-50k MIMIC-like records: time, memory, bytes"),
+    "robustness": ("benchmarks.robustness", "outcome counts of every hostile case"),
+    "probe_mode": ("benchmarks.probe_mode", "linear probe: train-mode vs eval-mode backbone on real PTB-XL"),
+    "gpu": ("benchmarks.gpu", "GPU: AMP bf16/fp16, SDPA vs plain, --compile, MFU, NCCL training of each stage"),
 }
 
 
 def usage() -> str:
     lines = ["usage: python -m benchmarks <name> [args]", "", "subcommands:"]
-    lines += [f"  {name:<14} {text}" for name, (_, text) in SUBCOMMANDS.items()]
+    lines += [f"  {name:<18} {text}" for name, (_, text) in SUBCOMMANDS.items()]
     return "\n".join(lines)
 
 
@@ -32,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module = importlib.import_module(SUBCOMMANDS[name][0])
     sys.argv = [f"python -m benchmarks {name}", *rest]
-    module.main(rest)
-    return 0
+    rc = module.main(rest)
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":

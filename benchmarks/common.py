@@ -74,8 +74,17 @@ def portable_arg(arg: str) -> str:
     return f"{flag}{eq}{text}"
 
 
-def write_results(name: str, result: dict, argv: list[str] | None = None, out: Path | None = None) -> Path:
-    """Write ``benchmarks/results/<name>.json`` (or ``out``): command, date, machine, then ``result``.
+def add_output_args(parser, label: str = "latest") -> None:
+    """``--label`` (the run's name inside the results file; other runs there are kept) and ``--out``."""
+    parser.add_argument("--label", default=label, help="run name inside the results file (other runs are kept)")
+    parser.add_argument("--out", type=Path, default=None, help="results file (default: benchmarks/results/<name>.json)")
+
+
+def write_results(
+    name: str, result: dict, argv: list[str] | None = None, label: str = "latest", out: Path | None = None
+) -> Path:
+    """Store one run in ``benchmarks/results/<name>.json`` (or ``out``) under ``runs[label]``: the command,
+    the date, the machine, then ``result``. Runs under other labels stay as they are.
 
     ``argv``: the subcommand's arguments (default ``sys.argv[1:]``); the command is recorded as
     ``python -m benchmarks <name> ...``. Raises ValueError when any value holds an absolute path."""
@@ -90,10 +99,18 @@ def write_results(name: str, result: dict, argv: list[str] | None = None, out: P
     if bad:
         raise ValueError(f"results {name}: absolute paths are not stored in results files: {bad}")
     out = Path(out) if out is not None else RESULTS / f"{name}.json"
+    stored = json.loads(out.read_text()) if out.is_file() else {}
+    runs = stored.get("runs", {})
+    runs[label] = record
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"results -> {relative(out)}")
+    out.write_text(json.dumps({"benchmark": name, "runs": runs}, indent=2) + "\n")
+    print(f"results -> {relative(out)} (run {label!r})")
     return out
+
+
+def read_run(name: str, label: str = "latest") -> dict:
+    """One stored run of ``benchmarks/results/<name>.json``."""
+    return json.loads((RESULTS / f"{name}.json").read_text())["runs"][label]
 
 
 def _children(pid: int) -> list[int]:
@@ -131,17 +148,18 @@ def tree_memory_kb(pid: int) -> dict[str, int]:
 
 class PeakMemory:
     """Polls a process tree every ``interval`` s in a thread; ``peak_rss_mb`` (resident, file-backed pages of
-    memory maps included) and ``peak_anon_mb`` (anonymous memory only: what a stage holds itself)."""
+    memory maps included), ``peak_anon_mb`` (anonymous memory only: what a stage holds itself), and
+    ``peak_main_rss_mb`` (the root process alone)."""
 
-    def __init__(self, pid: int, interval: float = 0.05) -> None:
+    def __init__(self, pid: int, interval: float = 0.02) -> None:
         self.pid, self.interval = pid, interval
-        self.peak = {"VmRSS": 0, "RssAnon": 0}
+        self.peak = {"VmRSS": 0, "RssAnon": 0, "main": 0}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            now = tree_memory_kb(self.pid)
+            now = {**tree_memory_kb(self.pid), "main": _status_kb(self.pid)["VmRSS"]}
             for k in self.peak:
                 self.peak[k] = max(self.peak[k], now[k])
             self._stop.wait(self.interval)
@@ -162,10 +180,14 @@ class PeakMemory:
     def peak_anon_mb(self) -> float:
         return round(self.peak["RssAnon"] / 1024, 1)
 
+    @property
+    def peak_main_rss_mb(self) -> float:
+        return round(self.peak["main"] / 1024, 1)
+
 
 def run_measured(cmd: list[str], cwd: Path = REPO, env: dict | None = None, timeout: float | None = None) -> dict:
     """Run ``cmd`` and measure it: wall seconds, CPU seconds (user + system of the whole tree, from
-    ``getrusage(RUSAGE_CHILDREN)``), peak tree RSS / anonymous memory (MB). Raises RuntimeError naming
+    ``getrusage(RUSAGE_CHILDREN)``), peak tree RSS / anonymous memory / main-process RSS (MB). Raises RuntimeError naming
     the command and its output tail when it fails."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
@@ -184,6 +206,7 @@ def run_measured(cmd: list[str], cwd: Path = REPO, env: dict | None = None, time
         "cpu_s": round(cpu, 2),
         "peak_rss_mb": mem.peak_rss_mb,
         "peak_anon_mb": mem.peak_anon_mb,
+        "peak_main_rss_mb": mem.peak_main_rss_mb,
         "output": output,
     }
 

@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import folder_bytes, run_measured, write_results
+from benchmarks.common import add_output_args, folder_bytes, run_measured, write_results
 
 STAGES = ("preprocess", "tokenize", "targets", "loader")
 
@@ -154,8 +154,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_workers", type=int, default=None, help="default: each stage's own default")
     p.add_argument("--work_dir", type=Path, default=None, help="default: a temporary folder")
     p.add_argument("--keep", action="store_true", help="keep the generated data")
-    p.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/scale.json")
     p.add_argument("--loader_batch_size", type=int, default=64)
+    add_output_args(p)
     p.add_argument("--_loader", nargs=3, default=None, help=argparse.SUPPRESS)
     return p
 
@@ -183,9 +183,9 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         if not args.keep and not args.work_dir:
             shutil.rmtree(root, ignore_errors=True)
-    result = {"batch_folders": args.batch_folders, "runs": runs, "requirements": check_requirements(runs)}
+    result = {"batch_folders": args.batch_folders, "sizes": runs, "requirements": check_requirements(runs)}
     print_table(runs)
-    write_results("scale", result, argv, out=args.out)
+    write_results("scale", result, argv, label=args.label, out=args.out)
     return result
 
 

@@ -19,7 +19,10 @@ from benchmarks.scale import main as scale_main
 def test_results_carry_command_date_machine_and_refuse_absolute_paths(tmp_path):
     out = common.write_results("demo", {"value": 1.5, "dir": "data/x"}, ["--work_dir", str(tmp_path), "--n", "3"],
                                out=tmp_path / "r.json")  # fmt: skip
-    record = json.loads(out.read_text())
+    common.write_results("demo", {"value": 2.5}, [], label="other", out=out)
+    stored = json.loads(out.read_text())
+    assert stored["benchmark"] == "demo" and list(stored["runs"]) == ["latest", "other"]  # a run keeps the others
+    record = stored["runs"]["latest"]
     assert record["command"] == "python -m benchmarks demo --work_dir <outside the repository> --n 3"
     assert record["value"] == 1.5 and record["date"].endswith("UTC") and record["machine"]["cores"] >= 1
     inside = common.portable_arg(f"--out={common.REPO / 'benchmarks' / 'results' / 'a.json'}")
@@ -39,7 +42,9 @@ def test_peak_memory_sees_the_children():
 
 
 def test_tool_lists_and_dispatches(capsys):
-    assert tool_main([]) == 0 and all(name in capsys.readouterr().out for name in SUBCOMMANDS)
+    assert tool_main([]) == 0
+    listing = capsys.readouterr().out
+    assert all(f"  {name} " in listing for name in SUBCOMMANDS)
     assert tool_main(["no_such_bench"]) == 2
     run = subprocess.run([sys.executable, "-m", "benchmarks", "scale", "--help"], capture_output=True, text=True,
                          cwd=common.REPO)  # fmt: skip
@@ -65,7 +70,7 @@ def test_scale_rehearsal_runs_every_stage_at_tiny_n(tmp_path):
     out = tmp_path / "scale.json"
     result = scale_main(["--sizes", "24", "--batch_folders", "4", "--num_workers", "1", "--loader_batch_size", "4",
                          "--work_dir", str(tmp_path / "work"), "--out", str(out)])  # fmt: skip
-    run = result["runs"][0]
+    run = result["sizes"][0]
     assert run["batch_folders"] == ["batch_0", "batch_1", "batch_2", "batch_3"] and run["batch_size"] == 6
     stages = run["stages"]
     assert set(stages) == {"generate", "preprocess", "tokenize", "targets", "loader"}
@@ -76,4 +81,22 @@ def test_scale_rehearsal_runs_every_stage_at_tiny_n(tmp_path):
     assert stages["loader"]["records"] == 20 and stages["loader"]["folders"] == 4
     assert stages["targets"]["bytes_written"] > 24 * 256 * 2  # uint16 targets of every sentence + stamps
     assert not (tmp_path / "work" / "n24").exists()  # generated data deleted
-    assert json.loads(out.read_text())["runs"][0]["records"] == 24
+    assert json.loads(out.read_text())["runs"]["latest"]["sizes"][0]["records"] == 24
+
+
+def test_gpu_check_cpu_dry_path(tmp_path):
+    """The gpu benchmark (prepared for one H100/H200) runs end to end on CPU with tiny models."""
+    import benchmarks.gpu as gpu_check
+
+    out = tmp_path / "gpu_check.json"
+    res = gpu_check.main(["--device", "cpu", "--models", "tiny", "--steps", "1", "--warmup", "0", "--batch_size", "2",
+                          "--compile_backend", "eager", "--stages", "pretrain_cached", "probe_train_mode", "--out", str(out)])  # fmt: skip
+    rows = json.loads(out.read_text())["runs"]["latest"]["rows"]
+    assert len(rows) == len(res["rows"]) == 2 * 5  # 2 stages x (bf16/fp16 x SDPA/plain + compiled)
+    assert {(r["attention"], r["compiled"]) for r in rows} == {
+        ("sdpa", False),
+        ("plain", False),
+        ("sdpa", True),
+    }
+    assert all(r["samples_per_s"] > 0 and r["mfu"] is None for r in rows)  # no GPU peak to divide by on CPU
+    assert res["agreement"]["plain_vs_sdpa_max_abs_logit_diff"] < 1e-4

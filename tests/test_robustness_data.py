@@ -2,7 +2,7 @@
 
 Each test is one case: a bad input given to one stage, and the exact outcome asserted - refused with a
 message naming the cause, redone with correct outputs, or reported and skipped with everything else
-intact. ``@case(cls, stage, outcome)`` tags it; benchmarks/robustness_data.py counts the cases per class.
+intact. ``@case(cls, stage, outcome)`` tags it; `python -m benchmarks robustness --data_only` counts the cases per class.
 Data: the synthetic cohort writers and tiny hand-made WFDB records in tmp_path (about 20 s on 2 cores).
 """
 

@@ -2,7 +2,7 @@
 
 Each test is one case: a bad input or command given to one stage, and the exact outcome asserted - refused
 with a message naming the cause (and nothing written or changed), resumed/redone with correct outputs, or
-reported. ``@case(cls, stage, outcome)`` tags it; benchmarks/robustness.py counts the cases per class.
+reported. ``@case(cls, stage, outcome)`` tags it; `python -m benchmarks robustness` counts the cases per class.
 Tiny models on the toy folders of tests/_train_data.py; the concurrent-writer cases run a 2-process torchrun
 on CPU, kill its launcher with SIGKILL and relaunch.
 """

@@ -238,25 +238,6 @@ def test_batch_level_reads_equal_row_reads(pre, tmp_path):
             assert got[0].dtype == torch.float32 and got[1].dtype == torch.int64
 
 
-# ------------------------------------------------------------------------------------------ GPU check
-def test_gpu_check_cpu_dry_path(tmp_path):
-    """benchmarks/gpu_check.py (prepared for one H100/H200) runs end to end on CPU with tiny models."""
-    import benchmarks.gpu_check as gpu_check
-
-    out = tmp_path / "gpu_check.json"
-    res = gpu_check.main(["--device", "cpu", "--models", "tiny", "--steps", "1", "--warmup", "0", "--batch_size", "2",
-                          "--compile_backend", "eager", "--stages", "pretrain_cached", "probe_train_mode", "--out", str(out)])  # fmt: skip
-    rows = json.loads(out.read_text())["rows"]
-    assert len(rows) == len(res["rows"]) == 2 * 5  # 2 stages x (bf16/fp16 x SDPA/plain + compiled)
-    assert {(r["attention"], r["compiled"]) for r in rows} == {
-        ("sdpa", False),
-        ("plain", False),
-        ("sdpa", True),
-    }
-    assert all(r["samples_per_s"] > 0 and r["mfu"] is None for r in rows)  # no GPU peak to divide by on CPU
-    assert res["agreement"]["plain_vs_sdpa_max_abs_logit_diff"] < 1e-4
-
-
 def test_targets_command_writes_what_a_run_reuses(pre, capsys):
     from engine.targets import main as targets_main
 

@@ -90,7 +90,7 @@ def param_groups_layer_decay(
     return [groups[k] for k in sorted(groups, key=lambda k: (groups[k]["layer_id"], k))]
 
 
-# --adamw_impl choices. Measured on CPU (benchmarks/results/train_bench.json "adamw"): fused is the fastest
+# --adamw_impl choices. Measured on CPU (benchmarks/results/train.json, run all_stages, "adamw"): fused is the fastest
 # on CPU; on CUDA torch's fused kernel is the documented fastest. Same update rule, rounding-level differences.
 ADAMW_IMPLS = ("auto", "fused", "foreach", "for_loop")
 

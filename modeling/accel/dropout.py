@@ -7,7 +7,7 @@ from a counter-based SplitMix64 hash (two 32-bit draws per hash) in one numba pa
 kept values, ~10x faster than ``F.dropout``. The backward regenerates the mask from the call's seed, so
 nothing is stored between forward and backward; torch's CPU dropout keeps its float32 noise tensor
 (4 bytes per element, ~3.7 GB for a full-size pre-training batch of 64: measured peak step memory
-9.4 GiB here against 12.7 GiB with the original's kernels, benchmarks/results/model_bench_heartlang.json).
+9.4 GiB here against 12.7 GiB with the original's kernels, benchmarks/results/model.json run current).
 
 What is kept from torch's dropout: each element is kept independently with probability ``1 - p``
 (to within 2**-32; torch's own draws have 2**-24 resolution), kept values are multiplied by

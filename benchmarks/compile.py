@@ -1,6 +1,6 @@
 """--compile (torch.compile) parity and speed of the three training stages, on CPU or GPU.
 
-    python benchmarks/compile_bench.py [--backend inductor] [--steps 20] [--full_batch 8] [--full_stages pretrain]
+    python -m benchmarks compile [--backend inductor] [--steps 20] [--full_batch 8] [--full_stages pretrain]
 
 1. Parity on the tiny models (``vqhbr_tiny``, ``HeartLang_tiny`` with cached targets, ``HeartLang_finetune_tiny``
    with every parameter trained): the same initial weights and batches, ``--steps`` AdamW steps eager and
@@ -8,28 +8,24 @@
    Reported: max |output difference| of one eval-mode forward before training, and the max relative
    difference of the loss curves. Tolerances: outputs 1e-4 absolute, loss curve 1e-3 relative.
 2. Speed at full size: compile time (first step) and steady-state step time, compiled vs eager, in the same
-   run. Results: benchmarks/results/compile_bench.json.
+   run. Results: benchmarks/results/compile.json, run ``--label``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HEARTLANG_NO_PROGRESS", "1")
 
-from engine.finetune import compute_loss, forward_batch  # noqa: E402
-from engine.pretrain import PretrainStep  # noqa: E402
-from engine.vqhbr import vqhbr_step  # noqa: E402
-from modeling import create_model  # noqa: E402
+from benchmarks.common import add_output_args, write_results
+from engine.finetune import compute_loss, forward_batch
+from engine.pretrain import PretrainStep
+from engine.vqhbr import vqhbr_step
+from modeling import create_model
 
 OUT_TOL, LOSS_RTOL = 1e-4, 1e-3
 CLOCK = [time.perf_counter]  # --clock cpu: process CPU time (robust on a shared machine; OMP_NUM_THREADS=1)
@@ -143,8 +139,8 @@ def speed(name: str, args, device) -> dict:
     return r
 
 
-def main() -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser("python -m benchmarks compile", description=__doc__.splitlines()[0])
     p.add_argument("--backend", default="inductor", help="torch.compile backend (default: %(default)s)")
     p.add_argument("--steps", type=int, default=20, help="parity steps on tiny models (default: %(default)s)")
     p.add_argument(
@@ -176,30 +172,22 @@ def main() -> dict:
         choices=["wall", "cpu"],
         help="wall: elapsed time; cpu: process CPU time (default: %(default)s)",
     )
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=Path(__file__).resolve().parent / "results" / "compile_bench.json",
-        help="results file (default: benchmarks/results/compile_bench.json)",
-    )
-    args = p.parse_args()
+    add_output_args(p)
+    args = p.parse_args(argv)
     device = torch.device(args.device)
     CLOCK[0] = time.process_time if args.clock == "cpu" else time.perf_counter
     if args.backend == "inductor":
         import torch._inductor.config as inductor_config
 
         inductor_config.fallback_random = True  # dropout: the eager generator, so the curves are comparable
-    res = {"device": str(device), "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-           "torch": torch.__version__, "backend": args.backend, "clock": args.clock, "tolerances": {"output_abs": OUT_TOL, "loss_rel": LOSS_RTOL},
+    res = {"device": str(device), "backend": args.backend, "clock": args.clock, "tolerances": {"output_abs": OUT_TOL, "loss_rel": LOSS_RTOL},
            "load_average_before": list(os.getloadavg()), "parity": {}, "speed": {}}  # fmt: skip
     for name in args.stages:
         res["parity"][name] = parity(name, args, device)
     for name in args.full_stages:
         res["speed"][name] = speed(name, args, device)
     res["load_average_after"] = list(os.getloadavg())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results("compile", res, argv, label=args.label, out=args.out)
     return res
 
 

@@ -1,6 +1,6 @@
 """Linear probe with the original's train-mode backbone vs an eval-mode backbone, on real PTB-XL records.
 
-    python scripts/probe_mode_check.py [--output_dir real_check_output] [--seeds 0 1 2] [--ratios 0.1 1]
+    python -m benchmarks probe_mode [--output_dir real_check_output] [--seeds 0 1 2] [--ratios 0.1 1]
 
 The paper's probe (the original's epoch loop calls ``model.train(True)`` on the whole classifier) trains the
 head on features of a frozen backbone whose dropout 0.1 and embedding dropout 0.1 are ON: every epoch sees
@@ -15,7 +15,7 @@ exist in ``--output_dir``):
    10 warm-up of 100 epochs, ``--num_workers`` default) in both modes. Eval mode is timed over all 100 epochs;
    train mode, whose epochs all cost the same, over ``--speed_epochs`` and ``1`` epoch, and the 100-epoch
    command is projected from the per-epoch time (the difference of the two runs, so start-up is counted once).
-3. ``benchmarks/results/probe_mode_check.json`` and a table on stdout.
+3. ``benchmarks/results/probe_mode.json`` (run ``--label``) and a table on stdout.
 """
 
 from __future__ import annotations
@@ -25,18 +25,14 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from scripts.ptbxl_real_check import get_args_parser as real_check_parser  # noqa: E402
-from scripts.ptbxl_real_check import pretrain_unlabeled  # noqa: E402
-from scripts.run_demo import Runner, probe_batch_size, torchrun_prefix  # noqa: E402
+from benchmarks.common import REPO, relative, write_results
+from scripts.ptbxl_real_check import get_args_parser as real_check_parser
+from scripts.ptbxl_real_check import pretrain_unlabeled
+from scripts.run_demo import Runner, probe_batch_size, torchrun_prefix
 
 MODES = {
     "train": [],  # official: the whole classifier in train mode, backbone dropout on, features on the fly
@@ -47,7 +43,9 @@ MODES = {
 def get_args_parser():
     p = real_check_parser()
     p.description = "linear probe: the original's train-mode backbone vs an eval-mode backbone"
-    p.set_defaults(results_json=REPO / "benchmarks" / "results" / "probe_mode_check.json")
+    p.prog = "python -m benchmarks probe_mode"
+    p.set_defaults(results_json=None)  # default: benchmarks/results/probe_mode.json
+    p.add_argument("--label", default="latest", help="run name inside benchmarks/results/probe_mode.json")
     p.add_argument(
         "--seeds",
         nargs="+",
@@ -188,7 +186,8 @@ def table(summary: list[dict], rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(args) -> dict:
+def main(argv: list[str] | None = None) -> dict:
+    args = get_args_parser().parse_args(argv)
     if args.speed_epochs < 2:
         raise SystemExit("--speed_epochs must be >= 2 (the per-epoch time is a difference of two runs)")
     cores = os.cpu_count() or 1
@@ -206,24 +205,22 @@ def main(args) -> dict:
         speed = seed_command_speed(args, run, prep)
         print(json.dumps(speed, indent=2))
     report = {
-        "command_line": " ".join(["python", "scripts/probe_mode_check.py", *sys.argv[1:]]),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "load_average_at_end": os.getloadavg(),
-        "data": str(args.ptbxl), "task": "PTB-XL superdiagnostic (shared subset, folds 1-8/9/10)",
+        "data": relative(args.ptbxl), "task": "PTB-XL superdiagnostic (shared subset, folds 1-8/9/10)",
         "sizes": {k: v for k, v in prep["sizes"].items() if k != "unreadable"},
         "pretraining": {"vqhbr": "vqhbr_small", "pretrain": "HeartLang_small", "max_unlabeled": args.max_unlabeled,
                         "vq_epochs": args.vq_epochs,
                         "pt_epochs": args.pt_epochs, "batch_size": args.batch_size, "seed": args.seed,
-                        "checkpoint": str(prep["pt_ckpt"])},
+                        "checkpoint": relative(prep["pt_ckpt"], args.output_dir)},
         "probe": {"model": "HeartLang_finetune_small", "epochs": args.ft_epochs, "lr": 5e-3, "warmup_epochs": 1,
                   "modes": {m: " ".join(f) or "(official defaults)" for m, f in MODES.items()}},
         "rows": rows, "summary": summary, "table": text, "seed_command_speed": speed,
         "seconds": round(time.time() - t0, 1), "stage_seconds": {label: round(dt, 1) for label, dt in run.timings},
     }  # fmt: skip
-    args.results_json.parent.mkdir(parents=True, exist_ok=True)
-    args.results_json.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"total {report['seconds']} s; report in {args.results_json}")
+    print(f"total {report['seconds']} s")
+    write_results("probe_mode", report, argv, label=args.label, out=args.results_json)
     return report
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    main()

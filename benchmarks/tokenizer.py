@@ -19,9 +19,9 @@ the MIT-BIH/PTB/Challenge samples; all lead subsets the scripts use; R peaks and
 record used as a detection lead (and of the fixture/edge records and the whole-length MIT-BIH,
 PTB and Challenge-2015 samples at their own rates). Leads that took the reference path are counted.
 
-    .venv/bin/python benchmarks/tokenizer_bench.py [--records 0] [--skip_identity]
+    python -m benchmarks tokenizer [--records 0] [--skip_identity] [--label NAME]
 
-Writes benchmarks/results/tokenizer_bench.json.
+Writes benchmarks/results/tokenizer.json, run ``--label``.
 """
 
 from __future__ import annotations
@@ -31,23 +31,20 @@ import itertools
 import json
 import os
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-SHARED = ROOT.parent / "shared"
+from benchmarks.common import REPO, add_output_args, write_results
+from datasets.qrs.detect import FAST_ENGINE, prepare_detector
+from datasets.qrs.parallel import tokenize_array
 
-from datasets.qrs.detect import FAST_ENGINE, prepare_detector  # noqa: E402
-from datasets.qrs.parallel import tokenize_array  # noqa: E402
-
-# From issue 13 (measured there with the original code on 9000 real PTB-XL records, 2 cores);
-# quoted for context only, never mixed with this run's numbers.
-ISSUE_ORIGINAL_REC_S = 127
+SHARED = REPO.parent / "shared"
+# The original code's rate measured earlier on 9000 real PTB-XL records (2 cores); quoted for context only,
+# never mixed with this run's numbers.
+ORIGINAL_REC_S_MEASURED_EARLIER = 127
 
 
 def reference_tokenize(signal, used, fs=100, max_len=256, token_len=96):
@@ -137,8 +134,8 @@ def extra_records():
         yield f"wfdb_samples_full/{name}@{fs:g}Hz", sig, int(fs)  # a103l keeps its NaN gaps
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser("python -m benchmarks tokenizer", description=__doc__.split("\n")[0])
     p.add_argument(
         "--records",
         type=int,
@@ -157,12 +154,8 @@ def main() -> None:
     p.add_argument(
         "--skip_identity", action="store_true", help="skip the identity check against wfdb's detector"
     )
-    p.add_argument(
-        "--out",
-        default=str(ROOT / "benchmarks" / "results" / "tokenizer_bench.json"),
-        help="results file (default: benchmarks/results/tokenizer_bench.json)",
-    )
-    args = p.parse_args()
+    add_output_args(p)
+    args = p.parse_args(argv)
 
     X = load_ptbxl(args.records)
     N = len(X)
@@ -171,10 +164,9 @@ def main() -> None:
         "records": N,
         "input": "PTB-XL records100 from shared/data, 12 leads x 1000 at 100 Hz, raw mV"
         + (" (the 1569 real records tiled)" if N > 1569 else ""),
-        "cpu_count": os.cpu_count(),
         "fast_engine": FAST_ENGINE,
         "load_average_at_start": [round(v, 2) for v in os.getloadavg()],  # shared machines skew wall times
-        "issue_13_original_rec_s_for_context": ISSUE_ORIGINAL_REC_S,
+        "original_code_rec_s_measured_earlier_for_context": ORIGINAL_REC_S_MEASURED_EARLIER,
     }
     t0 = time.perf_counter()
     prepare_detector("xqrs_fast", 100)  # wfdb import + numba kernels (compiled or loaded from cache)
@@ -256,11 +248,8 @@ def main() -> None:
         )
         res["identity_every_lead_as_detection_lead"]["seconds"] = round(time.perf_counter() - t0, 1)
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1))
     print(json.dumps({k: v for k, v in res.items() if k != "paths"}, indent=1))
-    print(f"written to {out}")
+    write_results("tokenizer", res, argv, label=args.label, out=args.out)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """One GPU check of the three training stages: AMP bf16 / fp16, SDPA vs plain attention, --compile, and model
 FLOPs utilisation (MFU). Prepared for one H100/H200; about 5-8 minutes there (--budget_s stops it in time).
 
-    python benchmarks/gpu_check.py                      # on the GPU machine
-    python benchmarks/gpu_check.py --device cpu --models tiny --steps 1 --warmup 0 --compile_backend eager
-                                                        # the CPU dry path (tests/test_train_speed.py runs it)
+    python -m benchmarks gpu                            # on the GPU machine
+    python -m benchmarks gpu --device cpu --models tiny --steps 1 --warmup 0 --compile_backend eager
+                                                        # the CPU dry path (tests/test_benchmarks_tool.py runs it)
 
 For each stage (VQ-HBR; pre-training with cached targets and with targets on the fly, as the original; linear
 probe in the original's train mode; full fine-tuning) and each of bf16 / fp16 x SDPA / plain attention it times
@@ -13,7 +13,7 @@ SDPA again under torch.compile (compile time = first step minus a steady step). 
 per stage with torch.utils.flop_counter; MFU = achieved FLOP/s / ``--peak_tflops`` (default from the GPU name:
 H100/H200 989 dense bf16/fp16, A100 312). Also: peak GPU memory per configuration, the largest |bf16 - fp32|
 and |fp16 - fp32| of the pre-training logits on one batch, and SDPA vs plain agreement.
-Results: benchmarks/results/gpu_check.json (and a table on stdout).
+Results: benchmarks/results/gpu.json, run ``--label`` (and a table on stdout).
 """
 
 from __future__ import annotations
@@ -21,25 +21,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import sys
 import time
-from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HEARTLANG_NO_PROGRESS", "1")
 
-from engine.finetune import compute_loss, set_trainable  # noqa: E402
-from engine.loop import Amp  # noqa: E402
-from engine.pretrain import PretrainStep  # noqa: E402
-from engine.vqhbr import vqhbr_step  # noqa: E402
-from modeling import create_model  # noqa: E402
-from modeling.accel import plain_attend, sdpa_attend  # noqa: E402
-from modeling.transformer import Attention  # noqa: E402
-from utils.optim import adamw_kwargs  # noqa: E402
+from benchmarks.common import add_output_args, write_results
+from engine.finetune import compute_loss, set_trainable
+from engine.loop import Amp
+from engine.pretrain import PretrainStep
+from engine.vqhbr import vqhbr_step
+from modeling import create_model
+from modeling.accel import plain_attend, sdpa_attend
+from modeling.transformer import Attention
+from utils.optim import adamw_kwargs
 
 STAGES = ("vqhbr", "pretrain_cached", "pretrain_on_the_fly", "probe_train_mode", "finetune_all")
 PEAKS = {"H100": 989.0, "H200": 989.0, "GH200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0}
@@ -194,8 +191,8 @@ def precision_agreement(args, device) -> dict:
     return out
 
 
-def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser("python -m benchmarks gpu", description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda", help="torch device (default: %(default)s)")
     p.add_argument(
         "--models",
@@ -227,12 +224,7 @@ def main(argv=None) -> dict:
         default=420,
         help="skip what is left after this many seconds (default: %(default)s)",
     )
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=Path(__file__).resolve().parent / "results" / "gpu_check.json",
-        help="results file (default: benchmarks/results/gpu_check.json)",
-    )
+    add_output_args(p)
     args = p.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -245,8 +237,7 @@ def main(argv=None) -> dict:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     t_start = time.time()
-    res = {"device": str(device), "gpu": gpu, "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
-           "models": args.models, "batch_size": args.batch_size, "steps": args.steps, "peak_tflops": peak,
+    res = {"device": str(device), "gpu": gpu, "models": args.models, "batch_size": args.batch_size, "steps": args.steps, "peak_tflops": peak,
            "rows": [], "skipped": []}  # fmt: skip
     flops = {}
     for stage in args.stages:
@@ -277,11 +268,8 @@ def main(argv=None) -> dict:
     res["agreement"] = precision_agreement(args, device)
     res["wall_s"] = time.time() - t_start
     print(json.dumps(res["agreement"]))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2) + "\n")
-    print(
-        f"wrote {args.out} in {res['wall_s']:.0f} s ({len(res['rows'])} configurations, {len(res['skipped'])} skipped)"
-    )
+    print(f"{res['wall_s']:.0f} s ({len(res['rows'])} configurations, {len(res['skipped'])} skipped)")
+    write_results("gpu", res, argv, label=args.label, out=args.out)
     return res
 
 

@@ -7,14 +7,12 @@ fast dropout of modeling/accel; ``original``: ``modeling.accel.plain_attend``, i
 fresh subprocess builds the model, runs ``--warmup`` untimed and ``--iters`` timed training steps (forward,
 loss, backward) in train mode, and reports samples/s and the peak resident memory added by the steps
 (``resource.getrusage`` peak minus the RSS after building the model). Each configuration runs in its own
-process so that peaks do not carry over. Results: printed table and
-``benchmarks/results/model_bench.json``.
+process so that peaks do not carry over. Results: printed table and ``benchmarks/results/model.json``.
 
-    .venv/bin/python benchmarks/model_bench.py --batch_sizes 8 64 --iters 3
+    python -m benchmarks model --batch_sizes 8 64 --iters 3 [--label NAME]
 
-(the HeartLang rows of the current code: ``--models HeartLang --batch_sizes 8 64 --iters 2 --out
-benchmarks/results/model_bench_heartlang.json``; ``model_bench.json`` was measured before the fast CPU dropout,
-when the two rows were SDPA vs plain attention)
+(run ``current``: ``--models HeartLang --batch_sizes 8 64 --iters 2 --label current``; run
+``before_fast_dropout`` was measured before the fast CPU dropout, when the two rows were SDPA vs plain attention)
 """
 
 from __future__ import annotations
@@ -22,22 +20,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from modeling import create_model  # noqa: E402
-from modeling.accel import plain_attend, use_torch_dropout  # noqa: E402
-from modeling.transformer import Attention  # noqa: E402
+from benchmarks.common import REPO, add_output_args, write_results
+from modeling import create_model
+from modeling.accel import plain_attend, use_torch_dropout
+from modeling.transformer import Attention
 
 MODELS = ("vqhbr", "HeartLang", "HeartLang_finetune_base")
 IMPLS = ("ours", "original")
@@ -121,9 +115,9 @@ def attention_agreement() -> float:
     return float((a - b).abs().max())
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        "python -m benchmarks model", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
         "--batch_sizes", type=int, nargs="+", default=[8], help="batch sizes to time (default: 8)"
@@ -134,13 +128,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed iterations (default: %(default)s)")
     parser.add_argument("--iters", type=int, default=3, help="timed iterations (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument(
-        "--out",
-        default=str(REPO / "benchmarks" / "results" / "model_bench.json"),
-        help="results file (default: benchmarks/results/model_bench.json)",
-    )
+    add_output_args(parser)
     parser.add_argument("--_child", nargs=3, metavar=("MODEL", "BATCH", "IMPL"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args._child:
@@ -154,7 +144,7 @@ def main() -> None:
     for batch in args.batch_sizes:
         for name in args.models:
             for impl in IMPLS:
-                cmd = [sys.executable, __file__, "--_child", name, str(batch), impl]
+                cmd = [sys.executable, "-m", "benchmarks", "model", "--_child", name, str(batch), impl]
                 cmd += ["--warmup", str(args.warmup), "--iters", str(args.iters)]
                 if args.threads:
                     cmd += ["--threads", str(args.threads)]
@@ -179,18 +169,12 @@ def main() -> None:
         row["extra_mem_saved_mib"] = plain["step_peak_extra_mib"] - row["step_peak_extra_mib"]
     result = {
         "device": "cpu",
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
         "loadavg_at_start": load_at_start,
         "loadavg_at_end": os.getloadavg(),
         "sdpa_vs_plain_max_abs_diff": attention_agreement(),
         "rows": rows,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_results("model", result, argv, label=args.label, out=args.out)
     print("\n| model | batch | ours samples/s | original samples/s | speed-up | ours +MiB | original +MiB |")
     print("|---|---|---|---|---|---|---|")
     for row, plain in pairs:
@@ -201,7 +185,6 @@ def main() -> None:
     print(
         f"SDPA vs plain max |diff| on one full-width attention layer: {result['sdpa_vs_plain_max_abs_diff']:.2e}"
     )
-    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

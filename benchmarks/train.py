@@ -1,6 +1,6 @@
 """Training throughput of the three stages at full model size (paper Sec. 3.2, 3.3, 4).
 
-    python benchmarks/train_bench.py [--batch_size 2] [--steps 3] [--device cpu|cuda]
+    python -m benchmarks train [--batch_size 2] [--steps 3] [--device cpu|cuda] [--label NAME]
 
 For each stage (VQ-HBR, masked pre-training, linear probe, full fine-tuning) it times
 * ``engine``: our ``engine.loop.train_one_epoch`` (autocast, accumulation logic, lr schedule,
@@ -16,38 +16,34 @@ parameters with each kernel. Model FLOPs per step are counted once with
 utilisation against ``--peak_tflops`` (default: H100 SXM dense bf16, 989). Each round times the baseline
 and then ours back to back; reported: the ratio of the best round of each side and the median of the
 per-round ratios (``--steps 1 --rounds 8`` pairs single steps, the least load-sensitive comparison on a
-shared machine). Results go to benchmarks/results/train_bench.json.
+shared machine). Results: benchmarks/results/train.json, run ``--label``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
-import platform
 import statistics
-import sys
 import time
 from argparse import Namespace
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HEARTLANG_NO_PROGRESS", "1")  # timing output stays readable (no tqdm bars)
 
-from engine.config import OptimConfig  # noqa: E402
-from engine.finetune import compute_loss, forward_batch, set_trainable  # noqa: E402
-from engine.loop import Amp, train_one_epoch  # noqa: E402
-from engine.pretrain import PretrainStep  # noqa: E402
-from engine.vqhbr import vqhbr_step  # noqa: E402
-from modeling import create_model  # noqa: E402
-from modeling.accel import plain_attend, use_torch_dropout  # noqa: E402
-from modeling.transformer import Attention  # noqa: E402
-from utils.optim import adamw_kwargs, create_optimizer  # noqa: E402
+from benchmarks.common import add_output_args, write_results
+from engine.config import OptimConfig
+from engine.finetune import compute_loss, forward_batch, set_trainable
+from engine.loop import Amp, train_one_epoch
+from engine.pretrain import PretrainStep
+from engine.vqhbr import vqhbr_step
+from modeling import create_model
+from modeling.accel import plain_attend, use_torch_dropout
+from modeling.transformer import Attention
+from utils.optim import adamw_kwargs, create_optimizer
 
 # --clock: wall time (perf_counter) or this process's CPU time (process_time; with OMP_NUM_THREADS=1 it is the
 # compute a step costs, robust on a machine shared with other jobs, where wall time is mostly waiting).
@@ -231,8 +227,8 @@ def _time_baseline(model, step_fn, batches, amp, args_ns, set_mode) -> float:
     return CLOCK[0]() - t0
 
 
-def main() -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser("python -m benchmarks train", description=__doc__.splitlines()[0])
     p.add_argument("--batch_size", type=int, default=2, help="batch size (default: %(default)s)")
     p.add_argument("--steps", type=int, default=3, help="timed steps per round (default: %(default)s)")
     p.add_argument("--rounds", type=int, default=2, help="interleaved timing rounds (default: %(default)s)")
@@ -253,13 +249,8 @@ def main() -> dict:
     p.add_argument("--stages", nargs="+", default=None, help="stages to time (default: all)")
     p.add_argument("--clock", default="wall", choices=["wall", "cpu"],
                    help='wall: elapsed time; cpu: process CPU time (use with OMP_NUM_THREADS=1 on a shared machine) (default: %(default)s)')  # fmt: skip
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=Path(__file__).resolve().parent / "results" / "train_bench.json",
-        help="results file (default: benchmarks/results/train_bench.json)",
-    )
-    args = p.parse_args()
+    add_output_args(p)
+    args = p.parse_args(argv)
     device = torch.device(args.device)
     CLOCK[0] = time.process_time if args.clock == "cpu" else time.perf_counter
     amp = Amp(device, args.amp)
@@ -274,9 +265,7 @@ def main() -> dict:
     )
     batches = make_batches(args.steps, args.batch_size, 5, device)
     results = {
-        "device": str(device), "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
-        "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-        "torch": torch.__version__, "precision": amp.name, "batch_size": args.batch_size, "steps": args.steps, "rounds": args.rounds, "clock": args.clock,
+        "device": str(device), "precision": amp.name, "batch_size": args.batch_size, "steps": args.steps, "rounds": args.rounds, "clock": args.clock,
         "stages": {}, "load_average_before": list(os.getloadavg()),
     }  # fmt: skip
     for name, build in stages(device).items():
@@ -324,9 +313,7 @@ def main() -> dict:
         print("adamw ms/step: " + ", ".join(f"{k} {v:.0f}" for k, v in results["adamw"].items()), flush=True)
     results["load_average_after"] = list(os.getloadavg())
     results["note"] = "best of --rounds interleaved rounds; on a shared CPU machine the numbers are noisy"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results("train", results, argv, label=args.label, out=args.out)
     return results
 
 

@@ -3,11 +3,12 @@
 Baseline in the same run: neurokit2's own 12-lead simulation, ``nk.ecg_simulate(method="multileads")``
 at 500 Hz (signal only, no file writing), against our closed-form model (signal only) and the full
 writers (signal + WFDB files + CSV) with 1 and 2 worker processes.
-Writes benchmarks/results/synthetic_bench.json.
+Writes benchmarks/results/synthetic.json (``python -m benchmarks synthetic [--label NAME]``).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import tempfile
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 import neurokit2 as nk
 import numpy as np
 
+from benchmarks.common import add_output_args, write_results
 from datasets.synthetic.cohort import generate_mimic_like, generate_ptbxl_like
 from datasets.synthetic.signal import simulate_ecg
 
@@ -26,7 +28,13 @@ def _rate(fn, n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def main(n_files: int = 200, n_signals: int = 20) -> dict:
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser("python -m benchmarks synthetic", description=__doc__.splitlines()[0])
+    p.add_argument("--n_files", type=int, default=200, help="records written per writer")
+    p.add_argument("--n_signals", type=int, default=20, help="neurokit2 signals (ours: 10x as many)")
+    add_output_args(p)
+    args = p.parse_args(argv)
+    n_files, n_signals = args.n_files, args.n_signals
     res = {
         "neurokit2_multileads_signal_only": _rate(
             lambda n: [
@@ -49,9 +57,7 @@ def main(n_files: int = 200, n_signals: int = 20) -> dict:
             )
     res = {k: round(v, 1) for k, v in res.items()}
     print(json.dumps({"records_per_second": res}, indent=2))
-    out = Path(__file__).parent / "results" / "synthetic_bench.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"records_per_second": res, "n_files": n_files}, indent=2) + "\n")
+    write_results("synthetic", {"records_per_second": res, "n_files": n_files}, argv, label=args.label, out=args.out)
     return res
 
 

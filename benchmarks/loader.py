@@ -1,6 +1,6 @@
 """Data-loader budget of masked pre-training (paper Sec. 3.3): can one loader process feed one GPU?
 
-    python benchmarks/loader_bench.py [--folders 4] [--per_folder 1024] [--batch_size 64] [--batches 40]
+    python -m benchmarks loader [--folders 4] [--per_folder 1024] [--batch_size 64] [--batches 40]
 
 1. Writes a MIMIC-IV-like tokenised folder (``batch_0, batch_2, ...``: float32 words (N, 256, 96), int32
    lead/time ids, uint16 cached targets) into ``--work_dir`` and opens it as training does
@@ -14,17 +14,14 @@
 
 The files are freshly written, so they sit in the page cache: this measures decoding and copying, not a
 cold disk (a cold NVMe read adds ~100 KB per sentence of I/O; see the printed MB/s). Results:
-benchmarks/results/loader_bench.json.
+benchmarks/results/loader.json, run ``--label``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,13 +31,12 @@ import torch
 from torch.utils.data import Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from datasets.ecg_dataset import build_sentence_dataset  # noqa: E402
-from engine.data import make_loader  # noqa: E402
-from engine.pretrain import PretrainStep  # noqa: E402
-from engine.targets import parts_of  # noqa: E402
-from modeling import create_model  # noqa: E402
+from benchmarks.common import add_output_args, write_results
+from datasets.ecg_dataset import build_sentence_dataset
+from engine.data import make_loader
+from engine.pretrain import PretrainStep
+from engine.targets import parts_of
+from modeling import create_model
 
 SENTENCE_BYTES = 256 * 96 * 4 + 2 * 256 * 4 + 256 * 2  # words, lead ids, time ids, targets
 
@@ -138,8 +134,8 @@ def flops_per_sample(batch: int = 2) -> dict:
     return out
 
 
-def main() -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser("python -m benchmarks loader", description=__doc__.splitlines()[0])
     p.add_argument("--folders", type=int, default=4, help="batch_k folders (default: %(default)s)")
     p.add_argument("--per_folder", type=int, default=1024, help="sentences per folder (default: %(default)s)")
     p.add_argument(
@@ -175,13 +171,8 @@ def main() -> dict:
         default=None,
         help="folder for the synthetic data (default: a temporary folder)",
     )
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=Path(__file__).resolve().parent / "results" / "loader_bench.json",
-        help="results file (default: benchmarks/results/loader_bench.json)",
-    )
-    args = p.parse_args()
+    add_output_args(p)
+    args = p.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="loader_bench_", dir=args.work_dir))
     pin = torch.cuda.is_available()
     try:
@@ -209,8 +200,7 @@ def main() -> dict:
         best_one_process = max(r["samples_per_s"] for r in rows if r["workers"] <= 1)
         best_per_core = max(r.get("samples_per_cpu_s", 0.0) for r in rows)
         result = {
-            "device": "cpu", "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "torch": torch.__version__, "folders": args.folders, "per_folder": args.per_folder,
+            "device": "cpu", "folders": args.folders, "per_folder": args.per_folder,
             "batch_size": args.batch_size, "batches": args.batches, "page_cache": "warm (files just written)",
             "loader": rows, "gflop_per_sample": {k: v / 1e9 for k, v in flops.items()},
             "assumed_gpu": {"peak_tflops": args.peak_tflops, "mfu": args.mfu, "what": "H100 SXM dense bf16"},
@@ -226,9 +216,7 @@ def main() -> dict:
         print(f"best loader with <= 1 worker: {best_one_process:.0f} samples/s wall -> one loader process "
               f"{'CAN' if result['one_loader_process_feeds_one_gpu'] else 'CANNOT'} feed one GPU on this machine now; "
               f"per CPU-second {best_per_core:.0f} -> one free core {'CAN' if result['one_free_core_feeds_one_gpu'] else 'CANNOT'}")  # fmt: skip
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.out}")
+        write_results("loader", result, argv, label=args.label, out=args.out)
         return result
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
