@@ -441,3 +441,22 @@ def test_a_broken_classes_json_is_named(tmp_path):
     (tmp_path / "classes.json").write_text('["NORM", "MI"')
     with pytest.raises(DataFileError, match=rf"{tmp_path / 'classes.json'}: not valid JSON"):
         load_class_names(tmp_path, 2)
+
+
+def test_eval_refuses_a_test_split_the_model_cannot_read(tmp_path):
+    """Training reads train and val only; --eval checks the test split before predicting, naming the file."""
+    from utils.arrays import DataFileError
+
+    down = make_downstream(tmp_path, n_train=4, n_val=2, n_test=2)
+
+    def poison(ids):
+        ids[0, 2] = 17
+        return ids
+
+    _rewrite(down / "test_data_in_times.npy", poison)
+    argv = _finetune_argv(down, tmp_path / "out")
+    _main(FT, argv)
+    csv_path = tmp_path / "results.csv"
+    with pytest.raises(DataFileError, match=r"test_data_in_times.npy: second id 17 at row 0, word 2"):
+        _main(FT, [*argv, "--eval", "--results_csv", csv_path])
+    assert not csv_path.exists()
