@@ -88,7 +88,8 @@ def checkpoint_sha256(spec: str | os.PathLike) -> str:
     path = resolve_checkpoint(spec)
     if not path.is_file():
         where = "" if os.fspath(spec) == os.fspath(path) else f" (resolved to {path})"
-        raise FileNotFoundError(f"checkpoint {spec} does not exist{where}")
+        what = "is a folder, not a checkpoint file" if path.is_dir() else "does not exist"
+        raise FileNotFoundError(f"checkpoint {spec} {what}{where}")
     return sha256_file(path)
 
 

@@ -89,8 +89,12 @@ def test_a_json_file_as_finetune_is_refused_before_anything_is_written(tmp_path)
 
 
 def test_a_folder_given_as_checkpoint_is_named(tmp_path):
+    from modeling.hub import checkpoint_sha256
+
     with pytest.raises(FileNotFoundError, match=rf"checkpoint {tmp_path} is a folder, not a checkpoint file"):
         read_checkpoint(tmp_path)
+    with pytest.raises(FileNotFoundError, match=rf"checkpoint {tmp_path} is a folder, not a checkpoint file"):
+        checkpoint_sha256(tmp_path)  # what the run fingerprint hashes first
 
 
 def test_nan_in_the_optimizer_state_of_a_resumed_checkpoint_names_the_file_and_parameter(tmp_path):
