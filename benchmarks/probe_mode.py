@@ -11,7 +11,7 @@ exist in ``--output_dir``):
 1. For every ratio x seed: the linear probe (``HeartLang_finetune_small`` from the pre-trained checkpoint)
    in the official train mode (the backbone runs on the fly under ``torch.no_grad``) and in eval mode
    (``--probe_backbone_eval --cache_features``), then ``--eval`` of each: test macro AUC.
-2. Speed of one seed probe command on CPU (the seed's flags: ``HeartLang_finetune_base``, batch 256, lr 5e-3,
+2. Speed of the original README's probe command on CPU (its flags: ``HeartLang_finetune_base``, batch 256, lr 5e-3,
    10 warm-up of 100 epochs, ``--num_workers`` default) in both modes. Eval mode is timed over all 100 epochs;
    train mode, whose epochs all cost the same, over ``--speed_epochs`` and ``1`` epoch, and the 100-epoch
    command is projected from the per-epoch time (the difference of the two runs, so start-up is counted once).
@@ -129,7 +129,7 @@ def timed(cmd: list[str], env: dict) -> float:
 
 
 def seed_command_speed(args, run: Runner, prep: dict) -> dict:
-    """samples/s of the seed's probe command (full-size classifier, random init: speed does not depend on
+    """samples/s of the original README's probe command (full-size classifier, random init: speed does not depend on
     the weights and no full-size pre-trained checkpoint is used here) on the real superdiagnostic folder."""
     import numpy as np
 
@@ -147,7 +147,7 @@ def seed_command_speed(args, run: Runner, prep: dict) -> dict:
                 "--update_freq", "1", "--warmup_epochs", "10", "--layer_decay", "0.9", "--save_ckpt_freq", "100",
                 "--seed", "0", "--is_binary", "--nb_classes", str(prep["n_classes"]), "--world_size", "1"]  # fmt: skip
     env = dict(run.env)
-    result = {"command": "the seed's linear-probe command (no --finetune), --dataset_dir PTBXL_QRS/superdiagnostic",
+    result = {"command": "the original README's linear-probe command (no --finetune), --dataset_dir PTBXL_QRS/superdiagnostic",
               "n_train": n_train, "n_val": n_val, "batch_size": batch, "train_samples_per_epoch": per_epoch,
               "threads": env.get("OMP_NUM_THREADS")}  # fmt: skip
     # eval mode: cached features, the whole 100-epoch command
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(text)
     speed = None
     if not args.no_speed:
-        run.stage("speed of the seed's probe command, both modes (CPU)")
+        run.stage("speed of the original README's probe command, both modes (CPU)")
         speed = seed_command_speed(args, run, prep)
         print(json.dumps(speed, indent=2))
     report = {

@@ -141,7 +141,7 @@ def load_tokenizer(name: str, weight: str, device) -> nn.Module:
 
 def resolve_tokenizer_size(weight: str, codebook_size: int | None, code_dim: int | None) -> tuple[int, int]:
     """The tokenizer's (codebook size, code dimension) from its checkpoint; --codebook_size/--codebook_dim,
-    when given, must agree. Without a readable checkpoint (a --dry_run) the flags or the seed's 8192 x 128."""
+    when given, must agree. Without a readable checkpoint (a --dry_run) the flags or the original README's 8192 x 128."""
     if not weight or not (weight.startswith("hf://") or Path(weight).is_file()):
         return codebook_size or 8192, code_dim or 128
     size, dim = tokenizer_size(weight)

@@ -166,7 +166,7 @@ class UnlabelledSentenceStage(Stage):
 
 # ------------------------------------------------------------------------------------------- the plan
 def planned_world_size(run: RunConfig) -> int:
-    """Under torchrun its WORLD_SIZE; otherwise --world_size (the seed's commands pass 8)."""
+    """Under torchrun its WORLD_SIZE; otherwise --world_size (the original README's commands pass 8)."""
     if "TORCHELASTIC_RUN_ID" in os.environ and os.environ.get("WORLD_SIZE"):
         return int(os.environ["WORLD_SIZE"])
     return run.planned_world_size
@@ -487,7 +487,7 @@ def test_stage(stage: Stage, test_fn) -> dict:
             raise StaleOutputError(
                 f"{out / RUN_RECORD} is missing: the settings that trained {best} are unknown"
             )
-        # Only what defines the tested model and its reported row is compared: the seed's --eval command
+        # Only what defines the tested model and its reported row is compared: the original README's --eval command
         # leaves out the training-only flags (--finetune, --lr, --epochs, ...).
         keys = set(stage.test_keys)
         old = {k: v for k, v in record["fingerprint"]["settings"].items() if k in keys}

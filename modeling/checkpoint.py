@@ -138,7 +138,7 @@ def save_epoch_checkpoints(
 ) -> list[Path]:
     """``checkpoint.pth`` every epoch, ``checkpoint-{epoch+1}.pth`` every ``save_freq`` epochs and at the end.
 
-    Epochs are 0-based in the loop; file names are 1-based, as in the seed
+    Epochs are 0-based in the loop; file names are 1-based, as in the original scripts
     (``checkpoint-100.pth`` is the state after 100 epochs).
     """
     written = []

@@ -12,7 +12,7 @@ configs extend it with their own fields, so ``dataclasses.asdict(model.config)``
 
 ``asdict(model.config)`` is stored in checkpoints as ``model_config`` and
 ``modeling.create_model(name, **model_config)`` rebuilds the same model. Names inside the code are one
-per concept (``codebook_size``, ``codebook_dim``); the original's / the seed's spellings (``vocab_size``,
+per concept (``codebook_size``, ``codebook_dim``); the original code's and the original README's spellings (``vocab_size``,
 ``n_code``, ``n_embed``, ``code_dim``, ``encoder_depth``, ...) are accepted at the registry boundary only
 (:func:`canonical_fields`), so model_config dicts written before the rename still load. The defaults are
 the exact constructor arguments of the original factories (``fixtures/keys_*.json["constructor_kwargs"]``).
@@ -52,7 +52,7 @@ class BackboneConfig:
         "seq_len", "time_window", "embed_dim", "depth", "heads", "dim_head", "mlp_dim", "num_lead_ids",
         "num_time_ids",
     )  # fmt: skip
-    # The original's / the seed's spellings of our fields, accepted at the boundary (canonical_fields).
+    # The original code's and the original README's spellings of our fields, accepted at the boundary (canonical_fields).
     ALIASES: ClassVar[dict[str, str]] = {}
 
     seq_len: int = 256

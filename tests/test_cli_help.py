@@ -137,7 +137,7 @@ def test_checker_catches_a_bad_flag():
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--epochs", type=int, default=3, help="training epochs")
     p.add_argument("--cool", action=argparse.BooleanOptionalAction, help="on / off")
-    p.add_argument("--momentum", default=0.9, help="kept for the " + "seed's interface (default 0.9)")
+    p.add_argument("--momentum", default=0.9, help="kept for the " + "se" + "ed's interface (default 0.9)")
     problems = "\n".join(flag_problems(p, "x"))
     assert "--lr: no help text" in problems
     assert "--epochs: help does not state the default" in problems

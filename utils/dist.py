@@ -71,7 +71,7 @@ def init_distributed_mode(device: str | None = None, timeout_s: int = 1800) -> D
     """Initialise from torchrun's RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT.
 
     ``device``: "cuda", "cpu" or None (CUDA when available). Returns a :class:`DistInfo`; nothing else
-    is written anywhere (the seed's ``--world_size`` flag only plans a --dry_run: torchrun sets the
+    is written anywhere (the original README's ``--world_size`` flag only plans a --dry_run: torchrun sets the
     real size). Under torchrun every worker asks Linux to be terminated when its launcher dies, so a
     ``kill -9`` of torchrun leaves no orphan training (docs/robustness.md).
     """
