@@ -76,7 +76,9 @@ def portable_arg(arg: str) -> str:
 
 def add_output_args(parser, label: str = "latest") -> None:
     """``--label`` (the run's name inside the results file; other runs there are kept) and ``--out``."""
-    parser.add_argument("--label", default=label, help='run name inside the results file; other runs there are kept (default: %(default)s)')
+    parser.add_argument(
+        "--label", default=label, help="run name inside the results file; other runs are kept (default: %(default)s)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="results file (default: benchmarks/results/<name>.json)")
 
 

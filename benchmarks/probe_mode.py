@@ -45,7 +45,9 @@ def get_args_parser():
     p.description = "linear probe: the original's train-mode backbone vs an eval-mode backbone"
     p.prog = "python -m benchmarks probe_mode"
     p.set_defaults(results_json=None)  # default: benchmarks/results/probe_mode.json
-    p.add_argument("--label", default="latest", help="run name inside benchmarks/results/probe_mode.json (default: %(default)s)")
+    p.add_argument(
+        "--label", default="latest", help="run name inside benchmarks/results/probe_mode.json (default: %(default)s)"
+    )
     p.add_argument(
         "--seeds",
         nargs="+",

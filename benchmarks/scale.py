@@ -149,12 +149,15 @@ def check_requirements(runs: list[dict]) -> dict:
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("python -m benchmarks scale", description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 50000], help='record counts to measure (default: 1000 10000 50000)')
-    p.add_argument("--batch_folders", type=int, default=5, help='batch_k folders at every N (>= 4) (default: %(default)s)')
-    p.add_argument("--num_workers", type=int, default=None, help="default: each stage's own default")
-    p.add_argument("--work_dir", type=Path, default=None, help="default: a temporary folder")
-    p.add_argument("--keep", action="store_true", help="keep the generated data")
-    p.add_argument("--loader_batch_size", type=int, default=64, help='batch size of the timed loader epoch (default: %(default)s)')
+    p.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 50000],
+                   help="numbers of records, one rehearsal each (default: 1000 10000 50000)")  # fmt: skip
+    p.add_argument("--batch_folders", type=int, default=5,
+                   help="batch_k folders at every N; the batch grows with N (default: %(default)s)")  # fmt: skip
+    p.add_argument("--num_workers", type=int, default=None,
+                   help="workers of every stage (default: each stage's own default; loader: 4)")  # fmt: skip
+    p.add_argument("--work_dir", type=Path, default=None, help="where data is generated (default: a temporary folder)")
+    p.add_argument("--keep", action="store_true", help="keep the generated data (default: deleted after each N)")
+    p.add_argument("--loader_batch_size", type=int, default=64, help="pre-training batch (default: %(default)s)")
     add_output_args(p)
     p.add_argument("--_loader", nargs=3, default=None, help=argparse.SUPPRESS)
     return p

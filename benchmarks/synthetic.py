@@ -30,8 +30,8 @@ def _rate(fn, n: int) -> float:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser("python -m benchmarks synthetic", description=__doc__.splitlines()[0])
-    p.add_argument("--n_files", type=int, default=200, help='records written per writer (default: %(default)s)')
-    p.add_argument("--n_signals", type=int, default=20, help='neurokit2 signals (ours: 10x as many) (default: %(default)s)')
+    p.add_argument("--n_files", type=int, default=200, help="records written per writer (default: %(default)s)")
+    p.add_argument("--n_signals", type=int, default=20, help="neurokit2 signals; ours: 10x as many (default: %(default)s)")
     add_output_args(p)
     args = p.parse_args(argv)
     n_files, n_signals = args.n_files, args.n_signals
