@@ -125,7 +125,7 @@ def _with(argv: list, flag: str, value) -> list:
 )
 @case(SETTINGS, "finetune", "refused")
 def test_finetune_rerun_with_other_settings_is_refused(runs, tmp_path, capsys, flag, value, named):
-    """The issue's case: the same --output_dir with another --seed/--split_ratio/--finetune trained nothing
+    """The reported case: the same --output_dir with another --seed/--split_ratio/--finetune trained nothing
     ("training time 0.0 s") and reported the old model under the new settings."""
     out = _copy_run(runs.ft, tmp_path)
     if value == "OTHER":
