@@ -11,6 +11,7 @@ import sys
 
 # name -> (module, one line)
 SUBCOMMANDS = {
+    "dropout": ("benchmarks.dropout", "dropout forward on CPU: the models' fast dropout vs torch's F.dropout"),
     "model": ("benchmarks.model", "forward+backward of the full-size models vs the original's kernels"),
     "train": ("benchmarks.train", "training step of every stage: engine vs a bare loop with the original's kernels"),
     "compile": ("benchmarks.compile", "--compile: parity on tiny models, speed at full size"),
