@@ -32,6 +32,18 @@ def test_world_size_without_master_addr_is_a_clear_error(monkeypatch):
         D.init_distributed_mode(device="cpu")
 
 
+def test_collective_timeout_default_env_and_bad_values(monkeypatch):
+    monkeypatch.delenv(D.TIMEOUT_ENV, raising=False)
+    assert D.collective_timeout_s() == D.DEFAULT_TIMEOUT_S == 1800
+    monkeypatch.setenv(D.TIMEOUT_ENV, "7200")
+    assert D.collective_timeout_s() == 7200
+    assert D.collective_timeout_s(30) == 30  # an explicit value wins
+    for bad in ("soon", "0", "-5"):
+        monkeypatch.setenv(D.TIMEOUT_ENV, bad)
+        with pytest.raises(ValueError, match=D.TIMEOUT_ENV):
+            D.collective_timeout_s()
+
+
 def test_seed_everything_differs_per_rank():
     assert D.seed_everything(5, rank=0) == 5
     a = torch.rand(3)

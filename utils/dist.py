@@ -67,9 +67,36 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name}={value!r} is not an integer") from exc
 
 
-def init_distributed_mode(device: str | None = None, timeout_s: int = 1800) -> DistInfo:
+DEFAULT_TIMEOUT_S = 1800
+TIMEOUT_ENV = "HEARTLANG_DIST_TIMEOUT"
+
+
+def collective_timeout_s(timeout_s: float | None = None) -> float:
+    """Seconds a collective (all-reduce, barrier) waits for the other ranks before the run fails.
+
+    ``timeout_s`` when given, else the environment variable ``HEARTLANG_DIST_TIMEOUT``, else 1800 (30 min:
+    torch's default for gloo; NCCL's own would be 10 min). A rank that dies is noticed at once (its
+    connections close); this bounds the wait for a rank that hangs, and for the ranks that wait while
+    rank 0 computes the pre-training target cache (docs/distributed.md).
+    """
+    if timeout_s is None:
+        raw = os.environ.get(TIMEOUT_ENV, "")
+        if raw.strip() == "":
+            return float(DEFAULT_TIMEOUT_S)
+        try:
+            timeout_s = float(raw)
+        except ValueError as exc:
+            raise ValueError(f"environment variable {TIMEOUT_ENV}={raw!r} is not a number of seconds") from exc
+    if not timeout_s > 0:
+        raise ValueError(f"the collective timeout must be > 0 seconds, got {timeout_s} ({TIMEOUT_ENV})")
+    return float(timeout_s)
+
+
+def init_distributed_mode(device: str | None = None, timeout_s: float | None = None) -> DistInfo:
     """Initialise from torchrun's RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT.
 
+    ``RANK`` is the global rank (the only one that decides who writes); ``LOCAL_RANK`` only picks the GPU
+    of this node. ``timeout_s``: see :func:`collective_timeout_s` (None: ``HEARTLANG_DIST_TIMEOUT`` or 1800).
     ``device``: "cuda", "cpu" or None (CUDA when available). Returns a :class:`DistInfo`; nothing else
     is written anywhere (the original README's ``--world_size`` flag only plans a --dry_run: torchrun sets the
     real size). Under torchrun every worker asks Linux to be terminated when its launcher dies, so a
@@ -83,6 +110,7 @@ def init_distributed_mode(device: str | None = None, timeout_s: int = 1800) -> D
     rank = _env_int("RANK", 0)
     local_rank = _env_int("LOCAL_RANK", 0)
     distributed = world_size > 1
+    timeout = datetime.timedelta(seconds=collective_timeout_s(timeout_s))
     die_with_launcher()  # under torchrun (also with one process); the entry scripts already did, this is cheap
 
     if use_cuda:
@@ -101,10 +129,14 @@ def init_distributed_mode(device: str | None = None, timeout_s: int = 1800) -> D
             init_method="env://",
             world_size=world_size,
             rank=rank,
-            timeout=datetime.timedelta(seconds=timeout_s),
+            timeout=timeout,
             **({"device_id": dev} if use_cuda else {}),
         )
         dist.barrier()
+        print0(
+            f"distributed: {world_size} processes ({backend}), "
+            f"collective timeout {timeout.total_seconds():g} s ({TIMEOUT_ENV})"
+        )
 
     info = DistInfo(
         rank=rank, world_size=world_size, local_rank=local_rank, device=dev, distributed=distributed
