@@ -415,3 +415,26 @@ def test_preprocessing_and_tokenizer_entry_modules_do_not_import_torch(repo_root
         [sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]", out.stdout[:300]
+
+
+def test_interrupted_tokenizer_rerun_leaves_no_split_that_looks_finished(tmp_path, monkeypatch):
+    from datasets.qrs import parallel
+
+    x = simulate_cohort(6, seed=9)["signals"]
+    kw = dict(num_workers=1, chunk_size=2, progress=False, verbose=False)
+    tokenize_array(x[:3], tmp_path, "train", **kw)
+    real = parallel._tokenize_chunk
+
+    def dies_on_second_chunk(source, start, *a):
+        if start >= 2:
+            raise OSError(28, "No space left on device")
+        return real(source, start, *a)
+
+    monkeypatch.setattr(parallel, "_tokenize_chunk", dies_on_second_chunk)
+    with pytest.raises(OSError, match="No space left"):
+        tokenize_array(x, tmp_path, "train", **kw)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train_tokenizer_summary.json"]  # no array, no temp
+    assert json.loads((tmp_path / "train_tokenizer_summary.json").read_text())["stamp"]["state"] == "running"
+    settings = parallel.tokenizer_settings(range(12), x.shape, "nct", 100, 256, 96, "official", "xqrs_fast")
+    decision = parallel.split_step(tmp_path, "train", settings).decide()
+    assert not decision.reuse and decision.reasons[0].startswith("an earlier run did not finish")

@@ -158,7 +158,8 @@ def output_problems(root: str | os.PathLike, outputs: Sequence[dict]) -> list[st
         now = path.stat().st_mtime_ns
         if now != rec["mtime_ns"]:
             out.append(
-                f"output {path} was rewritten after the step completed (mtime_ns {rec['mtime_ns']} -> {now})"
+                f"output {path} was rewritten after the step completed (mtime_ns {rec['mtime_ns']} -> {now}; "
+                "a copy that did not keep file times looks the same: copy with cp -p or rsync -t)"
             )
     return out
 
