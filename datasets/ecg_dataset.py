@@ -7,6 +7,11 @@ A ``*_QRS`` folder holds, per split:
 than RAM still trains: only the rows of a batch are read. MIMIC-IV pre-training data is split over
 ``batch_0, batch_1, ...`` sub-folders; :func:`build_sentence_dataset` concatenates them lazily
 (by default without ``batch_1``, as the original; see ``OFFICIAL_SKIPPED_BATCH_FOLDERS``).
+
+Before a split is read, the QRS tokenizer must have completed it on the arrays there now
+(``utils.artifacts.require_complete`` on ``{split}_tokenizer_summary.json``): a split whose tokenisation was
+interrupted, or whose arrays were rewritten or truncated since, is refused naming the folder and the file.
+Arrays without a tokenizer summary (made by hand) are read as they are.
 """
 
 from __future__ import annotations
@@ -23,8 +28,13 @@ import torch
 from torch.utils.data import Dataset, Subset, default_collate
 
 from utils.arrays import DataFileError, first_where, open_npy, scan_range
+from utils.artifacts import require_complete
 
 LABEL_VALUES = (0, 1)  # multi-hot: one column per class
+
+#: The tokenizer's completion record of a split (written by datasets/qrs, the stamp under "stamp").
+TOKENIZER_RECORD = "{split}_tokenizer_summary.json"
+SENTENCE_FILES = ("{split}_data.npy", "{split}_data_in_chans.npy", "{split}_data_in_times.npy")
 
 
 def _load(path: Path) -> np.ndarray:
@@ -65,6 +75,12 @@ class SentenceDataset(Dataset):
     def __init__(self, root: str | Path, split: str, with_labels: bool = True):
         self.root = Path(root)
         self.split = split
+        record = TOKENIZER_RECORD.format(split=split)
+        files = [f.format(split=split) for f in SENTENCE_FILES]
+        if (self.root / record).is_file() and all((self.root / f).is_file() for f in files):
+            require_complete(
+                self.root, [record], files, what=f"reading the {split} sentences", nests={record: "stamp"}
+            )
         self.data = _load(self.root / f"{split}_data.npy")
         self.chans = _load(self.root / f"{split}_data_in_chans.npy")
         self.times = _load(self.root / f"{split}_data_in_times.npy")

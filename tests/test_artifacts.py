@@ -438,3 +438,20 @@ def test_interrupted_tokenizer_rerun_leaves_no_split_that_looks_finished(tmp_pat
     settings = parallel.tokenizer_settings(range(12), x.shape, "nct", 100, 256, 96, "official", "xqrs_fast")
     decision = parallel.split_step(tmp_path, "train", settings).decide()
     assert not decision.reuse and decision.reasons[0].startswith("an earlier run did not finish")
+
+
+def test_training_data_refuses_sentences_changed_after_tokenisation(tmp_path):
+    from datasets.ecg_dataset import SentenceDataset
+
+    x = simulate_cohort(4, seed=3)["signals"]
+    tokenize_array(x, tmp_path, "train", num_workers=1, progress=False, verbose=False)
+    assert len(SentenceDataset(tmp_path, "train", with_labels=False)) == 4
+    chans = np.load(tmp_path / "train_data_in_chans.npy")
+    np.save(tmp_path / "train_data_in_chans.npy", chans[::-1].copy())  # another run's ids, same shape
+    with pytest.raises(IncompleteInputError, match=r"train_data_in_chans.npy was rewritten after the step"):
+        SentenceDataset(tmp_path, "train", with_labels=False)
+    summary = json.loads((tmp_path / "train_tokenizer_summary.json").read_text())
+    summary["stamp"]["state"] = "running"  # what a tokenisation killed half-way leaves
+    write_json(tmp_path / "train_tokenizer_summary.json", summary)
+    with pytest.raises(IncompleteInputError, match=rf"{tmp_path} is not a finished output of qrs_tokenizer"):
+        SentenceDataset(tmp_path, "train", with_labels=False)
