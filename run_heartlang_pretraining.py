@@ -78,7 +78,7 @@ def build_stage(args: argparse.Namespace) -> PretrainStage:
     run, optim = configs_from_args(args, "pretrain")
     return PretrainStage(
         run, optim, dataset_dir=args.dataset_dir, model=args.model, tokenizer_model=args.tokenizer_model,
-        tokenizer_weight=args.tokenizer_weight, codebook_size=args.codebook_size, code_dim=args.codebook_dim,
+        tokenizer_weight=args.tokenizer_weight, codebook_size=args.codebook_size, codebook_dim=args.codebook_dim,
         mask_ratio=args.mask_ratio, targets=args.targets,
     )  # fmt: skip
 

@@ -68,7 +68,7 @@ def build_stage(args: argparse.Namespace) -> VQHBRStage:
     run, optim = configs_from_args(args, "vqhbr", lr_batch_reference=LR_BATCH_REFERENCE)
     return VQHBRStage(
         run, optim, dataset_dir=args.dataset_dir, model=args.model, codebook_size=args.codebook_n_emd,
-        code_dim=args.codebook_emd_dim, ema_decay=args.ema_decay, kmeans_init=args.quantize_kmeans_init,
+        codebook_dim=args.codebook_emd_dim, ema_decay=args.ema_decay, kmeans_init=args.quantize_kmeans_init,
     )  # fmt: skip
 
 

@@ -56,7 +56,7 @@ def stage(name: str, size: str, device):
     if name == "pretrain":
         model = create_model("HeartLang_tiny" if tiny else "HeartLang").to(device)
         step = PretrainStep(None, device, cached=True)
-        return model, step, lambda m, b: m(b[0], in_chan_matrix=b[1], in_time_matrix=b[2])
+        return model, step, lambda m, b: m(b[0], lead_ids=b[1], time_ids=b[2])
     model = create_model("HeartLang_finetune_tiny" if tiny else "HeartLang_finetune_base", num_classes=5).to(
         device
     )
@@ -66,7 +66,7 @@ def stage(name: str, size: str, device):
         logits, yy = forward_batch(m, (x, c, t, (y[:, :5] % 2).float()), device)
         return compute_loss(logits, yy, True), {}
 
-    return model, step, lambda m, b: m(b[0], in_chan_matrix=b[1], in_time_matrix=b[2])
+    return model, step, lambda m, b: m(b[0], lead_ids=b[1], time_ids=b[2])
 
 
 def train(model, step_fn, data, compiled: bool, backend: str, device) -> tuple[list[float], float, float]:

@@ -69,7 +69,7 @@ def forward_batch(model, batch, device: torch.device) -> tuple[torch.Tensor, tor
     if len(inputs) == 1:
         return model(inputs[0]), y
     x, c, t = inputs
-    return model(x, in_chan_matrix=c, in_time_matrix=t), y
+    return model(x, lead_ids=c, time_ids=t), y
 
 
 class FeatureDataset(Dataset):
@@ -259,7 +259,7 @@ class FinetuneStage(Stage):
             logits = module(feats)
         else:
             x, c, t = inputs
-            logits = module(x, in_chan_matrix=c, in_time_matrix=t)
+            logits = module(x, lead_ids=c, time_ids=t)
         return compute_loss(logits, y, self.is_binary), {}
 
     def evaluate(self, module, loader, ctx: Context) -> dict:

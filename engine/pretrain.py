@@ -111,7 +111,7 @@ class PretrainStep:
             labels = cached.to(self.device, non_blocking=True).long()[mask]
         else:
             labels = self.targets(x, c, t)[mask]
-        logits = model(x, mask_bool_matrix=mask, in_chan_matrix=c, in_time_matrix=t)
+        logits = model(x, mask_bool_matrix=mask, lead_ids=c, time_ids=t)
         loss = F.cross_entropy(logits.float(), labels)
         acc = (logits.detach().argmax(-1) == labels).float().mean()
         return loss, {"mlm_acc": float(acc)}
@@ -139,13 +139,13 @@ def load_tokenizer(name: str, weight: str, device) -> nn.Module:
     return tokenizer.eval()
 
 
-def resolve_tokenizer_size(weight: str, codebook_size: int | None, code_dim: int | None) -> tuple[int, int]:
+def resolve_tokenizer_size(weight: str, codebook_size: int | None, codebook_dim: int | None) -> tuple[int, int]:
     """The tokenizer's (codebook size, code dimension) from its checkpoint; --codebook_size/--codebook_dim,
     when given, must agree. Without a readable checkpoint (a --dry_run) the flags or the original README's 8192 x 128."""
     if not weight or not (weight.startswith("hf://") or Path(weight).is_file()):
-        return codebook_size or 8192, code_dim or 128
+        return codebook_size or 8192, codebook_dim or 128
     size, dim = tokenizer_size(weight)
-    for flag, given, actual in (("--codebook_size", codebook_size, size), ("--codebook_dim", code_dim, dim)):
+    for flag, given, actual in (("--codebook_size", codebook_size, size), ("--codebook_dim", codebook_dim, dim)):
         if given is not None and given != actual:
             raise ValueError(
                 f"{flag} {given} does not match the tokenizer {weight} ({actual}): drop the flag (the size is "
@@ -160,7 +160,7 @@ class PretrainStage(UnlabelledSentenceStage):
     name = "pretrain"
 
     def __init__(self, run, optim, dataset_dir: str, model: str, tokenizer_model: str, tokenizer_weight: str,
-                 codebook_size: int | None, code_dim: int | None, mask_ratio: float,
+                 codebook_size: int | None, codebook_dim: int | None, mask_ratio: float,
                  targets: str = "cached"):  # fmt: skip
         super().__init__(run, optim)
         if targets not in TARGET_MODES:
@@ -174,8 +174,8 @@ class PretrainStage(UnlabelledSentenceStage):
         )
         # Up front: the vocabulary is the tokenizer's codebook (read from --tokenizer_weight; the flags, when
         # given, must agree; a non-VQ-HBR file is refused here).
-        codebook_size, code_dim = resolve_tokenizer_size(tokenizer_weight, codebook_size, code_dim)
-        self.codebook_size, self.code_dim, self.mask_ratio = codebook_size, code_dim, mask_ratio
+        codebook_size, codebook_dim = resolve_tokenizer_size(tokenizer_weight, codebook_size, codebook_dim)
+        self.codebook_size, self.codebook_dim, self.mask_ratio = codebook_size, codebook_dim, mask_ratio
 
     def inputs_identity(self) -> dict:
         if not self.tokenizer_weight:

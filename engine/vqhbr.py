@@ -1,7 +1,7 @@
 """VQ-HBR training loop pieces (paper Sec. 3.2, vector-quantised heartbeat reconstruction).
 
 Loss = MSE reconstruction of every word (padding included) + commitment loss, both computed by
-``VQHBR.forward(x, in_chan_matrix, in_time_matrix) -> (loss, log)``. Besides the losses we report
+``VQHBR.forward(x, lead_ids, time_ids) -> (loss, log)``. Besides the losses we report
 codebook usage: the number of unused codes and the perplexity ``exp(H(p))`` of the code distribution
 ``p`` (8192 = every code equally used, 1 = collapse). :class:`VQHBRStage` plugs these into engine.run.
 """
@@ -31,7 +31,7 @@ def vqhbr_step(model, batch, device: torch.device):
     x = x.to(device, non_blocking=True)
     c = c.to(device, non_blocking=True)
     t = t.to(device, non_blocking=True)
-    loss, log = model(x, in_chan_matrix=c, in_time_matrix=t)
+    loss, log = model(x, lead_ids=c, time_ids=t)
     return loss, _strip(log)
 
 
@@ -70,7 +70,7 @@ def evaluate(model, loader, device: torch.device, amp: Amp) -> dict:
         x, c, t = x.to(device), c.to(device), t.to(device)
         with amp.autocast():
             # Official behaviour: the quantizer updates its usage EMA even in eval mode; we keep it.
-            _, log = net(x, in_chan_matrix=c, in_time_matrix=t)
+            _, log = net(x, lead_ids=c, time_ids=t)
             ids = net.get_codebook_indices(x, c, t)
         counts += torch.bincount(ids.reshape(-1), minlength=n_code).double()
         logger.update(**_strip(log))
@@ -86,13 +86,13 @@ class VQHBRStage(UnlabelledSentenceStage):
 
     name = "vqhbr"
 
-    def __init__(self, run, optim, dataset_dir: str, model: str, codebook_size: int, code_dim: int,
+    def __init__(self, run, optim, dataset_dir: str, model: str, codebook_size: int, codebook_dim: int,
                  ema_decay: float, kmeans_init: bool):  # fmt: skip
         super().__init__(run, optim)
         self.dataset_dir = dataset_dir
         self.model_name = model
         self.model_kwargs = dict(
-            codebook_size=codebook_size, codebook_dim=code_dim, decay=ema_decay, quantize_kmeans_init=kmeans_init,
+            codebook_size=codebook_size, codebook_dim=codebook_dim, decay=ema_decay, quantize_kmeans_init=kmeans_init,
             padding_attention_mask=run.recipe["padding_attention_mask"],
         )  # fmt: skip
 

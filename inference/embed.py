@@ -7,7 +7,7 @@
     emb = embed_ecg(model, signal, fs=500)                             # (12, T) mV array, any length >= 10 s
 
 * :func:`embed_sentences` runs the encoder (no mask) on tokenised sentences ``x (B, 256, 96)``,
-  ``in_chans (B, 256)``, ``in_times (B, 256)`` and pools the final-norm features: ``cls`` = the CLS
+  ``lead_ids (B, 256)``, ``time_ids (B, 256)`` and pools the final-norm features: ``cls`` = the CLS
   output (what the linear probe reads), ``mean`` = the mean over the sentence's real words (lead id
   != 0; a sentence without any word gets zeros).
 * :func:`embed_ecg` reads / checks raw records, applies the preprocessing chain of the checkpoint's
@@ -46,11 +46,11 @@ def _backbone(model: nn.Module) -> HeartLang:
 def embed_sentences(
     model: nn.Module,
     x: torch.Tensor | np.ndarray,
-    in_chans: torch.Tensor | np.ndarray | None = None,
-    in_times: torch.Tensor | np.ndarray | None = None,
+    lead_ids: torch.Tensor | np.ndarray | None = None,
+    time_ids: torch.Tensor | np.ndarray | None = None,
     pool: str = "cls",
 ) -> torch.Tensor:
-    """Sentence embeddings. x: (B, 256, 96); in_chans, in_times: (B, 256) ints (0 = padding).
+    """Sentence embeddings. x: (B, 256, 96); lead_ids, time_ids: (B, 256) ints (0 = padding).
 
     Returns (B, D) for ``cls`` / ``mean``, (B, 2, D) for ``both`` ([:, 0] CLS, [:, 1] mean), float32 on CPU.
     """
@@ -59,8 +59,8 @@ def embed_sentences(
     backbone = _backbone(model)
     device = next(backbone.parameters()).device
     x = torch.as_tensor(x, dtype=torch.float32, device=device)
-    c = None if in_chans is None else torch.as_tensor(in_chans, dtype=torch.long, device=device)
-    t = None if in_times is None else torch.as_tensor(in_times, dtype=torch.long, device=device)
+    c = None if lead_ids is None else torch.as_tensor(lead_ids, dtype=torch.long, device=device)
+    t = None if time_ids is None else torch.as_tensor(time_ids, dtype=torch.long, device=device)
     check_sentences(backbone.config, x, c, t)
     backbone.eval()
     feats = backbone(x, None, c, t, return_all_tokens=True)  # (B, 257, D), final LayerNorm applied
@@ -81,7 +81,7 @@ def check_sentences(config, x: torch.Tensor, c: torch.Tensor | None, t: torch.Te
             f"x: shape {tuple(x.shape)}; the model reads (B, {want[0]}, {want[1]}) sentences "
             f"({want[0]} words of {want[1]} samples)"
         )
-    for name, ids, limit in (("in_chans", c, config.num_lead_ids), ("in_times", t, config.num_time_ids)):
+    for name, ids, limit in (("lead_ids", c, config.num_lead_ids), ("time_ids", t, config.num_time_ids)):
         if ids is None:
             continue
         if tuple(ids.shape) != tuple(x.shape[:2]):
@@ -96,8 +96,8 @@ def check_sentences(config, x: torch.Tensor, c: torch.Tensor | None, t: torch.Te
 
 
 def tokenize_ecgs(signals: np.ndarray, used_channels=None, detector: str = DEFAULT_DETECTOR, names=None):
-    """Preprocessed records (N, 12, 1000) or one (12, 1000) at 100 Hz -> ``(x (N, 256, 96), in_chans (N, 256),
-    in_times (N, 256))``. Raw records go through :func:`embed_ecg` / :func:`record_sentence` instead.
+    """Preprocessed records (N, 12, 1000) or one (12, 1000) at 100 Hz -> ``(x (N, 256, 96), lead_ids (N, 256),
+    time_ids (N, 256))``. Raw records go through :func:`embed_ecg` / :func:`record_sentence` instead.
 
     A record in which the detector finds no R peak would be an all-padding sentence: refused
     (``SignalError("no_beat")`` naming it, ``names[i]`` or its index).
@@ -112,14 +112,14 @@ def tokenize_ecgs(signals: np.ndarray, used_channels=None, detector: str = DEFAU
         )
     if len(signals) == 0:
         raise ValueError("tokenize_ecgs: no record given (shape (0, 12, 1000)); pass at least one record")
-    words, chans, times = [], [], []
+    words, lead_ids, time_ids = [], [], []
     for i, record in enumerate(signals):
         name = names[i] if names is not None else f"record {i}"
         w, c, t = _tokenize(name, record, used_channels, detector)
         words.append(w)
-        chans.append(c)
-        times.append(t)
-    return np.stack(words), np.stack(chans), np.stack(times)
+        lead_ids.append(c)
+        time_ids.append(t)
+    return np.stack(words), np.stack(lead_ids), np.stack(time_ids)
 
 
 def _tokenize(name: str, x: np.ndarray, used_channels, detector: str):
@@ -172,7 +172,7 @@ def _names(lead_names):
 def record_sentence(
     record: ECGRecord, chain: str = "mimic", scaler=None, used_channels=None, detector=DEFAULT_DETECTOR
 ):
-    """One raw record -> its sentence ``(x (256, 96), in_chans (256,), in_times (256,))``: preprocessed by
+    """One raw record -> its sentence ``(x (256, 96), lead_ids (256,), time_ids (256,))``: preprocessed by
     ``chain`` (:func:`inference.records.prepare_record`), then QRS-tokenised at 100 Hz."""
     return _tokenize(record.name, prepare_record(record, chain, scaler), used_channels, detector)
 

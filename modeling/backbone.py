@@ -5,7 +5,7 @@ and computes, in the official order:
 
 1. Conv1d token embedding along the word axis (kernel 3, circular padding, no bias),
 2. ``x * (1 - w) + mask_token * w`` for masked words,
-3. ``+ spa_embed(in_chans)`` and 4. ``+ tem_embed(in_times)`` when given,
+3. ``+ spa_embed(lead_ids)`` and 4. ``+ tem_embed(time_ids)`` when given,
 5. prepend the CLS token, 6. ``+ pos_embed``, 7. dropout, 8. the blocks, 9. LayerNorm ``norm_layer``.
 
 Two corrected variants are available behind flags (default off = original):
@@ -58,13 +58,13 @@ class SentenceBackbone(nn.Module):
         self.norm_layer = nn.LayerNorm(d)
 
     def _attention_mask(
-        self, x: torch.Tensor, in_chans: torch.Tensor | None, padding_mask: torch.Tensor | None
+        self, x: torch.Tensor, lead_ids: torch.Tensor | None, padding_mask: torch.Tensor | None
     ) -> torch.Tensor | None:
         """Bool (B, 1, 1, N+1) key mask, True = may attend; None in the original (no mask) mode."""
         if not self.padding_attention_mask:
             return None
         if padding_mask is None:
-            padding_mask = padding_positions(x, in_chans)
+            padding_mask = padding_positions(x, lead_ids)
         keep = torch.cat([padding_mask.new_ones(padding_mask.shape[0], 1), ~padding_mask.bool()], dim=1)
         return keep[:, None, None, :]
 
@@ -72,19 +72,19 @@ class SentenceBackbone(nn.Module):
         self,
         x: torch.Tensor,
         mask_bool_matrix: torch.Tensor | None = None,
-        in_chan_matrix: torch.Tensor | None = None,
-        in_time_matrix: torch.Tensor | None = None,
+        lead_ids: torch.Tensor | None = None,
+        time_ids: torch.Tensor | None = None,
         padding_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x: (B, N, C), mask_bool_matrix: (B, N) bool or None -> (B, N+1, D), CLS first, after norm_layer.
 
         padding_mask (B, N) bool is only read with ``padding_attention_mask``; when None it is taken from
-        ``in_chan_matrix == 0`` or, without ids, from all-zero words.
+        ``lead_ids == 0`` or, without ids, from all-zero words.
         """
         b, n, _ = x.shape
         if n > self.seq_len:
             raise ValueError(f"sentence has {n} words but the model was built for at most {self.seq_len}")
-        attn_mask = self._attention_mask(x, in_chan_matrix, padding_mask)
+        attn_mask = self._attention_mask(x, lead_ids, padding_mask)
         if mask_bool_matrix is not None and self.mask_before_conv:
             # Corrected variant: a masked word's samples are removed before the kernel-3 convolution.
             x = x.masked_fill(mask_bool_matrix.bool().unsqueeze(-1), 0.0)
@@ -98,10 +98,10 @@ class SentenceBackbone(nn.Module):
         else:
             w = mask_bool_matrix.unsqueeze(-1).type_as(tokens)
         tokens = tokens * (1 - w) + self.mask_token * w
-        if in_chan_matrix is not None:
-            tokens = tokens + self.spa_embed(in_chan_matrix)
-        if in_time_matrix is not None:
-            tokens = tokens + self.tem_embed(in_time_matrix)
+        if lead_ids is not None:
+            tokens = tokens + self.spa_embed(lead_ids)
+        if time_ids is not None:
+            tokens = tokens + self.tem_embed(time_ids)
         cls = self.cls_token.view(1, 1, -1).expand(b, 1, -1)
         tokens = torch.cat([cls, tokens], dim=1) + self.pos_embed[:, : n + 1]
         tokens = self.dropout(tokens)

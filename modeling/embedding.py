@@ -2,9 +2,9 @@
 embeddings and the padding rule. The backbone that uses them lives in ``modeling/backbone.py``.
 
 An ECG sentence is ``x: (B, N, C)`` with N <= 256 words of C values (C = 96 samples for raw words,
-C = codebook_dim for the VQ-HBR decoder), plus lead ids ``in_chans: (B, N)`` and second ids
-``in_times: (B, N)`` (0 = padding, 1..15 otherwise; the models' forward keywords keep the original's
-names ``in_chan_matrix`` / ``in_time_matrix``).
+C = codebook_dim for the VQ-HBR decoder), plus lead ids ``lead_ids: (B, N)`` and second ids
+``time_ids: (B, N)`` (0 = padding, 1..15 otherwise; the original calls them ``in_chan_matrix`` /
+``in_time_matrix``, and the tokenizer's files ``{split}_data_in_chans.npy`` / ``_in_times.npy``).
 """
 
 from __future__ import annotations
@@ -44,6 +44,6 @@ def padding_words(x: torch.Tensor) -> torch.Tensor:
     return (x == 0).all(dim=-1)
 
 
-def padding_positions(x: torch.Tensor, in_chans: torch.Tensor | None = None) -> torch.Tensor:
+def padding_positions(x: torch.Tensor, lead_ids: torch.Tensor | None = None) -> torch.Tensor:
     """Padding words: lead id 0 when ids are given, else all-zero words. -> (B, N) bool."""
-    return in_chans == 0 if in_chans is not None else padding_words(x)
+    return lead_ids == 0 if lead_ids is not None else padding_words(x)

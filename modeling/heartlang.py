@@ -29,8 +29,8 @@ class HeartLang(SentenceBackbone):
         self,
         x: torch.Tensor,
         mask_bool_matrix: torch.Tensor | None = None,
-        in_chan_matrix: torch.Tensor | None = None,
-        in_time_matrix: torch.Tensor | None = None,
+        lead_ids: torch.Tensor | None = None,
+        time_ids: torch.Tensor | None = None,
         return_all_tokens: bool = False,
         return_qrs_tokens: bool = False,
         padding_mask: torch.Tensor | None = None,
@@ -41,7 +41,7 @@ class HeartLang(SentenceBackbone):
         otherwise logits: ``lm_head(features[:, 1:][mask])`` of shape (n_masked, codebook_size) in row-major
         (sample, position) order, or (B, N, codebook_size) for every word when no mask is given.
         """
-        feats = self.forward_features(x, mask_bool_matrix, in_chan_matrix, in_time_matrix, padding_mask)
+        feats = self.forward_features(x, mask_bool_matrix, lead_ids, time_ids, padding_mask)
         if return_all_tokens:
             return feats
         words = feats[:, 1:]
@@ -64,15 +64,15 @@ class HeartLangClassifier(nn.Module):
     def forward_features(
         self,
         x: torch.Tensor,
-        in_chan_matrix: torch.Tensor | None = None,
-        in_time_matrix: torch.Tensor | None = None,
+        lead_ids: torch.Tensor | None = None,
+        time_ids: torch.Tensor | None = None,
         padding_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x: (B, N, 96) -> CLS feature (B, D). No mask is applied."""
         feats = self.backbone(
             x,
-            in_chan_matrix=in_chan_matrix,
-            in_time_matrix=in_time_matrix,
+            lead_ids=lead_ids,
+            time_ids=time_ids,
             return_all_tokens=True,
             padding_mask=padding_mask,
         )
@@ -81,12 +81,12 @@ class HeartLangClassifier(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        in_chan_matrix: torch.Tensor | None = None,
-        in_time_matrix: torch.Tensor | None = None,
+        lead_ids: torch.Tensor | None = None,
+        time_ids: torch.Tensor | None = None,
         padding_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x: (B, N, 96) -> logits (B, num_classes)."""
-        return self.mlp_head(self.forward_features(x, in_chan_matrix, in_time_matrix, padding_mask))
+        return self.mlp_head(self.forward_features(x, lead_ids, time_ids, padding_mask))
 
     @torch.no_grad()
     def randomly_initialize_weights(self, low: float = -0.1, high: float = 0.1) -> None:

@@ -31,15 +31,15 @@ class WordEncoder(SentenceBackbone):
     def forward(
         self,
         x: torch.Tensor,
-        in_chan_matrix: torch.Tensor | None = None,
-        in_time_matrix: torch.Tensor | None = None,
+        lead_ids: torch.Tensor | None = None,
+        time_ids: torch.Tensor | None = None,
         return_all_tokens: bool = False,
         return_qrs_tokens: bool = False,
         padding_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(B, N+1, D) with return_all_tokens (never zeroed), (B, N, D) word features with
         return_qrs_tokens, else (B, D) = sum of the word features / N."""
-        feats = self.forward_features(x, None, in_chan_matrix, in_time_matrix, padding_mask=padding_mask)
+        feats = self.forward_features(x, None, lead_ids, time_ids, padding_mask=padding_mask)
         if return_all_tokens:
             return feats
         words = feats[:, 1:]
@@ -89,11 +89,11 @@ class VQHBR(nn.Module):
     def encode(
         self,
         x: torch.Tensor,
-        in_chan_matrix: torch.Tensor | None = None,
-        in_time_matrix: torch.Tensor | None = None,
+        lead_ids: torch.Tensor | None = None,
+        time_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x: (B, N, 96) -> (codes (B, N, codebook_dim), indices (B*N,) long, quant loss ())."""
-        feats = self.encoder(x, in_chan_matrix, in_time_matrix, return_qrs_tokens=True)
+        feats = self.encoder(x, lead_ids, time_ids, return_qrs_tokens=True)
         # Deliberate difference (GPU only): the original disables autocast around the task layer ONLY; its
         # quantizer runs under the caller's autocast, so on a GPU its distance matmul and EMA cluster-sum
         # matmul run in fp16. Ours keeps the quantizer inside the fp32 block: the distance is 2 - 2 z.e on
@@ -109,42 +109,42 @@ class VQHBR(nn.Module):
     def decode(
         self,
         quantize: torch.Tensor,
-        in_chan_matrix: torch.Tensor | None = None,
-        in_time_matrix: torch.Tensor | None = None,
+        lead_ids: torch.Tensor | None = None,
+        time_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """quantize: (B, N, codebook_dim) -> reconstructed words (B, N, decoder_out_dim)."""
-        feats = self.decoder(quantize, in_chan_matrix, in_time_matrix, return_qrs_tokens=True)
+        feats = self.decoder(quantize, lead_ids, time_ids, return_qrs_tokens=True)
         return self.decode_task_layer(feats)
 
     @torch.no_grad()
     def get_codebook_indices(
         self,
         x: torch.Tensor,
-        in_chan_matrix: torch.Tensor | None = None,
-        in_time_matrix: torch.Tensor | None = None,
+        lead_ids: torch.Tensor | None = None,
+        time_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x: (B, N, 96) -> code indices (B, N) long (the pre-training targets)."""
-        return self.encode(x, in_chan_matrix, in_time_matrix)[1].view(x.shape[0], -1)
+        return self.encode(x, lead_ids, time_ids)[1].view(x.shape[0], -1)
 
     @torch.no_grad()
     def get_codebook_quantize(
         self,
         x: torch.Tensor,
-        in_chan_matrix: torch.Tensor | None = None,
-        in_time_matrix: torch.Tensor | None = None,
+        lead_ids: torch.Tensor | None = None,
+        time_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x: (B, N, 96) -> unit-norm codes (B, N, codebook_dim)."""
-        return self.encode(x, in_chan_matrix, in_time_matrix)[0]
+        return self.encode(x, lead_ids, time_ids)[0]
 
     def forward(
         self,
         x: torch.Tensor,
-        in_chan_matrix: torch.Tensor | None = None,
-        in_time_matrix: torch.Tensor | None = None,
+        lead_ids: torch.Tensor | None = None,
+        time_ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """x: (B, N, 96) -> (loss, {"<train|val>/quant_loss", "/rec_loss", "/total_loss"})."""
-        quantize, _, quant_loss = self.encode(x, in_chan_matrix, in_time_matrix)
-        xrec = self.decode(quantize, in_chan_matrix, in_time_matrix)
+        quantize, _, quant_loss = self.encode(x, lead_ids, time_ids)
+        xrec = self.decode(quantize, lead_ids, time_ids)
         target = x.to(xrec.dtype)
         if self.config.smooth_l1_loss:
             rec_loss = F.smooth_l1_loss(xrec, target)

@@ -432,7 +432,7 @@ def test_export_and_embed_sentences_check_the_sentences_against_the_model(tmp_pa
     model = create_model("HeartLang_tiny")
     x, c, t = np.zeros((2, 256, 96), np.float32), np.ones((2, 256), np.int64), np.ones((2, 256), np.int64)
     t[1, 3] = 16
-    with pytest.raises(ValueError, match=r"in_times: id 16 at \(1, 3\); the model embeds ids 0-15"):
+    with pytest.raises(ValueError, match=r"time_ids: id 16 at \(1, 3\); the model embeds ids 0-15"):
         embed_sentences(model, x, c, t)
     with pytest.raises(ValueError, match=r"x: shape \(2, 256, 48\); the model reads \(B, 256, 96\)"):
         embed_sentences(model, x[:, :, :48], c, None)
