@@ -1,5 +1,6 @@
-"""One GPU check of the three training stages: AMP bf16 / fp16, SDPA vs plain attention, --compile, and model
-FLOPs utilisation (MFU). Prepared for one H100/H200; about 5-8 minutes there (--budget_s stops it in time).
+"""One GPU check of the three training stages: AMP bf16 / fp16, SDPA vs plain attention, --compile, model FLOPs
+utilisation (MFU), and a 1-node NCCL data-parallel training of each stage. Prepared for one node of H100/H200s;
+about 10-15 minutes there (--budget_s stops it in time). Not yet run on a GPU: every GPU figure is unmeasured.
 
     python -m benchmarks gpu                            # on the GPU machine
     python -m benchmarks gpu --device cpu --models tiny --steps 1 --warmup 0 --compile_backend eager
@@ -13,6 +14,12 @@ SDPA again under torch.compile (compile time = first step minus a steady step). 
 per stage with torch.utils.flop_counter; MFU = achieved FLOP/s / ``--peak_tflops`` (default from the GPU name:
 H100/H200 989 dense bf16/fp16, A100 312). Also: peak GPU memory per configuration, the largest |bf16 - fp32|
 and |fp16 - fp32| of the pre-training logits on one batch, and SDPA vs plain agreement.
+
+Data-parallel run (``--ddp_steps``, default 300; 0 skips it): for each of VQ-HBR, pre-training (cached targets),
+linear probe (train mode) and full fine-tuning, in bf16 and in fp16, ``torchrun --standalone --nproc_per_node
+<GPUs>`` runs ``--ddp_steps`` steps of DistributedDataParallel training (``--ddp_backend nccl``; each rank its
+own batch of ``--batch_size``); rank 0 reports the median step time, global samples/s, MFU per GPU and the
+largest rank's peak memory (``ddp`` rows). The CPU dry path runs it with ``--ddp_backend gloo``.
 Results: benchmarks/results/gpu.json, run ``--label`` (and a table on stdout).
 """
 
@@ -21,6 +28,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
+import subprocess
+import sys
 import time
 
 import torch
@@ -28,7 +38,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 os.environ.setdefault("HEARTLANG_NO_PROGRESS", "1")
 
-from benchmarks.common import add_output_args, write_results
+from benchmarks.common import REPO, add_output_args, write_results
 from engine.finetune import compute_loss, set_trainable
 from engine.loop import Amp
 from engine.pretrain import PretrainStep
@@ -39,6 +49,7 @@ from modeling.transformer import Attention
 from utils.optim import adamw_kwargs
 
 STAGES = ("vqhbr", "pretrain_cached", "pretrain_on_the_fly", "probe_train_mode", "finetune_all")
+DDP_STAGES = ("vqhbr", "pretrain_cached", "probe_train_mode", "finetune_all")
 PEAKS = {"H100": 989.0, "H200": 989.0, "GH200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0}
 
 
@@ -89,7 +100,7 @@ def build(stage: str, models: str, device):
 
     def full(m, b):
         x, c, t, y = b
-        return compute_loss(m(x, in_chan_matrix=c, in_time_matrix=t), y, True), {}
+        return compute_loss(m(x, lead_ids=c, time_ids=t), y, True), {}
 
     return model, full, None
 
@@ -175,20 +186,105 @@ def precision_agreement(args, device) -> dict:
     tok = create_model(n["vqhbr"][0]).to(device).eval()
     tok.quantize.all_reduce_fn = lambda tensor: None
     x, c, t, _ = make_batch(args.batch_size, device)
-    ref = model(x, in_chan_matrix=c, in_time_matrix=t).float()
+    ref = model(x, lead_ids=c, time_ids=t).float()
     codes = tok.get_codebook_indices(x)
     out = {}
     for name, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
         with torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda"):
-            got = model(x, in_chan_matrix=c, in_time_matrix=t).float()
+            got = model(x, lead_ids=c, time_ids=t).float()
             got_codes = tok.get_codebook_indices(x)
         out[f"{name}_max_abs_logit_diff"] = float((got - ref).abs().max())
         out[f"{name}_target_words_changed"] = float((got_codes != codes).float().mean())
     set_attention(model, "plain")
     out["plain_vs_sdpa_max_abs_logit_diff"] = float(
-        (model(x, in_chan_matrix=c, in_time_matrix=t).float() - ref).abs().max()
+        (model(x, lead_ids=c, time_ids=t).float() - ref).abs().max()
     )
     return out
+
+
+def mfu(flops_per_step: float, step_s: float, peak_tflops: float | None) -> float | None:
+    """Model FLOPs utilisation of one device: its achieved FLOP/s over its dense peak; None without a peak.
+    In data-parallel training every device does ``flops_per_step`` (its own batch) per step."""
+    if not peak_tflops:
+        return None
+    return flops_per_step / step_s / (peak_tflops * 1e12)
+
+
+def ddp_worker(stage: str, precision: str, args) -> dict | None:
+    """One torchrun process of a 1-node data-parallel run of ``stage``: ``--ddp_steps`` optimizer steps (after
+    ``--warmup``) on its own random batch, DDP gradient all-reduce, the engine's Amp and fused AdamW. Rank 0
+    returns the row: median step time, global samples/s, MFU per GPU, peak memory (largest rank)."""
+    import torch.distributed as dist
+
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device("cuda", local) if args.device == "cuda" else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(args.ddp_backend)
+    world, rank = dist.get_world_size(), dist.get_rank()
+    try:
+        torch.manual_seed(0)
+        model, step_fn, transform = build(stage, args.models, device)
+        batch = make_batch(args.batch_size, device, seed=rank)
+        batch = transform(batch) if transform else batch
+        flops = count_flops(model, step_fn, batch, stage)
+        trained = model.mlp_head if stage == "probe_train_mode" else model
+        params = [p for p in trained.parameters() if p.requires_grad]
+        net = torch.nn.parallel.DistributedDataParallel(trained, device_ids=[local] if device.type == "cuda" else None)
+        opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.05, **adamw_kwargs("auto", params))
+        amp = Amp(device, precision)
+        model.train()  # Official behaviour (probe): the whole classifier in train mode
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        times, loss = [], float("nan")
+        for i in range(args.warmup + args.ddp_steps):
+            t0 = time.perf_counter()
+            with amp.autocast():
+                out, _ = step_fn(net, batch)
+            amp.scaler.scale(out).backward()
+            amp.scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(params, 3.0)
+            amp.scaler.step(opt)
+            amp.scaler.update()
+            opt.zero_grad(set_to_none=True)
+            sync(device)
+            if i >= args.warmup:
+                times.append(time.perf_counter() - t0)
+                loss = float(out.detach())
+        peak = torch.tensor([torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else 0.0], device=device)
+        dist.all_reduce(peak, op=dist.ReduceOp.MAX)
+        step_s = statistics.median(times)
+        row = {"stage": stage, "precision_requested": precision, "precision": amp.name, "backend": args.ddp_backend,
+               "world_size": world, "batch_per_rank": args.batch_size, "steps": len(times), "step_s": step_s,
+               "step_s_mean": statistics.fmean(times), "samples_per_s": world * args.batch_size / step_s,
+               "gflop_per_step_per_rank": flops / 1e9, "mfu": mfu(flops, step_s, args.peak), "last_loss": loss,
+               "peak_mem_gib_max_rank": float(peak.item()) if device.type == "cuda" else None}  # fmt: skip
+        return row if rank == 0 else None
+    finally:
+        dist.destroy_process_group()
+
+
+def ddp_runs(args, peak: float | None, t_start: float, res: dict) -> None:
+    """``torchrun --standalone --nproc_per_node N`` per stage and precision; rank 0's row of each."""
+    nproc = args.nproc or max(1, torch.cuda.device_count())
+    for stage in args.ddp_stages:
+        for precision in ("bf16", "fp16"):
+            if time.time() - t_start > args.budget_s:
+                res["skipped"].append(f"ddp {stage} {precision}: out of --budget_s")
+                continue
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+                   "-m", "benchmarks", "gpu", "--_ddp_worker", stage, precision, "--device", args.device,
+                   "--models", args.models, "--batch_size", str(args.batch_size), "--warmup", str(args.warmup),
+                   "--ddp_steps", str(args.ddp_steps), "--ddp_backend", args.ddp_backend,
+                   "--peak_tflops", str(peak or 0)]  # fmt: skip
+            proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"ddp run {stage} {precision} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+            row = json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
+            res["ddp"].append(row)
+            print(f"ddp {row['world_size']}x {stage:18s} {row['precision']:5s} step {row['step_s'] * 1e3:8.1f} ms "
+                  f"{row['samples_per_s']:9.1f} samples/s" + (f"  MFU {row['mfu']:.1%}" if row["mfu"] else "")
+                  + (f"  {row['peak_mem_gib_max_rank']:.1f} GiB" if row["peak_mem_gib_max_rank"] else ""), flush=True)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -221,11 +317,24 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument(
         "--budget_s",
         type=float,
-        default=420,
+        default=900,
         help="skip what is left after this many seconds (default: %(default)s)",
     )
+    p.add_argument("--ddp_steps", type=int, default=300,
+                   help="steps of the 1-node data-parallel run of each stage; 0 skips it (default: %(default)s)")  # fmt: skip
+    p.add_argument("--ddp_stages", nargs="*", default=list(DDP_STAGES),
+                   help="stages of the data-parallel run (default: " + " ".join(DDP_STAGES) + ")")  # fmt: skip
+    p.add_argument("--nproc", type=int, default=None, help="processes of the data-parallel run (default: one per GPU)")
+    p.add_argument("--ddp_backend", default="nccl", help="process-group backend (default: %(default)s; gloo on CPU)")
+    p.add_argument("--_ddp_worker", nargs=2, default=None, help=argparse.SUPPRESS)
     add_output_args(p)
     args = p.parse_args(argv)
+    if args._ddp_worker:
+        args.peak = args.peak_tflops or None
+        row = ddp_worker(*args._ddp_worker, args)
+        if row is not None:
+            print(json.dumps(row), flush=True)
+        return row or {}
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit(
@@ -238,7 +347,7 @@ def main(argv: list[str] | None = None) -> dict:
         torch.backends.cudnn.allow_tf32 = True
     t_start = time.time()
     res = {"device": str(device), "gpu": gpu, "models": args.models, "batch_size": args.batch_size, "steps": args.steps, "peak_tflops": peak,
-           "rows": [], "skipped": []}  # fmt: skip
+           "rows": [], "skipped": [], "ddp": []}  # fmt: skip
     flops = {}
     for stage in args.stages:
         torch.manual_seed(0)
@@ -265,6 +374,8 @@ def main(argv: list[str] | None = None) -> dict:
               + (f"  {row['peak_mem_gib']:.1f} GiB" if "peak_mem_gib" in row else ""), flush=True)  # fmt: skip
         if device.type == "cuda":
             torch.cuda.empty_cache()
+    if args.ddp_steps > 0:
+        ddp_runs(args, peak, t_start, res)
     res["agreement"] = precision_agreement(args, device)
     res["wall_s"] = time.time() - t_start
     print(json.dumps(res["agreement"]))

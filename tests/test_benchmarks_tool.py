@@ -90,7 +90,8 @@ def test_gpu_check_cpu_dry_path(tmp_path):
 
     out = tmp_path / "gpu_check.json"
     res = gpu_check.main(["--device", "cpu", "--models", "tiny", "--steps", "1", "--warmup", "0", "--batch_size", "2",
-                          "--compile_backend", "eager", "--stages", "pretrain_cached", "probe_train_mode", "--out", str(out)])  # fmt: skip
+                          "--compile_backend", "eager", "--stages", "pretrain_cached", "probe_train_mode", "--out", str(out),
+                          "--ddp_steps", "2", "--ddp_backend", "gloo", "--nproc", "2", "--ddp_stages", "vqhbr"])  # fmt: skip
     rows = json.loads(out.read_text())["runs"]["latest"]["rows"]
     assert len(rows) == len(res["rows"]) == 2 * 5  # 2 stages x (bf16/fp16 x SDPA/plain + compiled)
     assert {(r["attention"], r["compiled"]) for r in rows} == {
@@ -100,3 +101,25 @@ def test_gpu_check_cpu_dry_path(tmp_path):
     }
     assert all(r["samples_per_s"] > 0 and r["mfu"] is None for r in rows)  # no GPU peak to divide by on CPU
     assert res["agreement"]["plain_vs_sdpa_max_abs_logit_diff"] < 1e-4
+    # the 1-node data-parallel run: 2 gloo processes, VQ-HBR in bf16 and fp16 (CPU: fp32), each rank its batch
+    ddp = json.loads(out.read_text())["runs"]["latest"]["ddp"]
+    assert [(r["stage"], r["precision_requested"], r["world_size"], r["steps"]) for r in ddp] == [
+        ("vqhbr", "bf16", 2, 2),
+        ("vqhbr", "fp16", 2, 2),
+    ]
+    assert all(r["samples_per_s"] == pytest.approx(2 * 2 / r["step_s"]) and r["mfu"] is None for r in ddp)
+
+
+def test_mfu_arithmetic():
+    from benchmarks.gpu import mfu
+
+    # 989 TFLOP/s peak, 98.9 TFLOP per step in 0.25 s: 395.6 TFLOP/s achieved = 40 %
+    assert mfu(98.9e12, 0.25, 989.0) == pytest.approx(0.40)
+    assert mfu(1e12, 1.0, None) is None and mfu(1e12, 1.0, 0.0) is None
+
+
+def test_gpu_flags_parse_without_a_gpu():
+    from benchmarks.gpu import main as gpu_main
+
+    with pytest.raises(SystemExit, match="no CUDA device here"):  # parsed, then refused before any work
+        gpu_main(["--ddp_steps", "300", "--ddp_stages", "vqhbr", "finetune_all", "--nproc", "8"])
