@@ -13,16 +13,26 @@ import sys
 SUBCOMMANDS = {
     "dropout": ("benchmarks.dropout", "dropout forward on CPU: the models' fast dropout vs torch's F.dropout"),
     "model": ("benchmarks.model", "forward+backward of the full-size models vs the original's kernels"),
-    "train": ("benchmarks.train", "training step of every stage: engine vs a bare loop with the original's kernels"),
+    "train": (
+        "benchmarks.train",
+        "training step of every stage: engine vs a bare loop with the original's kernels",
+    ),
     "compile": ("benchmarks.compile", "--compile: parity on tiny models, speed at full size"),
     "loader": ("benchmarks.loader", "pre-training loader samples/s vs what GPUs consume"),
     "tokenizer": ("benchmarks.tokenizer", "QRS tokenizer vs the original's way on real PTB-XL; exactness"),
     "preprocess_memory": ("benchmarks.preprocess_memory", "MIMIC preprocessing peak memory vs records"),
+    "preprocess_startup": (
+        "benchmarks.preprocess_startup",
+        "MIMIC preprocessing start-up and peak memory vs a baseline commit",
+    ),
     "synthetic": ("benchmarks.synthetic", "synthetic cohort generator throughput vs neurokit2"),
     "scale": ("benchmarks.scale", "data stages at 1k-50k MIMIC-like records: time, memory, bytes"),
     "robustness": ("benchmarks.robustness", "outcome counts of every hostile case"),
     "probe_mode": ("benchmarks.probe_mode", "linear probe: train-mode vs eval-mode backbone on real PTB-XL"),
-    "gpu": ("benchmarks.gpu", "GPU: AMP bf16/fp16, SDPA vs plain, --compile, MFU, NCCL training of each stage"),
+    "gpu": (
+        "benchmarks.gpu",
+        "GPU: AMP bf16/fp16, SDPA vs plain, --compile, MFU, NCCL training of each stage",
+    ),
 }
 
 
