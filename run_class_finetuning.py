@@ -19,8 +19,8 @@ import argparse  # noqa: E402
 
 from datasets.ecg_dataset import SAMPLING_METHODS  # noqa: E402
 from engine.config import add_common_args, configs_from_args  # noqa: E402
-from engine.finetune import FinetuneStage  # noqa: E402
-from engine.run import run_stage, test_stage  # noqa: E402
+from engine.finetune import EVAL, Finetuning, finetune_task  # noqa: E402
+from engine.run import evaluate_trained, train  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -73,7 +73,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def build_stage(args: argparse.Namespace) -> FinetuneStage:
+def build_config(args: argparse.Namespace) -> Finetuning:
     if args.nb_classes < 1:
         raise ValueError(f"--nb_classes must be >= 1, got {args.nb_classes}")
     if not 0 < args.split_ratio <= 1:
@@ -83,18 +83,16 @@ def build_stage(args: argparse.Namespace) -> FinetuneStage:
     # Layer decay only matters when the blocks train (--trainable all); the linear probe trains mlp_head.
     layer_decay = args.layer_decay if args.trainable == "all" else 1.0
     run, optim = configs_from_args(args, "finetune", layer_decay=layer_decay)
-    return FinetuneStage(
+    return Finetuning.create(
         run, optim, dataset_dir=args.dataset_dir, model=args.model, nb_classes=args.nb_classes,
         is_binary=args.is_binary, trainable=args.trainable, finetune=args.finetune, split_ratio=args.split_ratio,
-        sampling_method=args.sampling_method, cache_features=args.cache_features,
+        sampling_method=args.sampling_method, cache_features=args.cache_features, results_csv=args.results_csv,
     )  # fmt: skip
 
 
 def main(args: argparse.Namespace) -> dict:
-    stage = build_stage(args)
-    if args.eval:
-        return test_stage(stage, lambda ctx, record: stage.test(ctx, record, args.results_csv))
-    return run_stage(stage)
+    cfg = build_config(args)
+    return evaluate_trained(cfg, EVAL) if args.eval else train(cfg, finetune_task)
 
 
 if __name__ == "__main__":

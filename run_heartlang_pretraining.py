@@ -4,7 +4,8 @@
         --tokenizer_weight checkpoints/vqhbr/MIMIC-IV/checkpoint-100.pth ...
 
 The frozen VQ-HBR tokenizer is loaded strictly from ``--tokenizer_weight``. The run itself (plan, output
-folder, resume, epochs, checkpoints) is engine/run.py; this file is the original scripts' flags and the stage's wiring.
+folder, resume, epochs, checkpoints) is engine/run.py; the recipe (data, model, targets, step, evaluation) is
+engine/pretrain.py's ``pretrain_task``; this file is the original scripts' flags.
 See docs/training.md.
 """
 
@@ -17,8 +18,8 @@ die_with_launcher()  # first, before torch is imported: a torchrun worker ends w
 import argparse  # noqa: E402
 
 from engine.config import add_common_args, configs_from_args  # noqa: E402
-from engine.pretrain import TARGET_MODES, PretrainStage  # noqa: E402
-from engine.run import run_stage  # noqa: E402
+from engine.pretrain import TARGET_MODES, Pretraining, pretrain_task  # noqa: E402
+from engine.run import train  # noqa: E402
 from utils.cli import COMPAT  # noqa: E402
 
 
@@ -72,11 +73,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def build_stage(args: argparse.Namespace) -> PretrainStage:
+def build_config(args: argparse.Namespace) -> Pretraining:
     if not 0 < args.mask_ratio < 1:
         raise ValueError(f"--mask_ratio must be in (0, 1), got {args.mask_ratio}")
     run, optim = configs_from_args(args, "pretrain")
-    return PretrainStage(
+    return Pretraining.create(
         run, optim, dataset_dir=args.dataset_dir, model=args.model, tokenizer_model=args.tokenizer_model,
         tokenizer_weight=args.tokenizer_weight, codebook_size=args.codebook_size, codebook_dim=args.codebook_dim,
         mask_ratio=args.mask_ratio, targets=args.targets,
@@ -84,7 +85,7 @@ def build_stage(args: argparse.Namespace) -> PretrainStage:
 
 
 def main(args: argparse.Namespace) -> dict:
-    return run_stage(build_stage(args))
+    return train(build_config(args), pretrain_task)
 
 
 if __name__ == "__main__":

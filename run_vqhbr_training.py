@@ -16,8 +16,8 @@ die_with_launcher()  # first, before torch is imported: a torchrun worker ends w
 import argparse  # noqa: E402
 
 from engine.config import add_common_args, configs_from_args  # noqa: E402
-from engine.run import run_stage  # noqa: E402
-from engine.vqhbr import VQHBRStage  # noqa: E402
+from engine.run import train  # noqa: E402
+from engine.vqhbr import VQHBRTraining, vqhbr_task  # noqa: E402
 
 # Official behaviour: the original multiplies --lr by (batch_size x world_size) / 128 for this stage only.
 LR_BATCH_REFERENCE = 128
@@ -59,21 +59,21 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def build_stage(args: argparse.Namespace) -> VQHBRStage:
+def build_config(args: argparse.Namespace) -> VQHBRTraining:
     for flag, ok in (("codebook_n_emd", args.codebook_n_emd >= 1), ("codebook_emd_dim", args.codebook_emd_dim >= 1),
                      ("ema_decay", 0 <= args.ema_decay < 1)):  # fmt: skip
         if not ok:
             rule = "in [0, 1)" if flag == "ema_decay" else ">= 1"
             raise ValueError(f"--{flag} must be {rule}, got {getattr(args, flag)}")
     run, optim = configs_from_args(args, "vqhbr", lr_batch_reference=LR_BATCH_REFERENCE)
-    return VQHBRStage(
+    return VQHBRTraining(
         run, optim, dataset_dir=args.dataset_dir, model=args.model, codebook_size=args.codebook_n_emd,
         codebook_dim=args.codebook_emd_dim, ema_decay=args.ema_decay, kmeans_init=args.quantize_kmeans_init,
     )  # fmt: skip
 
 
 def main(args: argparse.Namespace) -> dict:
-    return run_stage(build_stage(args))
+    return train(build_config(args), vqhbr_task)
 
 
 if __name__ == "__main__":

@@ -90,7 +90,7 @@ def build(stage: str, models: str, device):
     set_trainable(model, "linear" if stage == "probe_train_mode" else "all")
     if stage == "probe_train_mode":
 
-        def probe(m, b):  # as FinetuneStage.step: backbone without autograd, head trained
+        def probe(m, b):  # as engine.finetune.FinetuneStep: backbone without autograd, head trained
             x, c, t, y = b
             with torch.no_grad():
                 feats = model.forward_features(x, c, t)

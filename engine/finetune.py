@@ -7,30 +7,43 @@
 * ``--trainable all``: every parameter trains, with layer-wise lr decay (utils.optim).
 * Loss: BCE-with-logits for multi-label (``--is_binary``), cross-entropy on the argmax class otherwise.
 * Metric: macro ROC-AUC over classes (utils.metrics), the paper's number; it picks checkpoint-best.pth.
-* :class:`FinetuneStage` plugs these into engine.run; ``--eval`` is :meth:`FinetuneStage.test`.
+* :func:`finetune_task` declares the stage for engine.run; ``--eval`` is :data:`EVAL`
+  (:func:`eval_checkpoint`).
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Subset
 
 from datasets.ecg_dataset import build_sentence_dataset, load_class_names, subsample_indices
-from engine.loop import Amp, gather_predictions, unwrap
-from engine.run import Context, Stage, check_data_fits, dropout_active
-from modeling import create_model
-from modeling.checkpoint import load_model, load_state_dict_strict, read_checkpoint, state_dict_of
+from engine.data import make_loader
+from engine.loop import Amp
+from engine.task import (
+    BatchOut,
+    Env,
+    EvalSpec,
+    Evaluation,
+    FrozenFeatures,
+    StageConfig,
+    Task,
+    check_data_fits,
+    collect,
+    dropout_active,
+)
+from modeling import create_model, load_model, make_header
 from modeling.hub import checkpoint_sha256
 from reporting.results import count_leads, describe_dataset_dir, write_result
 from utils.dist import is_main_process, print0
 from utils.integrity import folder_identity
-from utils.logging import MetricLogger, TensorboardLogger, append_jsonl
-from utils.metrics import ClassificationReport, classification_report, format_table
+from utils.logging import TensorboardLogger, append_jsonl
+from utils.metrics import classification_report, format_table
 
 
 def set_trainable(model: nn.Module, trainable: str) -> list[str]:
@@ -72,249 +85,199 @@ def forward_batch(model, batch, device: torch.device) -> tuple[torch.Tensor, tor
     return model(x, lead_ids=c, time_ids=t), y
 
 
-class FeatureDataset(Dataset):
-    """Cached CLS features (N, D) and labels (N, C); items ``(feature, label)``."""
+@dataclass(frozen=True)
+class Finetuning(StageConfig):
+    """Stage 3's own settings (run_class_finetuning.py); build it with :meth:`create`."""
 
-    def __init__(self, features: np.ndarray, labels: np.ndarray):
-        self.features = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
-        self.labels = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.float32))
+    dataset_dir: str
+    model: str
+    nb_classes: int
+    is_binary: bool
+    trainable: str  # "linear" (probe: mlp_head only) | "all"
+    finetune: str  # the pre-trained checkpoint ("": the official random init)
+    split_ratio: float
+    sampling_method: str
+    cache_features: bool = False
+    results_csv: str = ""
 
-    def __len__(self) -> int:
-        return len(self.features)
-
-    def __getitem__(self, i: int):
-        return self.features[i], self.labels[i]
-
-
-@torch.no_grad()
-def extract_features(model, loader, device: torch.device, amp: Amp) -> FeatureDataset:
-    """CLS features of a whole split from the frozen backbone (eval mode), gathered over ranks so that
-    every rank holds the complete cached split. The loader must use a ShardSampler
-    (``make_loader(train=False)``)."""
-    net = unwrap(model)
-    net.eval()
-    feats, labels = [], []
-    for x, c, t, y in MetricLogger().log_every(loader, "Caching features"):
-        with amp.autocast():
-            f = net.forward_features(x.to(device), c.to(device), t.to(device))
-        feats.append(f.float().cpu().numpy())
-        labels.append(y.numpy())
-    dim = net.config.embed_dim
-    f = np.concatenate(feats) if feats else np.zeros((0, dim), np.float32)
-    y = np.concatenate(labels) if labels else np.zeros((0, net.config.num_classes), np.float32)
-    f, y = gather_predictions(list(loader.sampler), f, y)
-    return FeatureDataset(f, y)
-
-
-@torch.no_grad()
-def predict(model, loader, device: torch.device, amp: Amp, is_binary: bool, header: str = "Eval"):
-    """Logits and labels of the whole split, gathered over ranks in sample order, plus the mean loss.
-
-    The loader must use :class:`engine.common.ShardSampler` (``make_loader(train=False)``: every sample
-    exactly once)."""
-    model.eval()
-    logger = MetricLogger()
-    all_logits, all_labels = [], []
-    for batch in logger.log_every(loader, header):
-        with amp.autocast():
-            logits, y = forward_batch(model, batch, device)
-        logger.update(loss=compute_loss(logits, y, is_binary))
-        all_logits.append(logits.float().cpu().numpy())
-        all_labels.append(y.cpu().numpy())
-    net = unwrap(model)
-    n_cls = net.out_features if isinstance(net, nn.Linear) else net.mlp_head.out_features
-    logits = np.concatenate(all_logits) if all_logits else np.zeros((0, n_cls), np.float32)
-    labels = np.concatenate(all_labels) if all_labels else np.zeros((0, n_cls), np.float32)
-    logits, labels = gather_predictions(list(loader.sampler), logits, labels)
-    logger.synchronize_between_processes()
-    return logits, labels, logger.global_averages().get("loss", float("nan"))
-
-
-def evaluate(
-    model, loader, device, amp: Amp, is_binary: bool, header: str = "Eval"
-) -> tuple[dict, ClassificationReport]:
-    logits, labels, loss = predict(model, loader, device, amp, is_binary, header)
-    report = classification_report(labels, logits, is_binary)
-    stats = {"loss": loss, **report.as_dict()}
-    return stats, report
-
-
-class FinetuneStage(Stage):
-    """Stage 3 for engine.run: linear probe (``trainable='linear'``) or full fine-tuning (``'all'``)."""
-
-    name = "finetune"
-    best_metric = "macro_auc"
-    best_key = "best_val_auc"
-    adjust_batch = True  # Official behaviour: engine.data.fit_batch_size
-    test_keys = ("model", "nb_classes", "is_binary", "trainable", "split_ratio", "sampling_method", "seed")
-
-    def __init__(self, run, optim, dataset_dir: str, model: str, nb_classes: int, is_binary: bool,
-                 trainable: str, finetune: str, split_ratio: float, sampling_method: str,
-                 cache_features: bool = False):  # fmt: skip
-        super().__init__(run, optim)
-        if trainable not in ("linear", "all"):
-            raise ValueError(f"--trainable must be 'linear' or 'all', got {trainable!r}")
-        self.probe_eval = run.recipe["probe_backbone_eval"]
-        if cache_features and not (trainable == "linear" and self.probe_eval):
+    @classmethod
+    def create(cls, run, optim, **settings) -> Finetuning:
+        cfg = cls(run, optim, **settings)
+        if cfg.trainable not in ("linear", "all"):
+            raise ValueError(f"--trainable must be 'linear' or 'all', got {cfg.trainable!r}")
+        if cfg.cache_features and not (cfg.trainable == "linear" and run.recipe["probe_backbone_eval"]):
             raise ValueError(
                 "--cache_features needs --trainable linear and a backbone in eval mode (--probe_backbone_eval or "
                 "--recipe corrected): the original's train-mode backbone gives other features every epoch"
             )
-        self.dataset_dir, self.model_name, self.nb_classes, self.is_binary = (
-            dataset_dir,
-            model,
-            nb_classes,
-            is_binary,
+        return cfg
+
+
+def labelled_split(cfg: Finetuning, split: str):
+    ds = build_sentence_dataset(cfg.dataset_dir, split)
+    labels = np.asarray(ds.labels)
+    if labels.ndim != 2 or labels.shape[1] != cfg.nb_classes:
+        raise ValueError(
+            f"{cfg.dataset_dir}/{split}_labels.npy has {labels.shape[-1] if labels.ndim == 2 else labels.shape} "
+            f"label columns but --nb_classes is {cfg.nb_classes}: set --nb_classes to the label width"
         )
-        self.trainable, self.finetune, self.cache = trainable, finetune, cache_features
-        self.split_ratio, self.sampling_method = split_ratio, sampling_method
-        self.model: nn.Module | None = None
-        self.keep: np.ndarray | None = None
-        self.features = None  # the compiled backbone feature function under --compile (linear probe)
+    if len(ds) == 0:
+        raise ValueError(f"{cfg.dataset_dir}: the {split} split has 0 records; rerun the preprocessing")
+    return ds
 
-    # data ------------------------------------------------------------------------------------------
-    def _split(self, split: str):
-        ds = build_sentence_dataset(self.dataset_dir, split)
-        labels = np.asarray(ds.labels)
-        if labels.ndim != 2 or labels.shape[1] != self.nb_classes:
-            raise ValueError(
-                f"{self.dataset_dir}/{split}_labels.npy has {labels.shape[-1] if labels.ndim == 2 else labels.shape} "
-                f"label columns but --nb_classes is {self.nb_classes}: set --nb_classes to the label width"
-            )
-        if len(ds) == 0:
-            raise ValueError(f"{self.dataset_dir}: the {split} split has 0 records; rerun the preprocessing")
-        return ds
 
-    def train_set(self):
-        full = self._split("train")
-        self.keep = subsample_indices(
-            np.asarray(full.labels), self.split_ratio, self.sampling_method, self.run.seed
-        )
-        print0(
-            f"training on {len(self.keep)} of {len(full)} records ({self.sampling_method}, ratio {self.split_ratio})"
-        )
-        return Subset(full, self.keep.tolist())
+def finetune_inputs(cfg: Finetuning) -> dict:
+    ident = {"dataset": folder_identity(cfg.dataset_dir)}
+    if cfg.finetune:
+        ident["finetune_sha256"] = checkpoint_sha256(cfg.finetune)  # the resolved file (hf:// too)
+    return ident
 
-    def val_set(self):
-        return self._split("val")
 
-    def inputs_identity(self) -> dict:
-        ident = {"dataset": folder_identity(self.dataset_dir)}
-        if self.finetune:
-            ident["finetune_sha256"] = checkpoint_sha256(self.finetune)  # the resolved file (hf:// too)
-        return ident
+def build_classifier(cfg: Finetuning, load_weights: bool) -> nn.Module:
+    """The classifier with its initial weights (``load_weights=False``: the architecture only, for a plan)."""
+    kwargs = dict(num_classes=cfg.nb_classes, padding_attention_mask=cfg.run.recipe["padding_attention_mask"])
+    if load_weights and cfg.finetune:
+        # A VQ-HBR (or otherwise wrong) checkpoint, NaN/inf weights or other sizes are refused here.
+        model = load_model(cfg.finetune, name=cfg.model, kind=("heartlang", "classifier"), **kwargs)
+        print0(f"loaded pre-trained backbone from {cfg.finetune}")
+    else:
+        model = create_model(cfg.model, **kwargs)
+        if load_weights:
+            # Official behaviour: without --finetune the original re-draws EVERY parameter from
+            # U(-0.1, 0.1) (fixtures README item 7); it defines the "no pre-training" baseline.
+            model.randomly_initialize_weights(-0.1, 0.1)
+            print0("no --finetune: every parameter drawn from U(-0.1, 0.1) (official random init)")
+    set_trainable(model, cfg.trainable)
+    return model
 
-    # model -----------------------------------------------------------------------------------------
-    def build_model(self, load_weights: bool):
-        kwargs = dict(
-            num_classes=self.nb_classes, padding_attention_mask=self.run.recipe["padding_attention_mask"]
-        )
-        if load_weights and self.finetune:
-            # A VQ-HBR (or otherwise wrong) checkpoint, NaN/inf weights or other sizes are refused here.
-            model = load_model(
-                self.finetune, name=self.model_name, kind=("heartlang", "classifier"), **kwargs
-            )
-            print0(f"loaded pre-trained backbone from {self.finetune}")
-        else:
-            model = create_model(self.model_name, **kwargs)
-            if load_weights:
-                # Official behaviour: without --finetune the original re-draws EVERY parameter from
-                # U(-0.1, 0.1) (fixtures README item 7); it defines the "no pre-training" baseline.
-                model.randomly_initialize_weights(-0.1, 0.1)
-                print0("no --finetune: every parameter drawn from U(-0.1, 0.1) (official random init)")
-        set_trainable(model, self.trainable)
-        self.model = model
-        return model
 
-    def prepare(self, model, ctx: Context, train_set, val_set):
-        self.device, self.amp = ctx.device, ctx.amp
-        if self.trainable == "all":
-            return model, train_set, val_set
-        if self.cache:
-            # The frozen backbone in eval mode gives the same CLS feature every epoch: compute it once (after
-            # resuming, from the weights actually used) and train mlp_head alone on the cached features.
-            train_set = extract_features(model, ctx.loader(train_set, train=False), ctx.device, ctx.amp)
-            val_set = extract_features(model, ctx.loader(val_set, train=False), ctx.device, ctx.amp)
-        return model.mlp_head, train_set, val_set
+def finetune_task(cfg: Finetuning, env: Env) -> Task:
+    """A linear probe (``mlp_head`` on the frozen backbone's CLS feature) or full fine-tuning, scored by the
+    validation macro AUC."""
+    full = labelled_split(cfg, "train")
+    keep = subsample_indices(np.asarray(full.labels), cfg.split_ratio, cfg.sampling_method, cfg.run.seed)
+    print0(f"training on {len(keep)} of {len(full)} records ({cfg.sampling_method}, ratio {cfg.split_ratio})")
+    train_set = Subset(full, keep.tolist())
+    val_set = None if env.plan else labelled_split(cfg, "val")  # a plan reads only the training set
+    inputs = {} if env.plan else finetune_inputs(cfg)
+    model = build_classifier(cfg, load_weights=not env.plan)
+    linear, probe_eval = cfg.trainable == "linear", cfg.run.recipe["probe_backbone_eval"]
 
-    def compile(self, module):
-        if self.trainable == "linear" and not self.cache:
+    def train_mode() -> None:
+        model.train()  # Official behaviour: model.train(True) on the whole classifier
+        if linear and probe_eval:
+            model.backbone.eval()
+
+    features = None
+    if linear:
+        fn = model.forward_features
+        if cfg.run.compile and not cfg.cache_features and not env.plan:
             # The probe's cost is the frozen backbone's forward (the step calls it directly): compile it too.
-            self.features = torch.compile(self.model.forward_features, backend=self.run.compile_backend)
-        return torch.compile(module, backend=self.run.compile_backend)
+            fn = torch.compile(fn, backend=cfg.run.compile_backend)
+        features = FrozenFeatures(fn, model, model.config.embed_dim, cfg.nb_classes, cache=cfg.cache_features)
+    plan = {}
+    if env.plan:
+        train_mode()
+        plan = {"train_rows": keep.tolist(), "dropout_active": dropout_active(model)}
+    return Task(
+        name="finetune", model=model, trains=model.mlp_head if linear else model, train_set=train_set,
+        val_set=val_set, step=FinetuneStep(env.device, cfg.is_binary, features), features=features,
+        evaluation=classification(env.device, cfg.is_binary, cfg.nb_classes,
+                                  None if cfg.cache_features else model),
+        best_metric="macro_auc", best_key="best_val_auc", validate_every=1, train_mode=train_mode,
+        summary=summary, header=make_header(cfg.model, asdict(model.config), cfg.run.recipe), inputs=inputs,
+        plan=plan, adjust_batch=True,  # Official behaviour: engine.data.fit_batch_size
+    )  # fmt: skip
 
-    def set_train_mode(self, module) -> None:
-        self.model.train()  # Official behaviour: model.train(True) on the whole classifier
-        if self.trainable == "linear" and self.probe_eval:
-            self.model.backbone.eval()
 
-    def step(self, module, batch):
+@dataclass(frozen=True)
+class FinetuneStep:
+    """The training step: sentences through the classifier (``--trainable all``), the frozen backbone's
+    feature without autograd then ``mlp_head`` (linear probe), or cached features through ``mlp_head``."""
+
+    device: torch.device
+    is_binary: bool
+    features: FrozenFeatures | None = None
+
+    def __call__(self, module, batch):
         *inputs, y = (v.to(self.device, non_blocking=True) for v in batch)
         if len(inputs) == 1:  # cached features
             logits = module(inputs[0])
-        elif self.trainable == "linear":
+        elif self.features is not None:
             with torch.no_grad():  # the frozen backbone: no autograd graph, whatever its mode
-                fn = self.features if self.features is not None else self.model.forward_features
-                feats = fn(*inputs)
+                feats = self.features.fn(*inputs)
             logits = module(feats)
         else:
             x, c, t = inputs
             logits = module(x, lead_ids=c, time_ids=t)
         return compute_loss(logits, y, self.is_binary), {}
 
-    def evaluate(self, module, loader, ctx: Context) -> dict:
-        net = module if self.cache else self.model
-        stats, _ = evaluate(net, loader, ctx.device, ctx.amp, self.is_binary, "Val")
-        return stats
 
-    def validate_now(self, epoch: int) -> bool:
-        return True
+def classification(device, is_binary: bool, n_classes: int, model: nn.Module | None) -> Evaluation:
+    """Mean loss, then macro ROC-AUC (utils.metrics) of the logits of the whole split, gathered in sample
+    order. ``model``: the classifier evaluated (None: the module that trains, on cached features)."""
 
-    def plan_extra(self, model, train_set) -> dict:
-        self.set_train_mode(model)
-        return {"train_rows": self.keep.tolist(), "dropout_active": dropout_active(model)}
+    def step(module, batch) -> BatchOut:
+        logits, y = forward_batch(module, batch, device)
+        return BatchOut({"loss": compute_loss(logits, y, is_binary)}, (logits.float().cpu().numpy(), y.cpu().numpy()))
 
-    def test_plan_extra(self) -> dict:
-        test = self._split("test")
-        return {"n_test": len(test), "nb_classes": self.nb_classes}
+    def finish(meters: dict, per_sample: tuple, totals: dict) -> dict:
+        logits, labels = per_sample
+        return {"loss": meters.get("loss", float("nan")), **classification_report(labels, logits, is_binary).as_dict()}
 
-    def summary(self, stats: dict) -> str:
-        return (f"epoch {stats['epoch']}: train loss {stats['train_loss']:.4f}, val macro AUC "
-                f"{stats['val_macro_auc']:.4f} (best {stats['best_val_auc']:.4f})")  # fmt: skip
+    return Evaluation(step, finish, per_sample_shapes=((n_classes,), (n_classes,)), module=model)
 
-    # --eval ----------------------------------------------------------------------------------------
-    def test(self, ctx: Context, record: dict, results_csv: str) -> dict:
-        """Test macro AUC of ``output_dir/checkpoint-best.pth``: table on stdout, one row in the CSV."""
-        out = Path(self.run.output_dir)
-        best = out / "checkpoint-best.pth"
-        model = self.build_model(load_weights=False).to(ctx.device)
-        state = read_checkpoint(best)
-        load_state_dict_strict(model, state_dict_of(state, str(best)))
-        test_set = self._split("test")
-        check_data_fits(self, model, test_set)
-        loader = ctx.loader(test_set, train=False)
-        logits, labels, loss = predict(model, loader, ctx.device, ctx.amp, self.is_binary, "Test")
-        report = classification_report(labels, logits, self.is_binary)
-        stats = {"loss": loss, **report.as_dict()}
-        names = load_class_names(self.dataset_dir, self.nb_classes)
-        print0(
-            f"test of {best} on {self.dataset_dir} ({report.n_samples} records)\n"
-            + format_table(report, names)
-        )
-        dataset, subset = describe_dataset_dir(self.dataset_dir)
-        row = {
-            "dataset": dataset, "subset": subset, "leads": count_leads(test_set.chans), "ratio": self.split_ratio,
-            "sampling": self.sampling_method, "seed": self.run.seed, "trainable": self.trainable,
-            "finetune": record["args"].get("finetune", ""), "macro_auc": f"{report.macro_auc:.6f}",
-            "macro_f1": f"{report.macro_f1:.6f}", "accuracy": f"{report.accuracy:.6f}", "n_test": report.n_samples,
-            "classes_without_auc": ";".join(names[c] for c in report.undefined_classes), "output_dir": str(out),
-        }  # fmt: skip
-        if is_main_process():
-            written = write_result(results_csv, row, best, self.model_name, record.get("recipe", self.run.recipe),
-                                   roc=(labels, logits, names))  # fmt: skip
-            append_jsonl(out / "test_log.txt", {**stats, **written.row})
-            tb = TensorboardLogger(self.run.log_dir)
-            tb.update(head="test", step=0, **stats)
-            tb.close()
-            print0(f"appended to {written.path}; ROC curves: {written.row.get('roc_png', '')}")
-        return {**stats, "per_class_auc": report.per_class_auc.tolist()}
+
+def summary(stats: dict) -> str:
+    return (f"epoch {stats['epoch']}: train loss {stats['train_loss']:.4f}, val macro AUC "
+            f"{stats['val_macro_auc']:.4f} (best {stats['best_val_auc']:.4f})")  # fmt: skip
+
+
+# --eval ----------------------------------------------------------------------------------------------
+def eval_plan(cfg: Finetuning) -> dict:
+    """What ``--eval --dry_run`` adds: the test split's size."""
+    return {"n_test": len(labelled_split(cfg, "test")), "nb_classes": cfg.nb_classes}
+
+
+def eval_checkpoint(cfg: Finetuning, env: Env, amp: Amp, record: dict) -> dict:
+    """Test macro AUC of ``output_dir/checkpoint-best.pth``: table on stdout, one row in ``--results_csv``."""
+    out = Path(cfg.run.output_dir)
+    best = out / "checkpoint-best.pth"
+    model = load_model(best, name=cfg.model, kind="classifier", device=env.device, num_classes=cfg.nb_classes,
+                       padding_attention_mask=cfg.run.recipe["padding_attention_mask"])  # fmt: skip
+    test_set = labelled_split(cfg, "test")
+    check_data_fits(cfg.run, model, test_set)
+    loader = make_loader(test_set, cfg.optim.batch_size, env.rank, env.world_size, False, cfg.run.num_workers,
+                         cfg.run.pin_mem)  # fmt: skip
+    evaluation = classification(env.device, cfg.is_binary, cfg.nb_classes, model)
+    done = collect(evaluation, model, loader, amp, "Test")
+    logits, labels = done.per_sample
+    report = classification_report(labels, logits, cfg.is_binary)
+    stats = {"loss": done.meters.get("loss", float("nan")), **report.as_dict()}
+    names = load_class_names(cfg.dataset_dir, cfg.nb_classes)
+    print0(f"test of {best} on {cfg.dataset_dir} ({report.n_samples} records)\n" + format_table(report, names))
+    dataset, subset = describe_dataset_dir(cfg.dataset_dir)
+    row = {
+        "dataset": dataset, "subset": subset, "leads": count_leads(test_set.chans), "ratio": cfg.split_ratio,
+        "sampling": cfg.sampling_method, "seed": cfg.run.seed, "trainable": cfg.trainable,
+        "finetune": record["args"].get("finetune", ""), "macro_auc": f"{report.macro_auc:.6f}",
+        "macro_f1": f"{report.macro_f1:.6f}", "accuracy": f"{report.accuracy:.6f}", "n_test": report.n_samples,
+        "classes_without_auc": ";".join(names[c] for c in report.undefined_classes), "output_dir": str(out),
+    }  # fmt: skip
+    if is_main_process():
+        written = write_result(cfg.results_csv, row, best, cfg.model, record.get("recipe", cfg.run.recipe),
+                               roc=(labels, logits, names))  # fmt: skip
+        append_jsonl(out / "test_log.txt", {**stats, **written.row})
+        tb = TensorboardLogger(cfg.run.log_dir)
+        tb.update(head="test", step=0, **stats)
+        tb.close()
+        print0(f"appended to {written.path}; ROC curves: {written.row.get('roc_png', '')}")
+    return {**stats, "per_class_auc": report.per_class_auc.tolist()}
+
+
+# What an --eval command must share with the training run (the original scripts' --eval command leaves out the
+# training-only flags).
+EVAL = EvalSpec(
+    name="finetune", keys=("model", "nb_classes", "is_binary", "trainable", "split_ratio", "sampling_method", "seed"),
+    inputs=finetune_inputs, plan=eval_plan, test=eval_checkpoint,
+)

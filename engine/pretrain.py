@@ -3,26 +3,24 @@
 Half of the 256 word positions of every sentence are masked; HeartLang predicts, for each masked
 position, the index of the collective word that the frozen VQ-HBR tokenizer assigns to the unmasked
 sentence. Loss: cross-entropy over the masked positions; metric: masked-word accuracy.
-:class:`PretrainStep` is the training step; :func:`evaluate` the validation pass (``--val_freq``);
-:class:`PretrainStage` plugs them into engine.run.
+:class:`PretrainStep` is the training step (and, with the masks drawn as in training, the validation pass of
+``--val_freq``); :func:`pretrain_task` declares the stage for engine.run.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.loop import Amp
-from engine.run import Context, UnlabelledSentenceStage
-from engine.targets import ensure_targets, tokenizer_sha256
-from modeling import create_model
-from modeling.checkpoint import load_model, tokenizer_size
+from engine.targets import ensure_targets, load_tokenizer, tokenizer_sha256
+from engine.task import BatchOut, Env, Evaluation, StageConfig, Task, sentence_sets
+from modeling import create_model, make_header, tokenizer_size
 from utils.dist import barrier, print0
 from utils.integrity import folder_identity
-from utils.logging import MetricLogger
 
 # --targets: read the frozen tokenizer's targets from a per-data-set cache (default) or compute them every step.
 TARGET_MODES = ("cached", "on_the_fly")
@@ -62,7 +60,7 @@ def random_masking_real_words(
 
 
 class PretrainStep:
-    """``step_fn`` for :func:`engine.common.train_one_epoch` and the validation pass.
+    """``step_fn`` for :func:`engine.loop.train_one_epoch` and the validation pass.
 
     tokenizer: frozen VQ-HBR (eval mode, no grad). ``targets_with_ids`` selects the corrected variant
     that gives the tokenizer the lead/time ids. ``cached``: the batch's 4th element holds the cached
@@ -117,31 +115,9 @@ class PretrainStep:
         return loss, {"mlm_acc": float(acc)}
 
 
-@torch.no_grad()
-def evaluate(model, loader, step_fn: PretrainStep, amp: Amp) -> dict:
-    """Validation loss and masked-word accuracy (rank-averaged), masks drawn as in training."""
-    model.eval()
-    logger = MetricLogger()
-    for batch in logger.log_every(loader, "Val"):
-        with amp.autocast():
-            loss, metrics = step_fn(model, batch)
-        logger.update(loss=float(loss), **metrics)
-    logger.synchronize_between_processes()
-    return logger.global_averages()
-
-
-def load_tokenizer(name: str, weight: str, device) -> nn.Module:
-    """Frozen VQ-HBR from ``weight`` (a path or an hf:// spec), strictly; another kind of checkpoint or
-    NaN/inf weights are refused (modeling.checkpoint.load_model)."""
-    tokenizer = load_model(weight, name=name, kind="vqhbr", device=device)
-    for p in tokenizer.parameters():
-        p.requires_grad_(False)
-    return tokenizer.eval()
-
-
 def resolve_tokenizer_size(weight: str, codebook_size: int | None, codebook_dim: int | None) -> tuple[int, int]:
     """The tokenizer's (codebook size, code dimension) from its checkpoint; --codebook_size/--codebook_dim,
-    when given, must agree. Without a readable checkpoint (a --dry_run) the flags or the original README's 8192 x 128."""
+    when given, must agree. Without a readable checkpoint (a --dry_run) the flags or the original's 8192 x 128."""
     if not weight or not (weight.startswith("hf://") or Path(weight).is_file()):
         return codebook_size or 8192, codebook_dim or 128
     size, dim = tokenizer_size(weight)
@@ -154,72 +130,79 @@ def resolve_tokenizer_size(weight: str, codebook_size: int | None, codebook_dim:
     return size, dim
 
 
-class PretrainStage(UnlabelledSentenceStage):
-    """Stage 2 for engine.run: HeartLang predicts the frozen tokenizer's codes of masked words."""
+@dataclass(frozen=True)
+class Pretraining(StageConfig):
+    """Stage 2's own settings (run_heartlang_pretraining.py); build it with :meth:`create`."""
 
-    name = "pretrain"
+    dataset_dir: str
+    model: str
+    tokenizer_model: str
+    tokenizer_weight: str
+    codebook_size: int  # the tokenizer's codebook = HeartLang's vocabulary
+    codebook_dim: int
+    mask_ratio: float
+    targets: str = "cached"
 
-    def __init__(self, run, optim, dataset_dir: str, model: str, tokenizer_model: str, tokenizer_weight: str,
-                 codebook_size: int | None, codebook_dim: int | None, mask_ratio: float,
-                 targets: str = "cached"):  # fmt: skip
-        super().__init__(run, optim)
-        if targets not in TARGET_MODES:
-            raise ValueError(f"--targets must be one of {list(TARGET_MODES)}, got {targets!r}")
-        self.targets = targets
-        self.dataset_dir = dataset_dir
-        self.model_name, self.tokenizer_model, self.tokenizer_weight = (
-            model,
-            tokenizer_model,
-            tokenizer_weight,
-        )
-        # Up front: the vocabulary is the tokenizer's codebook (read from --tokenizer_weight; the flags, when
-        # given, must agree; a non-VQ-HBR file is refused here).
-        codebook_size, codebook_dim = resolve_tokenizer_size(tokenizer_weight, codebook_size, codebook_dim)
-        self.codebook_size, self.codebook_dim, self.mask_ratio = codebook_size, codebook_dim, mask_ratio
+    @classmethod
+    def create(cls, run, optim, *, codebook_size: int | None, codebook_dim: int | None, **settings) -> Pretraining:
+        """Up front: the vocabulary is the tokenizer's codebook (read from --tokenizer_weight; the flags, when
+        given, must agree; a non-VQ-HBR file is refused here)."""
+        if settings.get("targets", "cached") not in TARGET_MODES:
+            raise ValueError(f"--targets must be one of {list(TARGET_MODES)}, got {settings['targets']!r}")
+        size, dim = resolve_tokenizer_size(settings["tokenizer_weight"], codebook_size, codebook_dim)
+        return cls(run, optim, codebook_size=size, codebook_dim=dim, **settings)
 
-    def inputs_identity(self) -> dict:
-        if not self.tokenizer_weight:
-            raise ValueError(
-                "--tokenizer_weight is required: the pre-training targets come from a trained VQ-HBR"
-            )
-        return {
-            "dataset": folder_identity(self.dataset_dir),
-            "tokenizer_sha256": tokenizer_sha256(self.tokenizer_weight),  # the resolved file (hf:// too)
-        }
 
-    def build_model(self, load_weights: bool):
-        r = self.run.recipe
-        return create_model(self.model_name, codebook_size=self.codebook_size, mask_before_conv=r["mask_before_conv"],
-                            padding_attention_mask=r["padding_attention_mask"])  # fmt: skip
+def pretrain_task(cfg: Pretraining, env: Env) -> Task:
+    """HeartLang predicts the frozen tokenizer's code of every masked word of the unlabelled sentences."""
+    recipe = cfg.run.recipe
+    train_set, val_set = sentence_sets(cfg.dataset_dir, cfg.run, env)
+    inputs = {} if env.plan else pretrain_inputs(cfg)
+    model = create_model(cfg.model, codebook_size=cfg.codebook_size, mask_before_conv=recipe["mask_before_conv"],
+                         padding_attention_mask=recipe["padding_attention_mask"])  # fmt: skip
+    cached = cfg.targets == "cached"
+    with_ids = recipe["tokenizer_targets_with_ids"]
+    # The targets: read from the per-data-set cache (computed once, after the run's checks), or a frozen
+    # tokenizer forward in every step (as the original).
+    tokenizer = None if cached or env.plan else load_tokenizer(cfg.tokenizer_model, cfg.tokenizer_weight, env.device)
+    # (A plan never calls the step: it is built without a tokenizer.)
+    step = PretrainStep(tokenizer, env.device, cfg.mask_ratio, recipe["mask_real_words_only"], with_ids,
+                        cached=cached or env.plan)  # fmt: skip
+    datasets = [d for d in (train_set, val_set) if d is not None]
+    return Task(
+        name="pretrain", model=model, trains=model, train_set=train_set, val_set=val_set, step=step,
+        evaluation=Evaluation(lambda module, batch: _eval_step(step, module, batch)),
+        validate_every=cfg.run.val_freq, summary=summary, inputs=inputs,
+        header=make_header(cfg.model, asdict(model.config), recipe),
+        prepare_data=(lambda: cache_targets(cfg, env, datasets, with_ids)) if cached and not env.plan else None,
+    )  # fmt: skip
 
-    def prepare(self, model, ctx: Context, train_set, val_set):
-        r = self.run.recipe
-        with_ids = r["tokenizer_targets_with_ids"]
-        tokenizer = None
-        if self.targets == "cached":
-            self._cache_targets(ctx, [d for d in (train_set, val_set) if d is not None], with_ids)
-        else:
-            tokenizer = load_tokenizer(self.tokenizer_model, self.tokenizer_weight, ctx.device)
-        self.step = PretrainStep(tokenizer, ctx.device, self.mask_ratio, r["mask_real_words_only"], with_ids,
-                                 cached=self.targets == "cached")  # fmt: skip
-        return model, train_set, val_set
 
-    def _cache_targets(self, ctx: Context, datasets: list, with_ids: bool) -> None:
-        """Rank 0 computes missing or stale cached targets (engine.targets); the others wait, then read."""
-        sha = tokenizer_sha256(self.tokenizer_weight)
-        size = self.codebook_size or resolve_tokenizer_size(self.tokenizer_weight, None, None)[0]
+def _eval_step(step: PretrainStep, module, batch) -> BatchOut:
+    """Validation loss and masked-word accuracy, masks drawn as in training."""
+    loss, metrics = step(module, batch)
+    return BatchOut({"loss": float(loss), **metrics})
 
-        def load():
-            return load_tokenizer(self.tokenizer_model, self.tokenizer_weight, ctx.device)
 
-        for write in (True, False):  # rank 0 writes first; then every other rank attaches what it wrote
-            if (ctx.info.rank == 0) == write:
-                for ds in datasets:
-                    ensure_targets(ds, sha, size, with_ids, load, ctx.device, write=write, log=print0)
-            barrier()
+def pretrain_inputs(cfg: Pretraining) -> dict:
+    if not cfg.tokenizer_weight:
+        raise ValueError("--tokenizer_weight is required: the pre-training targets come from a trained VQ-HBR")
+    return {"dataset": folder_identity(cfg.dataset_dir), "tokenizer_sha256": tokenizer_sha256(cfg.tokenizer_weight)}  # the resolved file (hf:// too)
 
-    def evaluate(self, module, loader, ctx: Context) -> dict:
-        return evaluate(module, loader, self.step, ctx.amp)
 
-    def summary(self, stats: dict) -> str:
-        return f"epoch {stats['epoch']}: loss {stats['train_loss']:.4f}, masked-word acc {stats['train_mlm_acc']:.4f}"
+def cache_targets(cfg: Pretraining, env: Env, datasets: list, with_ids: bool) -> None:
+    """Rank 0 computes missing or stale cached targets (engine.targets); the others wait, then read."""
+    sha = tokenizer_sha256(cfg.tokenizer_weight)
+
+    def load():
+        return load_tokenizer(cfg.tokenizer_model, cfg.tokenizer_weight, env.device)
+
+    for write in (True, False):  # rank 0 writes first; then every other rank attaches what it wrote
+        if (env.rank == 0) == write:
+            for ds in datasets:
+                ensure_targets(ds, sha, cfg.codebook_size, with_ids, load, env.device, write=write, log=print0)
+        barrier()
+
+
+def summary(stats: dict) -> str:
+    return f"epoch {stats['epoch']}: loss {stats['train_loss']:.4f}, masked-word acc {stats['train_mlm_acc']:.4f}"

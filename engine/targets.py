@@ -40,6 +40,8 @@ import torch
 from torch import nn
 
 from datasets.ecg_dataset import ConcatSentenceDataset, SentenceDataset, build_sentence_dataset
+from modeling import load_model, tokenizer_size
+from modeling.hub import checkpoint_sha256
 from utils.artifacts import Step, atomic_path
 from utils.integrity import file_identity
 
@@ -55,9 +57,16 @@ def target_files(folder: Path, split: str, with_ids: bool) -> tuple[Path, Path]:
 
 def tokenizer_sha256(weight: str) -> str:
     """SHA-256 of the tokenizer checkpoint ``weight`` (a path or an hf:// spec): what ties targets to it."""
-    from modeling.hub import checkpoint_sha256
-
     return checkpoint_sha256(weight)
+
+
+def load_tokenizer(name: str, weight: str, device) -> nn.Module:
+    """Frozen VQ-HBR from ``weight`` (a path or an hf:// spec), strictly; another kind of checkpoint or
+    NaN/inf weights are refused (modeling.load_model)."""
+    tokenizer = load_model(weight, name=name, kind="vqhbr", device=device)
+    for p in tokenizer.parameters():
+        p.requires_grad_(False)
+    return tokenizer.eval()
 
 
 def parts_of(dataset) -> list[SentenceDataset]:
@@ -187,9 +196,6 @@ def ensure_targets(
 
 
 def main(argv: list[str] | None = None) -> None:
-    from engine.pretrain import load_tokenizer
-    from modeling.checkpoint import tokenizer_size
-
     p = argparse.ArgumentParser("python -m engine.targets", description=__doc__.splitlines()[0])
     p.add_argument(
         "--dataset_dir",

@@ -3,21 +3,20 @@
 Loss = MSE reconstruction of every word (padding included) + commitment loss, both computed by
 ``VQHBR.forward(x, lead_ids, time_ids) -> (loss, log)``. Besides the losses we report
 codebook usage: the number of unused codes and the perplexity ``exp(H(p))`` of the code distribution
-``p`` (8192 = every code equally used, 1 = collapse). :class:`VQHBRStage` plugs these into engine.run.
+``p`` (8192 = every code equally used, 1 = collapse). :func:`vqhbr_task` declares the stage for engine.run.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 
 import torch
 
-from engine.loop import Amp, unwrap
-from engine.run import Context, UnlabelledSentenceStage
-from modeling import create_model
-from utils.dist import all_reduce_sum_
+from engine.loop import unwrap
+from engine.task import BatchOut, Env, Evaluation, StageConfig, Task, sentence_sets, to_device
+from modeling import create_model, make_header
 from utils.integrity import folder_identity
-from utils.logging import MetricLogger
 
 
 def _strip(log: dict) -> dict:
@@ -57,67 +56,56 @@ def ema_usage_stats(model) -> dict:
     return {"ema_unused_codes": stats["unused_codes"], "ema_perplexity": stats["perplexity"]}
 
 
-@torch.no_grad()
-def evaluate(model, loader, device: torch.device, amp: Amp) -> dict:
-    """Validation losses and exact code usage (bincount of ``get_codebook_indices`` over the split,
-    summed over ranks)."""
-    model.eval()
-    net = unwrap(model)
-    n_code = net.quantize.cluster_size.numel()
-    counts = torch.zeros(n_code, dtype=torch.float64, device=device)
-    logger = MetricLogger()
-    for x, c, t, _ in logger.log_every(loader, "Val"):
-        x, c, t = x.to(device), c.to(device), t.to(device)
-        with amp.autocast():
-            # Official behaviour: the quantizer updates its usage EMA even in eval mode; we keep it.
-            _, log = net(x, lead_ids=c, time_ids=t)
-            ids = net.get_codebook_indices(x, c, t)
-        counts += torch.bincount(ids.reshape(-1), minlength=n_code).double()
-        logger.update(**_strip(log))
-    logger.synchronize_between_processes()
-    all_reduce_sum_(counts)
-    out = logger.global_averages()
-    out.update(usage_stats(counts.cpu()))
-    return out
+def evaluation(model, device: torch.device) -> Evaluation:
+    """Validation losses and exact code usage: a bincount of ``get_codebook_indices`` over the split, summed
+    over processes."""
+    n_code = model.quantize.cluster_size.numel()
+
+    def step(module, batch) -> BatchOut:
+        x, c, t = to_device(batch[:3], device)
+        # Official behaviour: the quantizer updates its usage EMA even in eval mode; we keep it.
+        _, log = model(x, lead_ids=c, time_ids=t)
+        ids = model.get_codebook_indices(x, c, t)
+        return BatchOut(_strip(log), totals={"counts": torch.bincount(ids.reshape(-1), minlength=n_code).double()})
+
+    def finish(meters: dict, per_sample: tuple, totals: dict) -> dict:
+        return {**meters, **usage_stats(totals["counts"].cpu())}
+
+    return Evaluation(step, finish, totals=lambda: {"counts": torch.zeros(n_code, dtype=torch.float64, device=device)},
+                      module=model)  # fmt: skip
 
 
-class VQHBRStage(UnlabelledSentenceStage):
-    """Stage 1 for engine.run: VQ-HBR on the unlabeled sentences of ``dataset_dir``."""
+@dataclass(frozen=True)
+class VQHBRTraining(StageConfig):
+    """Stage 1's own settings (run_vqhbr_training.py)."""
 
-    name = "vqhbr"
+    dataset_dir: str
+    model: str
+    codebook_size: int
+    codebook_dim: int
+    ema_decay: float
+    kmeans_init: bool
 
-    def __init__(self, run, optim, dataset_dir: str, model: str, codebook_size: int, codebook_dim: int,
-                 ema_decay: float, kmeans_init: bool):  # fmt: skip
-        super().__init__(run, optim)
-        self.dataset_dir = dataset_dir
-        self.model_name = model
-        self.model_kwargs = dict(
-            codebook_size=codebook_size, codebook_dim=codebook_dim, decay=ema_decay, quantize_kmeans_init=kmeans_init,
-            padding_attention_mask=run.recipe["padding_attention_mask"],
-        )  # fmt: skip
 
-    def inputs_identity(self) -> dict:
-        return {"dataset": folder_identity(self.dataset_dir)}
+def vqhbr_task(cfg: VQHBRTraining, env: Env) -> Task:
+    """VQ-HBR reconstructs every word of the unlabelled sentences of ``dataset_dir`` through its codebook."""
+    train_set, val_set = sentence_sets(cfg.dataset_dir, cfg.run, env)
+    model = create_model(cfg.model, codebook_size=cfg.codebook_size, codebook_dim=cfg.codebook_dim, decay=cfg.ema_decay,
+                         quantize_kmeans_init=cfg.kmeans_init,
+                         padding_attention_mask=cfg.run.recipe["padding_attention_mask"])  # fmt: skip
+    return Task(
+        name="vqhbr", model=model, trains=model, train_set=train_set, val_set=val_set,
+        step=lambda module, batch: vqhbr_step(module, batch, env.device),
+        evaluation=evaluation(model, env.device), validate_every=cfg.run.val_freq,
+        epoch_stats=lambda: ema_usage_stats(model), summary=summary,
+        header=make_header(cfg.model, asdict(model.config), cfg.run.recipe),
+        inputs={} if env.plan else {"dataset": folder_identity(cfg.dataset_dir)},
+    )  # fmt: skip
 
-    def build_model(self, load_weights: bool):
-        return create_model(self.model_name, **self.model_kwargs)
 
-    def step(self, module, batch):
-        return vqhbr_step(module, batch, self.device)
-
-    def prepare(self, model, ctx: Context, train_set, val_set):
-        self.device = ctx.device
-        return model, train_set, val_set
-
-    def evaluate(self, module, loader, ctx: Context) -> dict:
-        return evaluate(module, loader, ctx.device, ctx.amp)
-
-    def epoch_stats(self, model) -> dict:
-        return ema_usage_stats(model)
-
-    def summary(self, stats: dict) -> str:
-        text = f"epoch {stats['epoch']}: train rec_loss {stats.get('train_rec_loss', float('nan')):.5f}"
-        if "val_unused_codes" in stats:
-            text += (f", val rec_loss {stats.get('val_rec_loss', float('nan')):.5f}, unused codes "
-                     f"{stats['val_unused_codes']}, perplexity {stats['val_perplexity']:.1f}")  # fmt: skip
-        return text
+def summary(stats: dict) -> str:
+    text = f"epoch {stats['epoch']}: train rec_loss {stats.get('train_rec_loss', float('nan')):.5f}"
+    if "val_unused_codes" in stats:
+        text += (f", val rec_loss {stats.get('val_rec_loss', float('nan')):.5f}, unused codes "
+                 f"{stats['val_unused_codes']}, perplexity {stats['val_perplexity']:.1f}")  # fmt: skip
+    return text

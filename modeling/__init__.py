@@ -3,25 +3,21 @@ speed devices in accel/. May import utils only (never datasets, engine, inferenc
 
 from .backbone import SentenceBackbone
 from .checkpoint import (
-    CheckpointInfo,
     LoadReport,
-    auto_resume,
-    build_state,
     checkpoint_kind,
+    checkpoint_meta,
     compare_key_contract,
     load_checkpoint_file,
-    load_model,
     load_pretrained_into_classifier,
     load_state_dict_strict,
+    make_header,
     read_checkpoint,
-    save_checkpoint,
-    save_epoch_checkpoints,
     state_dict_spec,
-    tokenizer_size,
 )
 from .config import BackboneConfig, ClassifierConfig, HeartLangConfig, VQHBRConfig
 from .heartlang import HeartLang, HeartLangClassifier
 from .hub import resolve_checkpoint
+from .loading import CheckpointInfo, load_model, tokenizer_size
 from .quantizer import NormEMAVectorQuantizer, kmeans
 from .registry import MODEL_CONFIGS, create_model, get_config, list_models
 from .transformer import Attention, FeedForward, Transformer
@@ -43,9 +39,8 @@ __all__ = [
     "Transformer",
     "VQHBR",
     "VQHBRConfig",
-    "auto_resume",
-    "build_state",
     "checkpoint_kind",
+    "checkpoint_meta",
     "compare_key_contract",
     "create_model",
     "get_config",
@@ -55,10 +50,9 @@ __all__ = [
     "load_model",
     "load_pretrained_into_classifier",
     "load_state_dict_strict",
+    "make_header",
     "read_checkpoint",
     "resolve_checkpoint",
-    "save_checkpoint",
-    "save_epoch_checkpoints",
     "state_dict_spec",
     "tokenizer_size",
 ]

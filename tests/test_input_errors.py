@@ -17,15 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-from modeling import create_model
-from modeling.checkpoint import (
-    CheckpointError,
-    auto_resume,
-    build_state,
-    load_model,
-    read_checkpoint,
-    save_checkpoint,
-)
+from engine.checkpoint import auto_resume, build_state, save_checkpoint
+from modeling import create_model, load_model
+from modeling.checkpoint import CheckpointError, read_checkpoint
 from tests._train_data import make_downstream, make_pretrain
 from utils.integrity import NonFiniteError, sha256_file
 

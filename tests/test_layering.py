@@ -123,3 +123,67 @@ def test_the_checker_finds_a_forbidden_import(tmp_path):
         "modeling/bad.py:2: modeling imports engine.loop.train_one_epoch",
         "utils/bad.py:1: utils imports datasets.qrs",
     ]
+
+
+def module_of(root: Path, target: str) -> str | None:
+    """The project module an import names: the longest dotted prefix that is a file or a package."""
+    parts = target.split(".")
+    for n in range(len(parts), 0, -1):
+        base = root.joinpath(*parts[:n])
+        if base.with_suffix(".py").is_file() or (base / "__init__.py").is_file():
+            return ".".join(parts[:n])
+    return None
+
+
+def import_cycles(root: Path) -> list[list[str]]:
+    """Every import cycle between the project's modules (imports inside functions count too): the strongly
+    connected components of the import graph with more than one module, each sorted."""
+    projects = project_names(root)
+    paths = [p for p in root.rglob("*.py") if p.relative_to(root).parts[0] in projects and ".venv" not in p.parts]
+    graph: dict[str, set[str]] = {}
+    for path in paths:
+        name = module_name(root, path)
+        targets = {module_of(root, t) for _, t in imported_modules(root, path) if t.split(".")[0] in projects}
+        graph[name] = {t for t in targets if t and t != name}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+
+    def visit(v: str) -> None:  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sorted(cycles)
+
+
+def test_no_import_cycles():
+    assert import_cycles(REPO) == []
+
+
+def test_the_checker_finds_an_import_cycle(tmp_path):
+    (tmp_path / "engine").mkdir()
+    (tmp_path / "engine" / "__init__.py").write_text("")
+    (tmp_path / "engine" / "a.py").write_text("from engine.b import f\n")
+    (tmp_path / "engine" / "b.py").write_text("def f():\n    from engine import c\n")
+    (tmp_path / "engine" / "c.py").write_text("from .a import g\n")
+    (tmp_path / "engine" / "d.py").write_text("import engine.a\n")
+    assert import_cycles(tmp_path) == [["engine.a", "engine.b", "engine.c"]]

@@ -14,13 +14,13 @@ import textwrap
 import pytest
 import torch
 
+from engine.checkpoint import build_state, save_checkpoint
 from modeling import (
-    build_state,
     compare_key_contract,
     create_model,
     load_model,
+    make_header,
     resolve_checkpoint,
-    save_checkpoint,
     tokenizer_size,
 )
 from modeling.hub import parse_hf_spec
@@ -34,7 +34,8 @@ VQ_FILE, HL_FILE = "vqhbr_tokenizer.pth", "heartlang_pretrained.pth"
 
 
 def _ours(tmp_path, name: str, **overrides):
-    """A checkpoint as our training stages write it (build_state + save_checkpoint)."""
+    """A checkpoint as our training stages wrote it before the header existed (build_state + save_checkpoint,
+    the model's name in the flag dict)."""
     torch.manual_seed(0)
     model = create_model(name, **overrides)
     state = build_state(model, 3, args={"model": name}, model_config=dataclasses.asdict(model.config))
@@ -52,6 +53,26 @@ def test_stored_config_round_trips(tmp_path, name, overrides):
     loaded = load_model(path)
     assert type(loaded) is type(model) and loaded.config == model.config and not loaded.training
     assert loaded.checkpoint_info.name == name and loaded.checkpoint_info.path == path
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize(
+    "name, overrides",
+    [("vqhbr_tiny", {"codebook_size": 32, "padding_attention_mask": True}),
+     ("HeartLang_tiny", {"codebook_size": 48, "mask_before_conv": True}),
+     ("HeartLang_finetune_tiny", {"num_classes": 7})],
+)  # fmt: skip
+def test_header_alone_rebuilds_the_model_without_the_flag_dict(tmp_path, name, overrides):
+    """A checkpoint of this version: its header names the model; the flag dict is not read (here it names
+    another model, and the legacy model_config beside the weights is absent)."""
+    torch.manual_seed(0)
+    model = create_model(name, **overrides)
+    header = make_header(name, dataclasses.asdict(model.config), {"padding_attention_mask": True})
+    state = build_state(model, 0, args={"model": "no_such_model"}, header=header)
+    path = save_checkpoint(tmp_path, f"{name}.pth", state)
+    loaded = load_model(path)
+    assert loaded.config == model.config and loaded.checkpoint_info.name == name
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
 

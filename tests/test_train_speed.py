@@ -103,7 +103,8 @@ def test_targets_do_not_change_the_dataset_identity(pre):
 def test_train_mode_probe_runs_no_autograd_through_the_backbone(tmp_path):
     """Official train-mode probe: every backbone activation is computed without grad; only mlp_head learns."""
     from engine.config import OptimConfig, RunConfig
-    from engine.finetune import FinetuneStage
+    from engine.finetune import Finetuning, finetune_task
+    from engine.task import Env
 
     folder = make_downstream(tmp_path)
     run = RunConfig(stage="finetune", output_dir=str(tmp_path / "o"), recipe={"probe_backbone_eval": False,
@@ -111,17 +112,18 @@ def test_train_mode_probe_runs_no_autograd_through_the_backbone(tmp_path):
     optim = OptimConfig(
         lr=1e-3, min_lr=0, weight_decay=0, warmup_epochs=0, warmup_steps=-1, epochs=1, batch_size=4
     )
-    stage = FinetuneStage(
-        run, optim, str(folder), "HeartLang_finetune_tiny", 3, True, "linear", "", 1.0, "random"
-    )
-    model = stage.build_model(load_weights=False)
-    stage.device = CPU
-    stage.set_train_mode(model)
+    cfg = Finetuning.create(run, optim, dataset_dir=str(folder), model="HeartLang_finetune_tiny", nb_classes=3,
+                            is_binary=True, trainable="linear", finetune="", split_ratio=1.0, sampling_method="random")  # fmt: skip
+    torch.manual_seed(0)
+    task = finetune_task(cfg, Env(CPU))
+    model = task.model
+    assert task.trains is model.mlp_head
+    task.set_train_mode()
     assert model.backbone.training  # Official behaviour: dropout on in the frozen backbone
     seen = []
     hooks = [m.register_forward_hook(lambda m, i, o: seen.append(o)) for m in model.backbone.modules()]
-    batch = next(iter(torch.utils.data.DataLoader(stage.train_set(), batch_size=4)))
-    loss, _ = stage.step(model.mlp_head, batch)
+    batch = next(iter(torch.utils.data.DataLoader(task.train_set, batch_size=4)))
+    loss, _ = task.step(task.trains, batch)
     for h in hooks:
         h.remove()
     tensors = [o for o in seen if torch.is_tensor(o)]
@@ -130,13 +132,14 @@ def test_train_mode_probe_runs_no_autograd_through_the_backbone(tmp_path):
     assert model.mlp_head.weight.grad is not None
     assert all(p.grad is None for p in model.backbone.parameters())
     # --compile: the probe compiles the head AND the frozen backbone's feature function; same loss.
-    stage.run = dataclasses.replace(run, compile_backend="eager")
-    head = stage.compile(model.mlp_head)
-    assert stage.features is not None
+    torch.manual_seed(0)
+    compiled = finetune_task(dataclasses.replace(cfg, run=dataclasses.replace(run, compile=True, compile_backend="eager")),
+                             Env(CPU))  # fmt: skip
+    assert compiled.features.fn != compiled.model.forward_features
+    compiled.model.eval()
     model.eval()
-    compiled_loss = stage.step(head, batch)[0]
-    stage.features = None
-    assert torch.equal(compiled_loss, stage.step(model.mlp_head, batch)[0])
+    head = torch.compile(compiled.trains, backend="eager")
+    assert torch.equal(compiled.step(head, batch)[0], task.step(task.trains, batch)[0])
 
 
 # ------------------------------------------------------------------------------------------ --compile

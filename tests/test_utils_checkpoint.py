@@ -1,4 +1,4 @@
-"""modeling.checkpoint (save / resume): atomic writes, auto-resume picks the newest, RNG round trip,
+"""engine.checkpoint (save / resume): atomic writes, auto-resume picks the newest, RNG round trip,
 prefix stripping, strict and finite resume; utils.logging helpers."""
 
 import random
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from modeling import checkpoint as C
+from engine import checkpoint as C
+from modeling.checkpoint import strip_prefixes
 from utils.integrity import NonFiniteError
 from utils.logging import MetricLogger, SmoothedValue, append_jsonl, read_jsonl, save_args
 
@@ -101,7 +102,7 @@ def test_resume_from_another_model_fails_loudly(tmp_path):
 def test_strip_prefixes():
     sd = {"module.a.weight": 1, "_orig_mod.b": 2, "module._orig_mod.c": 3, "d": 4, "_orig_mod.module.e": 5,
           "blocks.module.f": 6}  # fmt: skip
-    assert C.strip_prefixes(sd) == {"a.weight": 1, "b": 2, "c": 3, "d": 4, "e": 5, "blocks.module.f": 6}
+    assert strip_prefixes(sd) == {"a.weight": 1, "b": 2, "c": 3, "d": 4, "e": 5, "blocks.module.f": 6}
 
 
 def test_logging_helpers(tmp_path):
