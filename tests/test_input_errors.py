@@ -350,7 +350,7 @@ def test_mat_without_its_header_is_named(tmp_path):
 def test_a_failed_write_names_the_file_and_the_free_space(tmp_path, monkeypatch):
     import errno
 
-    from modeling.checkpoint import atomic_torch_save
+    from engine.checkpoint import atomic_torch_save
     from utils.arrays import create_npy
     from utils.artifacts import save_npy
     from utils.integrity import atomic_file

@@ -229,7 +229,7 @@ def test_finetune_scripts_read_what_pretraining_writes(repo_root):
     pre = (repo_root / "scripts" / "pretrain" / "MIMIC-IV.sh").read_text()
     out_dir = re.search(r"^OUTPUT_DIR=\$\{OUTPUT_DIR:-([^}]*)\}", pre, re.M).group(1)
     epochs = re.search(r"^\s+--epochs (\d+)", pre, re.M).group(1)
-    written = f"{out_dir.rstrip('/')}/checkpoint-{epochs}.pth"  # modeling.checkpoint: checkpoint-{epochs}.pth
+    written = f"{out_dir.rstrip('/')}/checkpoint-{epochs}.pth"  # engine.checkpoint: checkpoint-{epochs}.pth
     vq = (repo_root / "scripts" / "vqhbr" / "MIMIC-IV.sh").read_text()
     vq_written = "{}/checkpoint-{}.pth".format(
         re.search(r"^OUTPUT_DIR=\$\{OUTPUT_DIR:-([^}]*)\}", vq, re.M).group(1).rstrip("/"),
