@@ -68,7 +68,7 @@ def write_folders(root: Path, folders: int, per_folder: int, seed: int = 0) -> P
 def open_dataset(folder: Path):
     ds = build_sentence_dataset(folder, "train", with_labels=False)
     for part in parts_of(ds):
-        shape = tuple(part.chans.shape)
+        shape = tuple(part.lead_ids.shape)
         part.attach_targets(np.memmap(part.root / "train_targets.u16", dtype="<u2", mode="r", shape=shape))
     return ds
 

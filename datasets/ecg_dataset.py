@@ -82,23 +82,23 @@ class SentenceDataset(Dataset):
                 self.root, [record], files, what=f"reading the {split} sentences", nests={record: "stamp"}
             )
         self.data = _load(self.root / f"{split}_data.npy")
-        self.chans = _load(self.root / f"{split}_data_in_chans.npy")
-        self.times = _load(self.root / f"{split}_data_in_times.npy")
+        self.lead_ids = _load(self.root / f"{split}_data_in_chans.npy")
+        self.time_ids = _load(self.root / f"{split}_data_in_times.npy")
         n = self.data.shape[0]
         if (
             self.data.ndim != 3
-            or self.chans.shape != self.data.shape[:2]
-            or self.times.shape != self.data.shape[:2]
+            or self.lead_ids.shape != self.data.shape[:2]
+            or self.time_ids.shape != self.data.shape[:2]
         ):
             raise DataFileError(
                 f"{self.root}/{split}: inconsistent shapes data {self.data.shape}, "
-                f"in_chans {self.chans.shape}, in_times {self.times.shape}; expected (N, L, W), (N, L), (N, L)"
+                f"in_chans {self.lead_ids.shape}, in_times {self.time_ids.shape}; expected (N, L, W), (N, L), (N, L)"
             )
         if not np.issubdtype(self.data.dtype, np.floating):
             raise DataFileError(
                 f"{self.root}/{split}_data.npy: dtype {self.data.dtype}; words are float samples"
             )
-        for name, ids in (("in_chans", self.chans), ("in_times", self.times)):
+        for name, ids in (("in_chans", self.lead_ids), ("in_times", self.time_ids)):
             if not np.issubdtype(ids.dtype, np.integer):
                 raise DataFileError(
                     f"{self.root}/{split}_data_{name}.npy: dtype {ids.dtype}; lead / second ids are integers"
@@ -117,7 +117,7 @@ class SentenceDataset(Dataset):
     def id_range(self, name: str) -> tuple[int, int] | None:
         """``(min, max)`` of ``in_chans`` / ``in_times`` (scanned once, in row chunks); None when empty."""
         if name not in self._id_ranges:
-            found = scan_range(self.chans if name == "in_chans" else self.times)
+            found = scan_range(self.lead_ids if name == "in_chans" else self.time_ids)
             self._id_ranges[name] = None if found is None else (int(found[0]), int(found[1]))
         return self._id_ranges[name]
 
@@ -126,9 +126,9 @@ class SentenceDataset(Dataset):
         (a pre-training split has no labels)."""
         if self.labels is not None:
             raise ValueError(f"{self.root}/{self.split}: a labelled split takes no pre-training targets")
-        if tuple(targets.shape) != tuple(self.chans.shape):
+        if tuple(targets.shape) != tuple(self.lead_ids.shape):
             raise ValueError(
-                f"{self.root}/{self.split}: targets of shape {tuple(targets.shape)}, sentences {self.chans.shape}"
+                f"{self.root}/{self.split}: targets of shape {tuple(targets.shape)}, sentences {self.lead_ids.shape}"
             )
         self.targets = targets
 
@@ -138,8 +138,8 @@ class SentenceDataset(Dataset):
     def __getitem__(self, i: int):
         # np.array copies the one row out of the memory map (torch cannot wrap read-only mmaps).
         x = torch.from_numpy(np.array(self.data[i], dtype=np.float32))
-        c = torch.from_numpy(np.array(self.chans[i], dtype=np.int64))
-        t = torch.from_numpy(np.array(self.times[i], dtype=np.int64))
+        c = torch.from_numpy(np.array(self.lead_ids[i], dtype=np.int64))
+        t = torch.from_numpy(np.array(self.time_ids[i], dtype=np.int64))
         if self.labels is not None:
             y = torch.from_numpy(np.array(self.labels[i], dtype=np.float32))
         elif self.targets is not None:
@@ -191,8 +191,8 @@ def read_batch(parts: list[SentenceDataset], offsets: list[int], indices) -> Sen
             continue
         rows, dest = sidx[a:b] - offsets[k], order[a:b]  # read in file order, write to the batch position
         x[dest] = part.data[rows]
-        c[dest] = part.chans[rows]
-        t[dest] = part.times[rows]
+        c[dest] = part.lead_ids[rows]
+        t[dest] = part.time_ids[rows]
         src = part._label_source()[0]
         if src is not None:
             y[dest] = src[rows]
@@ -283,7 +283,7 @@ def check_fits_model(dataset, config, model: str = "the model") -> None:
             found = part.id_range(name)
             if found is None or (found[0] >= 0 and found[1] < limit):
                 continue
-            ids = part.chans if name == "in_chans" else part.times
+            ids = part.lead_ids if name == "in_chans" else part.time_ids
             row, word = first_where(ids, lambda b, lim=limit: (b < 0) | (b >= lim))
             hint = (
                 " (records longer than 15 s at 100 Hz give such second ids: cut them to 10 s in preprocessing)"

@@ -258,7 +258,7 @@ def eval_checkpoint(cfg: Finetuning, env: Env, amp: Amp, record: dict) -> dict:
     print0(f"test of {best} on {cfg.dataset_dir} ({report.n_samples} records)\n" + format_table(report, names))
     dataset, subset = describe_dataset_dir(cfg.dataset_dir)
     row = {
-        "dataset": dataset, "subset": subset, "leads": count_leads(test_set.chans), "ratio": cfg.split_ratio,
+        "dataset": dataset, "subset": subset, "leads": count_leads(test_set.lead_ids), "ratio": cfg.split_ratio,
         "sampling": cfg.sampling_method, "seed": cfg.run.seed, "trainable": cfg.trainable,
         "finetune": record["args"].get("finetune", ""), "macro_auc": f"{report.macro_auc:.6f}",
         "macro_f1": f"{report.macro_f1:.6f}", "accuracy": f"{report.accuracy:.6f}", "n_test": report.n_samples,

@@ -84,7 +84,7 @@ def targets_step(part: SentenceDataset, tokenizer_sha256: str, codebook_size: in
     sentences = {"files": [file_identity(part.root / n, part.root) for n in names]}
     settings = {
         "tokenizer_sha256": tokenizer_sha256, "with_ids": bool(with_ids), "codebook_size": int(codebook_size),
-        "shape": list(part.chans.shape), "dtype": TARGET_DTYPE.str, "precision": "fp32",
+        "shape": list(part.lead_ids.shape), "dtype": TARGET_DTYPE.str, "precision": "fp32",
     }  # fmt: skip
     path, record = target_files(part.root, part.split, with_ids)
     return Step(STAGE, part.root, record.name, settings, {"sentences": sentences}, (path.name,))
@@ -99,7 +99,7 @@ def problems(part: SentenceDataset, tokenizer_sha256: str, codebook_size: int, w
 def open_targets(part: SentenceDataset, with_ids: bool) -> np.ndarray:
     """The (N, L) uint16 memory map of ``part``'s targets (read-only)."""
     path, _ = target_files(part.root, part.split, with_ids)
-    return np.memmap(path, dtype=TARGET_DTYPE, mode="r", shape=tuple(part.chans.shape))
+    return np.memmap(path, dtype=TARGET_DTYPE, mode="r", shape=tuple(part.lead_ids.shape))
 
 
 def quiet_tokenizer(tokenizer: nn.Module) -> nn.Module:
@@ -117,14 +117,14 @@ def compute_targets(
 ) -> Iterator[np.ndarray]:
     """Code indices of ``part``'s sentences in order, ``batch_size`` sentences at a time ((rows, L) int64
     chunks, fp32): a stream, so a batch folder of any size is never held in memory."""
-    n = len(part.chans)
+    n = len(part.lead_ids)
     for start in range(0, n, batch_size):
         stop = min(n, start + batch_size)
         x = torch.from_numpy(np.array(part.data[start:stop], dtype=np.float32)).to(device)
         with torch.autocast(device_type=device.type, enabled=False):
             if with_ids:
-                c = torch.from_numpy(np.array(part.chans[start:stop], dtype=np.int64)).to(device)
-                t = torch.from_numpy(np.array(part.times[start:stop], dtype=np.int64)).to(device)
+                c = torch.from_numpy(np.array(part.lead_ids[start:stop], dtype=np.int64)).to(device)
+                t = torch.from_numpy(np.array(part.time_ids[start:stop], dtype=np.int64)).to(device)
                 ids = tokenizer.get_codebook_indices(x, c, t)
             else:
                 # Official behaviour: targets from the tokenizer WITHOUT lead/time ids (engine.pretrain).
@@ -138,7 +138,7 @@ def write_targets(
     """Write the target ``chunks`` ((rows, L) each, in sentence order) as ``part``'s uint16 memory map (temp
     file + rename) and then its completion record; a chunk that does not check stops the write, and nothing
     is left under the final name."""
-    n, length = part.chans.shape
+    n, length = part.lead_ids.shape
     step = targets_step(part, tokenizer_sha256, codebook_size, with_ids)
     path = part.root / step.outputs[0]
     step.begin()  # the record says "running" until complete(); the old file is removed
@@ -146,7 +146,7 @@ def write_targets(
         rows = 0
         for chunk in chunks:  # one chunk at a time: a batch folder is never held in memory
             if chunk.ndim != 2 or chunk.shape[1] != length:
-                raise ValueError(f"{part.root}/{part.split}: targets {chunk.shape}, sentences {part.chans.shape}")
+                raise ValueError(f"{part.root}/{part.split}: targets {chunk.shape}, sentences {part.lead_ids.shape}")
             if chunk.size and (chunk.min() < 0 or chunk.max() >= codebook_size):
                 raise ValueError(
                     f"{part.root}/{part.split}: target outside [0, {codebook_size}): tokenizer output is wrong"
@@ -154,7 +154,7 @@ def write_targets(
             fh.write(np.ascontiguousarray(chunk, dtype=TARGET_DTYPE).tobytes())
             rows += len(chunk)
         if rows != n:
-            raise ValueError(f"{part.root}/{part.split}: targets for {rows} sentences, sentences {part.chans.shape}")
+            raise ValueError(f"{part.root}/{part.split}: targets for {rows} sentences, sentences {part.lead_ids.shape}")
     step.complete()
     return path
 

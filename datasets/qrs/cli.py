@@ -107,12 +107,12 @@ def default_output_name(dataset_name: str, used_channels, n_leads: int = 12) -> 
 
     All leads -> ``<NAME>_QRS``; a reduced set the scripts use -> ``<NAME>_QRS_<n>Leads`` (the folder they
     read); any other subset -> ``<NAME>_QRS_<lead names>`` (e.g. ``PTBXL_QRS_I-V1``)."""
-    chans = parse_channels(used_channels)
-    if chans is None or chans == list(range(n_leads)):
+    leads = parse_channels(used_channels)
+    if leads is None or leads == list(range(n_leads)):
         return f"{dataset_name}_QRS"
-    if REDUCED_LEAD_SETS.get(len(chans)) == chans:
-        return f"{dataset_name}_QRS_{len(chans)}Leads"
-    names = [STANDARD_LEADS[c] if 0 <= c < len(STANDARD_LEADS) else str(c) for c in chans]
+    if REDUCED_LEAD_SETS.get(len(leads)) == leads:
+        return f"{dataset_name}_QRS_{len(leads)}Leads"
+    names = [STANDARD_LEADS[c] if 0 <= c < len(STANDARD_LEADS) else str(c) for c in leads]
     return f"{dataset_name}_QRS_" + "-".join(names)
 
 
@@ -266,8 +266,8 @@ def tokenize_dataset(args: TokenizerConfig) -> dict:
         args.output_name or default_output_name(args.dataset_name, args.used_channels, args.n_leads)
     )
     subsets = args.subsets or find_subsets(src_root)
-    chans = parse_channels(args.used_channels)
-    used = list(range(args.n_leads)) if chans is None else chans
+    leads = parse_channels(args.used_channels)
+    used = list(range(args.n_leads)) if leads is None else leads
     print(f"QRS tokenizer: {src_root} -> {dst_root}; subsets {subsets}; leads {[lead_name(c) for c in used]}")
 
     check_no_partial(src_root)

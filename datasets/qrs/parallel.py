@@ -95,12 +95,12 @@ def _tokenize_chunk(source, start: int, stop: int, layout: str, out_paths: list,
     chunk = np.asarray(block) if layout == "nct" else np.asarray(block).transpose(0, 2, 1)  # (n, leads, T)
     n = chunk.shape[0]
     data = np.zeros((n, params["max_len"], params["token_len"]), dtype=np.float32)
-    chans = np.zeros((n, params["max_len"]), dtype=np.int32)
-    times = np.zeros((n, params["max_len"]), dtype=np.int32)
+    lead_ids = np.zeros((n, params["max_len"]), dtype=np.int32)
+    time_ids = np.zeros((n, params["max_len"]), dtype=np.int32)
     stats = np.zeros(n, dtype=STATS_DTYPE)
     errors = []
     # One batched R-peak detection for the chunk, then the words record by record.
-    for i, (data[i], chans[i], times[i], info) in enumerate(tokenize_records(chunk, **params)):
+    for i, (data[i], lead_ids[i], time_ids[i], info) in enumerate(tokenize_records(chunk, **params)):
         stats[i] = (
             info.num_beats,
             info.num_words,
@@ -117,7 +117,7 @@ def _tokenize_chunk(source, start: int, stop: int, layout: str, out_paths: list,
         check_finite(
             data, f"{source if isinstance(source, str) else '<array>'} records {start}-{stop - 1} words"
         )
-    for path, values in zip(out_paths, (data, chans, times)):
+    for path, values in zip(out_paths, (data, lead_ids, time_ids)):
         out = np.load(path, mmap_mode="r+")  # disjoint row ranges per task: no locking needed
         out[start:stop] = values
         out.flush()
@@ -173,7 +173,7 @@ class TokenizePlan:
     source: str
     layout: str
     n_records: int
-    chans: np.ndarray
+    leads: np.ndarray
     params: dict
     num_workers: int
     chunk_size: int
@@ -195,9 +195,9 @@ def plan_tokenize(array, *, used_channels, num_workers, chunk_size, fs, max_len,
     lay = infer_layout(array.shape, n_leads, layout)
     N = array.shape[0]
     n_in, T = (array.shape[1], array.shape[2]) if lay == "nct" else (array.shape[2], array.shape[1])
-    chans = np.arange(n_in) if used_channels is None else np.asarray(list(used_channels), dtype=np.int64)
-    if chans.size == 0 or chans.min() < 0 or chans.max() >= n_in:
-        raise ValueError(f"{source}: used_channels {chans.tolist()} out of range for {n_in} leads")
+    leads = np.arange(n_in) if used_channels is None else np.asarray(list(used_channels), dtype=np.int64)
+    if leads.size == 0 or leads.min() < 0 or leads.max() >= n_in:
+        raise ValueError(f"{source}: used_channels {leads.tolist()} out of range for {n_in} leads")
     if T > MAX_SECONDS * fs:
         # in_times = R // fs + 1 must stay below the models' 16-entry time embedding (1..15; 0 = padding)
         raise ValueError(
@@ -208,9 +208,9 @@ def plan_tokenize(array, *, used_channels, num_workers, chunk_size, fs, max_len,
     chunk_size = max(1, int(chunk_size))
     # No more processes than chunks: a small split is faster in-process than paying pool start-up.
     num_workers = max(1, min(int(num_workers or os.cpu_count() or 1), -(-N // chunk_size)))
-    params = dict(used_channels=chans, fs=fs, max_len=max_len, token_len=token_len, nan_policy=nan_policy,
+    params = dict(used_channels=leads, fs=fs, max_len=max_len, token_len=token_len, nan_policy=nan_policy,
                   detector=detector)  # fmt: skip
-    return TokenizePlan(path, array, source, lay, N, chans, params, num_workers, chunk_size)
+    return TokenizePlan(path, array, source, lay, N, leads, params, num_workers, chunk_size)
 
 
 def _allocate(out_dir: Path, split: str, plan: TokenizePlan) -> list[Path]:
@@ -294,7 +294,7 @@ def tokenize_array(
                          fs=fs, max_len=max_len, token_len=token_len, nan_policy=nan_policy, detector=detector,
                          n_leads=n_leads, layout=layout)  # fmt: skip
     out_dir = Path(out_dir)
-    settings = tokenizer_settings(plan.chans, plan.array.shape, plan.layout, fs, max_len, token_len, nan_policy,
+    settings = tokenizer_settings(plan.leads, plan.array.shape, plan.layout, fs, max_len, token_len, nan_policy,
                                   detector)  # fmt: skip
     spec = {"dtype": str(plan.array.dtype), **(input_spec or {})}
     step = split_step(out_dir, split, settings, plan.path, spec)
@@ -318,7 +318,7 @@ def tokenize_array(
         input_shape=list(plan.array.shape),
         input_layout=plan.layout,
         # The settings the workers ran with (a rerun compares them to decide whether the split is done).
-        **{**plan.params, "used_channels": plan.chans.tolist()},
+        **{**plan.params, "used_channels": plan.leads.tolist()},
         detector_engine=FAST_ENGINE if detector == "xqrs_fast" else "wfdb",
         num_workers=plan.num_workers,
         chunk_size=plan.chunk_size,

@@ -36,11 +36,11 @@ def plot_record(
     matplotlib.use("Agg")  # headless: no display on servers
     import matplotlib.pyplot as plt
 
-    chans = list(range(signal.shape[0])) if used_channels is None else [int(c) for c in used_channels]
-    data, in_chans, _, info = tokenize_record(signal, chans, **tokenize_kwargs)
-    plot_lead = chans[0] if plot_lead is None else int(plot_lead)
+    leads = list(range(signal.shape[0])) if used_channels is None else [int(c) for c in used_channels]
+    data, lead_ids, _, info = tokenize_record(signal, leads, **tokenize_kwargs)
+    plot_lead = leads[0] if plot_lead is None else int(plot_lead)
     fs = tokenize_kwargs.get("fs", 100)
-    det = np.asarray(signal[chans[0]], dtype=np.float32)
+    det = np.asarray(signal[leads[0]], dtype=np.float32)
     t = np.arange(det.size) / fs
 
     fig, axes = plt.subplots(3, 1, figsize=(11, 9), gridspec_kw={"height_ratios": [1.2, 1.2, 1.4]})
@@ -54,12 +54,12 @@ def plot_record(
         ax.plot(q / fs, det[q], "rv", ms=6, label=f"{q.size} R peaks (xqrs)")
         ax.legend(loc="upper right", fontsize=8)
     ax.set_title(
-        f"{title}  detection lead {lead_name(chans[0])}" + (f"  [{info.reason}]" if info.reason else "")
+        f"{title}  detection lead {lead_name(leads[0])}" + (f"  [{info.reason}]" if info.reason else "")
     )
     ax.set_xlabel("s")
 
     ax = axes[1]
-    words = data[in_chans == plot_lead + 1]
+    words = data[lead_ids == plot_lead + 1]
     for k, w in enumerate(words):
         ax.plot(w, lw=0.8, color=plt.cm.viridis(k / max(len(words) - 1, 1)))
     ax.axvline(data.shape[1] // 2, color="r", ls="--", lw=0.8)

@@ -8,7 +8,7 @@ One record ``signal: (n_leads, T)`` becomes one *sentence*:
   zero vector so that the R peak usually sits at index ``token_len // 2`` (48);
 * words are ordered lead-major (all beats of lead 0, then lead 1, ...), zero-padded or truncated
   to ``max_len`` (256) words;
-* ``in_chans`` = standard lead index + 1 and ``in_times`` = R // fs + 1 (0 marks padding).
+* ``lead_ids`` = standard lead index + 1 and ``time_ids`` = R // fs + 1 (0 marks padding).
 
 The output equals the original implementation's bit for bit (``shared/fixtures/tokenizer_ptbxl.npz``).
 Robustness rules (NaN, flat leads, no beat, detector errors) are documented in docs/tokenizer.md;
@@ -176,20 +176,21 @@ def cut_words(x: np.ndarray, qrs_inds: np.ndarray, token_len: int = 96) -> np.nd
 
 
 def _used_leads(signal: np.ndarray, used_channels, nan_policy: str) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Checked ``(chans (L,), src (L, T) float, nonfinite_input)``; src is what detection and cutting see."""
+    """Checked ``(leads (L,), src (L, T) float, nonfinite_input)``: the used leads' indices; src is what
+    detection and cutting see."""
     if nan_policy not in NAN_POLICIES:
         raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
     signal = np.asarray(signal)
     if signal.ndim != 2:
         raise ValueError(f"signal must be (n_leads, T), got shape {signal.shape}")
-    chans = np.arange(signal.shape[0]) if used_channels is None else np.asarray(used_channels, dtype=np.int64)
-    if chans.ndim != 1 or chans.size == 0 or chans.min() < 0 or chans.max() >= signal.shape[0]:
-        raise ValueError(f"used_channels {chans.tolist()} out of range for a {signal.shape[0]}-lead signal")
-    src = signal[chans]  # (L, T) in the caller's dtype: the original ran xqrs on it as given
+    leads = np.arange(signal.shape[0]) if used_channels is None else np.asarray(used_channels, dtype=np.int64)
+    if leads.ndim != 1 or leads.size == 0 or leads.min() < 0 or leads.max() >= signal.shape[0]:
+        raise ValueError(f"used_channels {leads.tolist()} out of range for a {signal.shape[0]}-lead signal")
+    src = signal[leads]  # (L, T) in the caller's dtype: the original ran xqrs on it as given
     if not np.issubdtype(src.dtype, np.floating):
         src = src.astype(np.float64)
     if nan_policy == "official":
-        return chans, src, not bool(np.isfinite(src).all())
+        return leads, src, not bool(np.isfinite(src).all())
     # Samples beyond the float32 range would become inf in the float32 words: they count as non-finite.
     with np.errstate(invalid="ignore"):
         bad = ~np.isfinite(src) | (np.abs(src) > _F32_MAX)
@@ -197,7 +198,7 @@ def _used_leads(signal: np.ndarray, used_channels, nan_policy: str) -> tuple[np.
     if nonfinite and nan_policy in ("interpolate", "zero"):
         src = np.where(bad, np.nan, src).astype(src.dtype, copy=False)
         src = _interpolate_nonfinite(src) if nan_policy == "interpolate" else np.nan_to_num(src, nan=0.0)
-    return chans, src, nonfinite  # "skip": tokenize_record leaves the sentence empty
+    return leads, src, nonfinite  # "skip": tokenize_record leaves the sentence empty
 
 
 def tokenize_record(
@@ -215,14 +216,14 @@ def tokenize_record(
 
     signal: (n_leads, T) float (12 x 1000 at 100 Hz in the pipeline). used_channels: lead indices
     into ``signal`` (default all); the first one drives R-peak detection.
-    Returns ``data (max_len, token_len) float32, in_chans (max_len,) int32, in_times (max_len,)
+    Returns ``data (max_len, token_len) float32, lead_ids (max_len,) int32, time_ids (max_len,)
     int32, info``. ``detector``: "xqrs_fast" (default) or "xqrs" (wfdb itself): the same peaks.
     ``peaks``: ``(detect_r_peaks result, the lead it was computed on)`` for this record
     (``tokenize_records`` passes it; the lead must equal this record's detection lead).
     Never raises on record content (NaN, flat, no beat, detector failure).
     """
     # _prepared: this signal's _used_leads result, when tokenize_records already computed it.
-    chans, src, nonfinite = _used_leads(signal, used_channels, nan_policy) if _prepared is None else _prepared
+    leads, src, nonfinite = _used_leads(signal, used_channels, nan_policy) if _prepared is None else _prepared
     info = RecordInfo()
     info.nonfinite_input = nonfinite
     if nonfinite and nan_policy == "skip":
@@ -236,8 +237,8 @@ def tokenize_record(
             info.flat_leads = int((np.nanmax(x, axis=1) == np.nanmin(x, axis=1)).sum())
 
     data = np.zeros((max_len, token_len), dtype=np.float32)
-    in_chans = np.zeros(max_len, dtype=np.int32)
-    in_times = np.zeros(max_len, dtype=np.int32)
+    lead_ids = np.zeros(max_len, dtype=np.int32)
+    time_ids = np.zeros(max_len, dtype=np.int32)
 
     if peaks is None:
         det = detect_r_peaks(src[0], fs, detector)
@@ -261,17 +262,17 @@ def tokenize_record(
             info.reason = REASON_FLAT
         else:
             info.reason = REASON_NO_BEAT
-        return data, in_chans, in_times, info
+        return data, lead_ids, time_ids, info
 
     words = cut_words(x, qrs, token_len)  # (L * B, token_len)
     info.num_words = int(words.shape[0])
     info.truncated = info.num_words > max_len
     n = min(info.num_words, max_len)  # Official behaviour: truncation drops the last leads' beats
     data[:n] = words[:n]
-    in_chans[:n] = np.repeat(chans + 1, qrs.size)[:n]
-    in_times[:n] = np.tile(qrs // fs + 1, chans.size)[:n]
+    lead_ids[:n] = np.repeat(leads + 1, qrs.size)[:n]
+    time_ids[:n] = np.tile(qrs // fs + 1, leads.size)[:n]
     info.nonfinite_words = int((~np.isfinite(data[:n])).any(axis=1).sum())
-    return data, in_chans, in_times, info
+    return data, lead_ids, time_ids, info
 
 
 def tokenize_records(
