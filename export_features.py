@@ -36,7 +36,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from datasets.ecg_dataset import build_sentence_dataset, check_fits_model
 from datasets.preprocess.records import SkipLog, parallel_map
 from datasets.preprocess.signal import SignalError
 from datasets.qrs.detect import DEFAULT_DETECTOR, DETECTORS
@@ -45,6 +44,7 @@ from inference import CHAINS, POOLS, embed_sentences, find_records, read_record,
 from inference.records import resolve_scaler
 from modeling import load_model, read_checkpoint
 from reporting.results import format_recipe
+from sentences.dataset import build_sentence_dataset, check_fits_model
 from utils.artifacts import Step, copy_file, save_npy
 from utils.integrity import file_identity, folder_identity, provenance
 

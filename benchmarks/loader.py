@@ -4,7 +4,7 @@
 
 1. Writes a MIMIC-IV-like tokenised folder (``batch_0, batch_2, ...``: float32 words (N, 256, 96), int32
    lead/time ids, uint16 cached targets) into ``--work_dir`` and opens it as training does
-   (``build_sentence_dataset`` + ``engine.data.make_loader``: shuffled DistributedSampler, memory maps).
+   (``build_sentence_dataset`` + ``sentences.loader.make_loader``: shuffled DistributedSampler, memory maps).
 2. Times samples/s of the pre-training loader with 0, 1, 2 worker processes, pinned memory when CUDA is
    there, two ways: ``row`` (one ``__getitem__`` per sentence, the original's way) and ``batch``
    (``__getitems__``: one sorted read per array per batch, our default).
@@ -32,11 +32,11 @@ from torch.utils.data import Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.common import add_output_args, write_results
-from datasets.ecg_dataset import build_sentence_dataset
-from engine.data import make_loader
 from engine.pretrain import PretrainStep
 from engine.targets import parts_of
 from modeling import create_model
+from sentences.dataset import build_sentence_dataset
+from sentences.loader import make_loader
 
 SENTENCE_BYTES = 256 * 96 * 4 + 2 * 256 * 4 + 256 * 2  # words, lead ids, time ids, targets
 

@@ -135,7 +135,7 @@ def seed_command_speed(args, run: Runner, prep: dict) -> dict:
     the weights and no full-size pre-trained checkpoint is used here) on the real superdiagnostic folder."""
     import numpy as np
 
-    from engine.data import fit_batch_size
+    from sentences.loader import fit_batch_size
 
     task_dir, root = prep["task_dir"], prep["ckpt"] / "seed_speed"
     shutil.rmtree(root, ignore_errors=True)  # timed from scratch every time

@@ -58,9 +58,9 @@ def write_tiny_tokenizer(path: Path) -> None:
 
 def loader_epoch(dataset_dir: str, batch_size: int, num_workers: int) -> dict:
     """One epoch of the pre-training loader over every batch folder (train split, cached targets)."""
-    from datasets.ecg_dataset import build_sentence_dataset
-    from engine.data import make_loader
     from engine.targets import open_targets, parts_of
+    from sentences.dataset import build_sentence_dataset
+    from sentences.loader import make_loader
 
     ds = build_sentence_dataset(dataset_dir, "train", with_labels=False, all_batch_folders=True)
     for part in parts_of(ds):

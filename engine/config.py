@@ -187,7 +187,7 @@ class OptimConfig:
     warmup_epochs: int
     warmup_steps: int
     epochs: int
-    batch_size: int  # per process, as requested (a stage may lower it: see engine.data.fit_batch_size)
+    batch_size: int  # per process, as requested (a stage may lower it: see sentences.loader.fit_batch_size)
     update_freq: int = 1
     opt: str = "adamw"
     opt_eps: float = 1e-8

@@ -22,8 +22,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Subset
 
-from datasets.ecg_dataset import build_sentence_dataset, load_class_names, subsample_indices
-from engine.data import make_loader
 from engine.loop import Amp
 from engine.task import (
     BatchOut,
@@ -40,6 +38,8 @@ from engine.task import (
 from modeling import create_model, load_model, make_header
 from modeling.hub import checkpoint_sha256
 from reporting.results import count_leads, describe_dataset_dir, write_result
+from sentences.dataset import build_sentence_dataset, load_class_names, subsample_indices
+from sentences.loader import make_loader
 from utils.dist import is_main_process, print0
 from utils.integrity import folder_identity
 from utils.logging import TensorboardLogger, append_jsonl
@@ -186,7 +186,7 @@ def finetune_task(cfg: Finetuning, env: Env) -> Task:
                                   None if cfg.cache_features else model),
         best_metric="macro_auc", best_key="best_val_auc", validate_every=1, train_mode=train_mode,
         summary=summary, header=make_header(cfg.model, asdict(model.config), cfg.run.recipe), inputs=inputs,
-        plan=plan, adjust_batch=True,  # Official behaviour: engine.data.fit_batch_size
+        plan=plan, adjust_batch=True,  # Official behaviour: sentences.loader.fit_batch_size
     )  # fmt: skip
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from engine.data import batch_indices, describe_sample
+from sentences.loader import batch_indices, describe_sample
 from utils.dist import get_world_size, is_dist_avail_and_initialized, seed_all
 from utils.logging import MetricLogger, TensorboardLogger
 from utils.optim import adjust_learning_rate

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from engine.checkpoint import epoch_of, find_latest_checkpoint
 from engine.config import HARMLESS_SETTINGS, OptimConfig, RunConfig
-from engine.data import fit_batch_size, iters_per_epoch
 from engine.task import Task
 from modeling.accel import mask_source
+from sentences.loader import fit_batch_size, iters_per_epoch
 from utils.dist import print0
 from utils.integrity import (
     OutputDirLock,

@@ -29,7 +29,6 @@ from pathlib import Path
 import torch
 
 from engine.checkpoint import auto_resume, build_state, save_checkpoint, save_epoch_checkpoints
-from engine.data import iters_per_epoch, make_loader
 from engine.loop import Amp, reseed_epoch, train_one_epoch, wrap_ddp
 from engine.plan import (
     RunRecord,
@@ -43,6 +42,7 @@ from engine.plan import (
     write_plan,
 )
 from engine.task import Env, EvalSpec, StageConfig, Task, cache_features, check_data_fits, evaluate
+from sentences.loader import iters_per_epoch, make_loader
 from utils.dist import DistInfo, barrier, destroy_distributed, init_distributed_mode, print0, seed_everything
 from utils.integrity import digest
 from utils.logging import TensorboardLogger, append_jsonl, read_jsonl, save_args

@@ -39,9 +39,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from datasets.ecg_dataset import ConcatSentenceDataset, SentenceDataset, build_sentence_dataset
 from modeling import load_model, tokenizer_size
 from modeling.hub import checkpoint_sha256
+from sentences.dataset import ConcatSentenceDataset, SentenceDataset, build_sentence_dataset
 from utils.artifacts import Step, atomic_path
 from utils.integrity import file_identity
 

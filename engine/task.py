@@ -21,9 +21,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from datasets.ecg_dataset import build_sentence_dataset, check_fits_model
 from engine.config import OptimConfig, RunConfig
 from engine.loop import Amp, gather_predictions
+from sentences.dataset import build_sentence_dataset, check_fits_model
 from utils.dist import all_reduce_sum_
 from utils.logging import MetricLogger
 
@@ -149,7 +149,7 @@ def sentence_sets(dataset_dir: str, run: RunConfig, env: Env) -> tuple[Dataset, 
 
 
 def check_data_fits(run: RunConfig, model: nn.Module, *datasets) -> None:
-    """Sentence shapes and lead / second ids against the model's config (datasets.ecg_dataset.check_fits_model):
+    """Sentence shapes and lead / second ids against the model's config (sentences.dataset.check_fits_model):
     a mismatch is refused naming the file before the first step."""
     name = f"--model {run.settings.get('model')}" if run.settings.get("model") else "the model"
     for ds in datasets:
@@ -171,7 +171,7 @@ class Collected:
 
 @torch.no_grad()
 def collect(evaluation: Evaluation, module: nn.Module, loader, amp: Amp, header: str = "Val") -> Collected:
-    """Run ``evaluation.step`` over ``loader`` (a :class:`engine.data.ShardSampler` loader: every sample once)
+    """Run ``evaluation.step`` over ``loader`` (a :class:`sentences.loader.ShardSampler` loader: every sample once)
     in eval mode and combine the batches over processes."""
     net = evaluation.module if evaluation.module is not None else module
     net.eval()

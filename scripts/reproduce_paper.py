@@ -32,10 +32,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from datasets.ecg_dataset import SAMPLING_METHODS  # noqa: E402
 from reporting.results import read_results  # noqa: E402
 from reporting.tables import caveat_note  # noqa: E402
 from scripts.run_demo import default_nproc, torchrun_prefix  # noqa: E402
+from sentences.dataset import SAMPLING_METHODS  # noqa: E402
 
 # key -> (row label, dataset folder under --data_root, paper Table 1 linear probe {ratio: macro AUC %}).
 TASKS: dict[str, tuple[str, str, dict[float, float]]] = {

@@ -441,7 +441,7 @@ def test_interrupted_tokenizer_rerun_leaves_no_split_that_looks_finished(tmp_pat
 
 
 def test_training_data_refuses_sentences_changed_after_tokenisation(tmp_path):
-    from datasets.ecg_dataset import SentenceDataset
+    from sentences.dataset import SentenceDataset
 
     x = simulate_cohort(4, seed=3)["signals"]
     tokenize_array(x, tmp_path, "train", num_workers=1, progress=False, verbose=False)

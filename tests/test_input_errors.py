@@ -207,7 +207,7 @@ def _rewrite(path: Path, fn) -> None:
 
 
 def test_truncated_data_file_is_named_with_its_expected_size(tmp_path):
-    from datasets.ecg_dataset import build_sentence_dataset
+    from sentences.dataset import build_sentence_dataset
     from utils.arrays import DataFileError
 
     down = make_downstream(tmp_path, n_train=4, n_val=2, n_test=2)
@@ -285,7 +285,7 @@ def test_ids_beyond_the_models_tables_are_refused_before_training(tmp_path, name
 
 
 def test_float_ids_are_refused(tmp_path):
-    from datasets.ecg_dataset import SentenceDataset
+    from sentences.dataset import SentenceDataset
     from utils.arrays import DataFileError
 
     down = make_downstream(tmp_path, n_train=4, n_val=2, n_test=2)
@@ -433,7 +433,7 @@ def test_export_and_embed_sentences_check_the_sentences_against_the_model(tmp_pa
 
 
 def test_a_broken_classes_json_is_named(tmp_path):
-    from datasets.ecg_dataset import load_class_names
+    from sentences.dataset import load_class_names
     from utils.arrays import DataFileError
 
     (tmp_path / "classes.json").write_text('["NORM", "MI"')

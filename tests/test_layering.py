@@ -18,12 +18,13 @@ ALLOWED: dict[str, set[str]] = {
     "utils": {"utils"},
     "modeling": {"modeling", "utils"},
     "datasets": {"datasets", "utils"},
+    "sentences": {"sentences", "datasets.preprocess.splits", "utils"},
     "datasets.preprocess": {"datasets.preprocess", "utils"},
     "datasets.qrs": {"datasets.qrs", "datasets.preprocess", "utils"},
     "datasets.synthetic": {"datasets.synthetic", "datasets.preprocess", "utils"},
     "reporting": {"reporting", "utils"},
     "inference": {"inference", "modeling", "datasets", "utils"},
-    "engine": {"engine", "modeling", "datasets", "reporting", "utils"},
+    "engine": {"engine", "modeling", "sentences", "reporting", "utils"},
 }
 
 

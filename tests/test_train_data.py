@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from datasets.ecg_dataset import (
+from engine.pretrain import random_masking, random_masking_real_words
+from sentences.dataset import (
     SAMPLING_METHODS,
     ConcatSentenceDataset,
     SentenceDataset,
     build_sentence_dataset,
     subsample_indices,
 )
-from engine.pretrain import random_masking, random_masking_real_words
 from tests._train_data import make_downstream, make_pretrain, write_qrs_split
 from utils.metrics import classification_report, format_table
 

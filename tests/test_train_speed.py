@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from datasets.ecg_dataset import build_sentence_dataset
 from engine.pretrain import PretrainStep, load_tokenizer
 from engine.targets import ensure_targets, problems, target_files, tokenizer_sha256
 from modeling import create_model
+from sentences.dataset import build_sentence_dataset
 from tests._train_data import make_downstream, make_pretrain, write_qrs_split
 
 CPU = torch.device("cpu")
@@ -221,7 +221,7 @@ def test_batch_level_reads_equal_row_reads(pre, tmp_path):
     in the sampler's order, across batch_k parts, with cached targets, and through a Subset of labelled rows."""
     from torch.utils.data import Subset, default_collate
 
-    from engine.data import make_loader
+    from sentences.loader import make_loader
 
     folder, tok = pre
     ds = build_sentence_dataset(folder, "train", with_labels=False)

@@ -91,8 +91,8 @@ def test_pipeline_under_torchrun_two_processes(tmp_path, demo_smoke):
     (tests/conftest.demo_smoke, ``run_demo.py --smoke --nproc 2``); the full fine-tuning (``--trainable all``:
     the whole backbone under DDP) runs here on that run's data and pre-trained checkpoint.
     """
-    from datasets.ecg_dataset import load_class_names
     from modeling import get_config
+    from sentences.dataset import load_class_names
 
     out, ckpt = demo_smoke.out, demo_smoke.out / "checkpoints"
     vq_out, pt_out = demo_smoke.stage_log("vqhbr"), demo_smoke.stage_log("pretrain")

@@ -17,7 +17,7 @@ import itertools
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
-from datasets.ecg_dataset import collate_sentences
+from sentences.dataset import collate_sentences
 
 
 class ShardSampler(Sampler):
