@@ -266,7 +266,7 @@ def eval_checkpoint(cfg: Finetuning, env: Env, amp: Amp, record: dict) -> dict:
     }  # fmt: skip
     if is_main_process():
         written = write_result(cfg.results_csv, row, best, cfg.model, record.get("recipe", cfg.run.recipe),
-                               roc=(labels, logits, names))  # fmt: skip
+                               roc=(labels, logits, names), is_binary=cfg.is_binary)  # fmt: skip
         append_jsonl(out / "test_log.txt", {**stats, **written.row})
         tb = TensorboardLogger(cfg.run.log_dir)
         tb.update(head="test", step=0, **stats)

@@ -36,7 +36,9 @@ def get_args_parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=help_)
         s.add_argument("runs", nargs="+", type=Path, help="output folders (or their log.txt)")
         s.add_argument("-o", "--output", required=True, type=Path, help="PNG to write")
-    t = sub.add_parser("table", help="pre-trained vs random-init table of a results CSV (Markdown)")
+    t = sub.add_parser(
+        "table", help="runs with 95 % intervals, pre-trained vs random-init differences, seeds (Markdown)"
+    )
     t.add_argument("results_csv", type=Path, help="results CSV written by --eval")
     t.add_argument(
         "--finetune_root",

@@ -62,7 +62,8 @@ def test_demo_table_pairs_pretrained_and_random(tmp_path):
     got = collect_probe_results(csv_path, tmp_path / "ft")
     assert [(r["init"], r["macro_auc"]) for r in got] == [("pre-trained", 0.7), ("random init", 0.55)]
     table = probe_table(got)
-    assert "| rhythm (n_test 50) | 0.01 | 0.7000 | 0.5500 | +0.1500 |" in table
+    # An older file has no predictions: the difference without an interval, AUPRC not available.
+    assert "| rhythm (n_test 50) | 0.01 | 0 | 0.7000 | 0.5500 | +0.1500 | n/a |" in table
 
 
 def test_demo_dry_run_prints_commands_without_running(tmp_path, repo_root):

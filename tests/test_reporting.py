@@ -10,22 +10,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 from matplotlib.image import imread
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 from reporting import plots
 from reporting.results import (
     LEGACY_FIELDS,
     RESULT_FIELDS,
+    SCHEMA2_FIELDS,
     append_result_row,
     count_leads,
     describe_dataset_dir,
     format_recipe,
     is_meaningful,
+    load_predictions,
     read_results,
+    run_id,
     schema_sibling,
     smoke_caveat,
     write_result,
 )
-from reporting.tables import collect_probe_results, probe_table
+from reporting.tables import collect_probe_results, paired_differences, probe_table
 from utils.integrity import sha256_file
 
 TASK_ROW = {
@@ -119,9 +123,25 @@ def test_write_result_row_carries_provenance(tmp_path, repo_root):
     assert row["utc"].endswith("Z") and row["utc"][:2] == "20"
     # This test runs inside the repository's git checkout: a 40-hex commit and a dirty flag.
     assert len(row["git_commit"]) == 40 and row["git_dirty"] in ("true", "false")
-    assert row["macro_auc"] == "0.812345" and row["n_test"] == "2158"
-    assert (tmp_path / "results" / "roc" / "PTBXL_superdiagnostic_super_pretrained_0.1.png").is_file()
-    assert row["roc_png"].endswith("PTBXL_superdiagnostic_super_pretrained_0.1.png")
+    rid = run_id("runs/super_pretrained_0.1")
+    assert row["run_id"] == rid and len(rid) == 12
+    assert (tmp_path / "results" / "roc" / f"PTBXL_superdiagnostic_super_pretrained_0.1_{rid}.png").is_file()
+    assert row["roc_png"].endswith(f"PTBXL_superdiagnostic_super_pretrained_0.1_{rid}.png")
+    # The metric columns come from the labels and scores: AUPRC, per-class values, positives, intervals.
+    probs = 1 / (1 + np.exp(-scores))
+    assert float(row["macro_auc"]) == pytest.approx(
+        np.mean([roc_auc_score(labels[:, c], probs[:, c]) for c in range(2)]), abs=1e-6
+    )
+    assert float(row["macro_auprc"]) == pytest.approx(
+        np.mean([average_precision_score(labels[:, c], probs[:, c]) for c in range(2)]), abs=1e-6
+    )
+    assert row["positives"] == "NORM=10;MI=10" and row["n_test"] == "20"
+    assert row["per_class_auc"].startswith("NORM=0.") and row["per_class_auprc"].count(";") == 1
+    assert float(row["macro_auc_ci_low"]) <= float(row["macro_auc"]) <= float(row["macro_auc_ci_high"])
+    assert float(row["macro_auprc_ci_low"]) <= float(row["macro_auprc"]) <= float(row["macro_auprc_ci_high"])
+    assert row["bootstrap"] == "plain,1000,seed0"
+    pred = load_predictions(row["predictions"])
+    assert np.array_equal(pred["labels"], labels) and np.allclose(pred["probs"], probs, atol=1e-6)
     assert written.row["checkpoint_sha256"] == row["checkpoint_sha256"]
     json.dumps(written.row)  # the full row goes to a JSON log as it is
 
@@ -141,7 +161,7 @@ def test_old_header_is_not_misaligned(tmp_path, capsys):
     written = append_result_row(
         csv_path, {**TASK_ROW, "model": "HeartLang_finetune_base", "recipe": "official"}
     )
-    assert written == schema_sibling(csv_path) == tmp_path / "finetune_results.schema2.csv"
+    assert written == schema_sibling(csv_path) == tmp_path / "finetune_results.schema3.csv"
     assert csv_path.read_text() == old  # the old file is untouched
     assert "another header" in capsys.readouterr().err
     with open(written, newline="") as fh:
@@ -156,6 +176,58 @@ def test_old_header_is_not_misaligned(tmp_path, capsys):
     schema_sibling(csv_path).write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="unexpected header"):
         append_result_row(csv_path, TASK_ROW)
+
+
+def test_schema2_file_keeps_its_rows_and_new_rows_go_to_a_sibling(tmp_path):
+    # A file of the version before the intervals (23 columns) and an older sibling: all rows are read.
+    csv_path = tmp_path / "finetune_results.csv"
+    old2 = (
+        ",".join(SCHEMA2_FIELDS)
+        + "\n"
+        + ",".join(["PTBXL", "form", "12", "1.0"] + ["x"] * 10 + ["runs/s2"] + [""] * 8)
+        + "\n"
+    )
+    csv_path.write_text(old2)
+    schema_sibling(csv_path, 2).write_text(
+        ",".join(LEGACY_FIELDS) + "\n" + "PTBXL,form,12,1.0,random,0,linear,m,,0.7,0,0,500,,runs/a\n"
+    )
+    written = append_result_row(csv_path, {**TASK_ROW, "output_dir": "runs/new", "macro_auprc": "0.5"})
+    assert written == tmp_path / "finetune_results.schema3.csv" and csv_path.read_text() == old2
+    rows = read_results(csv_path)
+    assert [r["output_dir"] for r in rows] == ["runs/s2", "runs/a", "runs/new"]
+    assert rows[0]["macro_auprc"] == "" and rows[2]["macro_auprc"] == "0.5"
+
+
+def test_unterminated_last_line_gets_no_row_glued_on(tmp_path):
+    csv_path = tmp_path / "r.csv"
+    append_result_row(csv_path, {**TASK_ROW, "output_dir": "runs/a"})
+    # Edited by hand: the last newline is gone.
+    csv_path.write_text(csv_path.read_text().rstrip("\n"))
+    append_result_row(csv_path, {**TASK_ROW, "output_dir": "runs/b"})
+    assert [r["output_dir"] for r in read_results(csv_path)] == ["runs/a", "runs/b"]
+    # A file whose rows were glued before this rule existed: an error naming the file and line, no lost row.
+    header, row_a, row_b = csv_path.read_text().splitlines()
+    csv_path.write_text(f"{header}\n{row_a}{row_b}\n")
+    with pytest.raises(ValueError, match=r"r\.csv, line 2: \d+ fields, the header has"):
+        read_results(csv_path)
+
+
+def test_runs_with_the_same_folder_name_get_their_own_figures(tmp_path):
+    csv_path = tmp_path / "results" / "r.csv"
+    labels = np.array([[1, 0], [0, 1], [1, 1], [0, 0]] * 3)
+    rows = []
+    for parent, noise in (("a", 0.1), ("b", 2.0)):
+        scores = labels + np.random.default_rng(1).normal(0, noise, labels.shape)
+        row = {**TASK_ROW, "output_dir": str(tmp_path / parent / "probe")}
+        rows.append(write_result(csv_path, row, None, "m", {}, roc=(labels, scores, ["NORM", "MI"])).row)
+    assert rows[0]["run_id"] != rows[1]["run_id"]
+    assert rows[0]["roc_png"] != rows[1]["roc_png"] and rows[0]["predictions"] != rows[1]["predictions"]
+    assert all(Path(r["roc_png"]).is_file() and Path(r["predictions"]).is_file() for r in rows)
+    for r in rows:
+        assert load_predictions(r["predictions"])["output_dir"] == r["output_dir"]
+    read = read_results(csv_path)
+    assert [r["roc_png"] for r in read] == [r["roc_png"] for r in rows]
+    assert read[0]["macro_auc"] != read[1]["macro_auc"]
 
 
 def test_read_results_rejects_other_csv(tmp_path):
@@ -182,7 +254,7 @@ def test_probe_table_says_smoke_numbers_are_not_meaningful(tmp_path):
     assert table.startswith(
         "**These numbers are not meaningful (smoke size: n_test 5 < 100; HeartLang_finetune_tiny is a test-size model).**"
     )
-    assert "| superdiagnostic (n_test 5) | 0.1 | 0.9000 | 0.6000 | +0.3000 |" in table
+    assert "| superdiagnostic (n_test 5) | 0.1 | 0 | 0.9000 | 0.6000 | +0.3000 | n/a |" in table
     # A full-size row has no note.
     write_result(
         csv_path,
@@ -193,6 +265,42 @@ def test_probe_table_says_smoke_numbers_are_not_meaningful(tmp_path):
     )
     big = [r for r in collect_probe_results(csv_path, tmp_path / "ft") if r["n_test"] == 2158]
     assert "not meaningful" not in probe_table(big)
+
+
+def test_probe_table_pairs_runs_and_summarises_seeds(tmp_path):
+    csv_path = tmp_path / "results" / "r.csv"
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, (150, 3))
+    for seed in (0, 1, 2):
+        for init, signal in (("pre.pth", 2.0), ("", 0.2)):
+            scores = signal * labels + rng.normal(0, 1, labels.shape)
+            row = {
+                **TASK_ROW,
+                "finetune": init,
+                "seed": seed,
+                "output_dir": str(tmp_path / "ft" / f"{init or 'rnd'}{seed}"),
+            }
+            write_result(
+                csv_path, row, None, "HeartLang_finetune_base", {}, roc=(labels, scores, ["A", "B", "C"])
+            )
+    rows = collect_probe_results(csv_path, tmp_path / "ft")
+    assert len(rows) == 6 and all(r["macro_auc_ci"][0] < r["macro_auc"] < r["macro_auc_ci"][1] for r in rows)
+    diffs = paired_differences(rows, n_boot=200)
+    assert [d["seed"] for d in diffs] == [0, 1, 2] and all(d["paired"] for d in diffs)
+    assert all(d["macro_auc_diff_ci"][0] > 0 for d in diffs)  # a strong signal vs almost none: excludes 0
+    table = probe_table(rows, n_boot=200)
+    assert "plain,1000,seed0" in table
+    assert "| superdiagnostic | 0.1 | pre-trained | 0 | 150 | 0." in table
+    means = [
+        ln for ln in table.splitlines() if ln.startswith("| superdiagnostic | 0.1 | difference | 0, 1, 2 |")
+    ]
+    assert len(means) == 1 and " +- " in means[0]
+    # Runs that do not share a test set cannot be paired.
+    other = write_result(csv_path, {**TASK_ROW, "finetune": "", "seed": 0, "output_dir": str(tmp_path / "ft" / "rnd0")},
+                         None, "m", {}, roc=(labels[:100], rng.normal(size=(100, 3)), ["A", "B", "C"]))  # fmt: skip
+    assert other.row["n_test"] == 100
+    with pytest.raises(ValueError, match="do not share a test set"):
+        paired_differences(collect_probe_results(csv_path, tmp_path / "ft"))
 
 
 # ------------------------------------------------------------------------------------------------- plots
@@ -336,6 +444,8 @@ def test_command_line(tmp_path, capsys):
     write_result(
         csv_path, {**TASK_ROW, "output_dir": str(tmp_path / "ft" / "a")}, None, "HeartLang_finetune_base", {}
     )
-    assert "| superdiagnostic | 0.1 | pre-trained | 0.8123 |" in main(["table", str(csv_path)])
+    assert "| superdiagnostic | 0.1 | pre-trained | 0 | 2158 | 0.8123 | n/a |" in main(
+        ["table", str(csv_path)]
+    )
     with pytest.raises(FileNotFoundError, match="nope"):
         main(["curves", str(tmp_path / "nope"), "-o", str(tmp_path / "x.png")])
