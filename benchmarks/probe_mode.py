@@ -48,13 +48,7 @@ def get_args_parser():
     p.add_argument(
         "--label", default="latest", help="run name inside benchmarks/results/probe_mode.json (default: %(default)s)"
     )
-    p.add_argument(
-        "--seeds",
-        nargs="+",
-        default=[0, 1, 2],
-        type=int,
-        help="probe seeds; pre-training uses --seed (default: 0 1 2)",
-    )
+    # --seeds (probe seeds; pre-training uses --seed; default: 0 1 2) comes from the real-data check's parser.
     p.add_argument(
         "--speed_epochs",
         default=4,

@@ -44,7 +44,7 @@ def collect_probe_results(
         if finetune_root is not None and Path(out).resolve().parent != Path(finetune_root).resolve():
             continue
         latest[out] = {
-            "task": row["subset"],
+            "task": row["dataset"] if row["subset"] == "all" else row["subset"],  # CPSC2018 / CSN: no subset
             "ratio": float(row["ratio"]),
             "init": PRE if row["finetune"] else RANDOM,
             "seed": int(row["seed"]),

@@ -38,6 +38,18 @@ def test_table_mean_std_and_paper_numbers(tmp_path):
     assert "| PTB-XL super | 82.00 +- 2.00 (n=3) | 78.94 | - | 85.59 | 87.00 (n=1) | 87.52 |" in table
     assert "| CPSC2018 | - | 60.44 | 66.00 (n=1) | 66.26 | - | 77.87 |" in table
     assert "CSN" not in table  # tasks without any result are left out
+    # The random-init baseline: rows without --finetune, side by side with the pre-trained ones.
+    (tmp_path / "r.csv").write_text(
+        (tmp_path / "r.csv").read_text()
+        + f"PTBXL,superdiagnostic,12,0.01,random,0,linear,m,,0.70,0,0,9,,{out / 'r0'}\n"
+        + f"PTBXL,superdiagnostic,12,0.01,random,1,linear,m,,0.72,0,0,9,,{out / 'r1'}\n"
+    )
+    assert rp.collect(tmp_path / "r.csv", out) == res
+    rnd = rp.collect(tmp_path / "r.csv", out, rp.RANDOM)
+    assert rnd == {("ptbxl_super", 0.01): pytest.approx([70.0, 72.0])}
+    both = rp.format_table(res, baseline=rnd)
+    assert both.splitlines()[0].startswith("| task | 1 % ours | 1 % random init | 1 % paper | 10 % ours |")
+    assert "| PTB-XL super | 82.00 +- 2.00 (n=3) | 71.00 +- 1.41 (n=2) | 78.94 | - | - | 85.59 |" in both
     (tmp_path / "bad.csv").write_text(HEAD + f"MITBIH,all,12,1,random,0,linear,m,x,0.5,0,0,9,,{out / 'q'}\n")
     with pytest.raises(ValueError, match="unknown data set"):
         rp.collect(tmp_path / "bad.csv", out)
@@ -64,12 +76,14 @@ def test_driver_end_to_end_on_synthetic_cohort(tmp_path, repo_root, demo_smoke):
     assert ckpt.is_file() and (data / "PTBXL_QRS" / "superdiagnostic" / "train_labels.npy").is_file()
     argv = ["scripts/reproduce_paper.py", "--finetune", str(ckpt), "--model", "HeartLang_finetune_tiny",
             "--data_root", str(data), "--output_dir", str(tmp_path / "runs"), "--tasks", "ptbxl_super",
-            "--ratios", "1", "--seeds", "0", "1", "--epochs", "1", "--warmup_epochs", "1", "--batch_size", "8",
+            "--ratios", "1", "--seeds", "0", "--epochs", "1", "--warmup_epochs", "1", "--batch_size", "8",
             "--num_workers", "0"]  # fmt: skip
     log = sh(*argv)
+    # One seed x (pre-trained, random init by default) x (train, --eval); several seeds: the table test above.
     assert log.count("run_class_finetuning.py") == 4 and log.count("--eval") == 2
     table = (tmp_path / "runs" / "table.md").read_text()
-    assert "| PTB-XL super | " in table and "(n=2) | 87.52 |" in table
+    assert "| PTB-XL super | " in table and "(n=1) | 87.52 |" in table and "100 % random init" in table
+    assert "AUC difference [95 % CI]" in table and "plain,1000,seed0" in table
     res = rp.collect(tmp_path / "runs" / "results.csv", tmp_path / "runs")
     assert list(res) == [("ptbxl_super", 1.0)] and all(0 <= v <= 100 for v in res[("ptbxl_super", 1.0)])
     # A second call skips the finished training runs (resume) and re-evaluates.
