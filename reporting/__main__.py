@@ -37,7 +37,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         s.add_argument("runs", nargs="+", type=Path, help="output folders (or their log.txt)")
         s.add_argument("-o", "--output", required=True, type=Path, help="PNG to write")
     t = sub.add_parser(
-        "table", help="runs with 95 % intervals, pre-trained vs random-init differences, seeds (Markdown)"
+        "table", help="runs with 95 %% intervals, pre-trained vs random-init differences, seeds (Markdown)"
     )
     t.add_argument("results_csv", type=Path, help="results CSV written by --eval")
     t.add_argument(

@@ -62,11 +62,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--csn", default=DATA / "csn", type=Path,
                    help="CSN records (searched recursively; default ../shared/data/csn; skipped if absent)")  # fmt: skip
     p.add_argument("--split_dir", default=DATA / "splits", type=Path,
-                   help="folder with the published icbeb_*.csv / chapman_*.csv split files (labels and classes)")  # fmt: skip
+                   help="folder with the published icbeb_*.csv / chapman_*.csv split files, labels and classes "
+                        "(default ../shared/data/splits)")  # fmt: skip
     p.add_argument("--datasets", nargs="+", default=["ptbxl", "cpsc2018", "csn"], choices=["ptbxl", "cpsc2018", "csn"],
                    help="labeled sets to probe (default all three; a set whose folder is absent is skipped with a note)")  # fmt: skip
     p.add_argument(
-        "--output_dir", default=Path("real_check_output"), type=Path, help="every artifact goes here"
+        "--output_dir", default=Path("real_check_output"), type=Path, help="every artifact goes here (default: %(default)s)"
     )
     p.add_argument("--vq_epochs", default=8, type=int, help="VQ-HBR epochs (default 8)")
     p.add_argument("--pt_epochs", default=12, type=int, help="pre-training epochs (default 12)")
@@ -78,7 +79,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch_size", default=32, type=int, help="batch size of every stage (default 32)")
     p.add_argument(
-        "--max_unlabeled", default=0, type=int, help="use only the first N pre-training records (0: all)"
+        "--max_unlabeled", default=0, type=int, help="use only the first N pre-training records (default 0: all)"
     )
     p.add_argument(
         "--seed", default=0, type=int, help="seed of the pre-training run and the 90/10 split (default 0)"
@@ -184,8 +185,9 @@ def pretrain_unlabeled(args, run: Runner, variant: dict | None = None) -> dict:
     """Stages 1-4: the data folders, the tokenised sentences, VQ-HBR and the pre-trained HeartLang_small.
 
     Each stage is skipped when its output exists (a re-run resumes). ``variant`` (the ablation,
-    scripts/ablation_real.py): ``{name, vq: [flags], pt: [flags], vq_lr}``; its runs go to
-    ``checkpoints/ablation/<name>/`` (VQ-HBR shared with the original recipe when it has no VQ-HBR flags).
+    scripts/ablation_real.py): ``{name, vq: [flags], pt: [flags], vq_lr, own_vq}``; its runs go to
+    ``checkpoints/ablation/<name>/`` (VQ-HBR shared with the original recipe unless it has VQ-HBR flags or
+    ``own_vq``).
     Returns the paths and sizes the probes need (also used by scripts/probe_mode_check.py)."""
     out = args.output_dir.resolve()
     data, ckpt = out / "ecg_datasets", out / "checkpoints"
@@ -208,7 +210,8 @@ def pretrain_unlabeled(args, run: Runner, variant: dict | None = None) -> dict:
         run.run([py, "QRSTokenizer.py", "--dataset_name", name, "--data_root", str(data), "--num_workers", str(cores),
                  "--no_progress"], f"tokenize {name}")  # fmt: skip
     variant = variant or {"name": "original", "vq": [], "pt": []}
-    vq_root = ckpt if not variant["vq"] else ckpt / "ablation" / variant["name"]
+    own_vq = bool(variant["vq"]) or variant.get("own_vq", False)
+    vq_root = ckpt / "ablation" / variant["name"] if own_vq else ckpt
     pt_root = ckpt if variant["name"] == "original" else ckpt / "ablation" / variant["name"]
     run.stage(f"4/5 VQ-HBR and pre-training on the unlabeled sentences ({variant['name']})")
     common = ["--batch_size", str(args.batch_size), "--num_workers", "0", "--seed", str(args.seed)]

@@ -73,3 +73,22 @@ def test_paired_difference():
     assert d["macro_auc_diff_ci"][0] > 0 and d["macro_auprc_diff_ci"][0] > 0  # clearly better: excludes 0
     with pytest.raises(ValueError, match="differ in shape"):
         metrics.paired_bootstrap(y, good, noise[:10])
+
+
+def test_paired_difference_over_seeds():
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, (200, 3))
+    a = [rng.random((200, 3)) + 0.8 * y for _ in range(3)]
+    b = [rng.random((200, 3)) for _ in range(3)]
+    d = metrics.paired_bootstrap_seeds(y, a, b, n_boot=200)
+    per_seed = [metrics.paired_bootstrap(y, x, z, n_boot=10)["macro_auc_diff"] for x, z in zip(a, b)]
+    assert d["per_seed_auc_diff"] == pytest.approx(per_seed)
+    assert d["macro_auc_diff"] == pytest.approx(np.mean(per_seed))
+    assert 0 < d["macro_auc_diff_ci"][0] < d["macro_auc_diff"] < d["macro_auc_diff_ci"][1]
+    # One seed: the same as the single-pair interval.
+    one = metrics.paired_bootstrap_seeds(y, a[:1], b[:1], n_boot=200)
+    assert (
+        one["macro_auc_diff_ci"] == metrics.paired_bootstrap(y, a[0], b[0], n_boot=200)["macro_auc_diff_ci"]
+    )
+    with pytest.raises(ValueError, match="one pair per seed"):
+        metrics.paired_bootstrap_seeds(y, a, b[:2])

@@ -273,3 +273,37 @@ def format_table(report: ClassificationReport, class_names: list[str]) -> str:
             f"AUC undefined (no positive or no negative in this split), left out of the macro: {names}"
         )
     return "\n".join(lines)
+
+
+def paired_bootstrap_seeds(
+    targets: np.ndarray,
+    probs_a: list[np.ndarray],
+    probs_b: list[np.ndarray],
+    n_boot: int = N_BOOTSTRAP,
+    seed: int = 0,
+) -> dict:
+    """Mean over seeds of (a_s - b_s) on the SAME test records, with a 95 % interval from resampling the
+    records jointly (one resample scores every seed's runs on the same records).
+
+    ``probs_a[s]`` and ``probs_b[s]``: the two runs of seed s. -> ``{macro_auc_diff, macro_auc_diff_ci,
+    macro_auprc_diff, macro_auprc_diff_ci, per_seed_auc_diff, per_seed_auprc_diff, n_boot, seed, method}``."""
+    onehot = np.asarray(targets)
+    if len(probs_a) != len(probs_b) or not probs_a:
+        raise ValueError(f"{len(probs_a)} and {len(probs_b)} runs: one pair per seed is needed")
+    counts = _counts(resample_indices(len(onehot), n_boot, seed), len(onehot))
+    auc_d, ap_d, point_auc, point_ap = [], [], [], []
+    for a, b in zip(probs_a, probs_b):
+        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+        if not onehot.shape == a.shape == b.shape:
+            raise ValueError(f"targets {onehot.shape}, scores {a.shape} and {b.shape} differ in shape")
+        auc_a, ap_a = _weighted_macro(onehot, a, counts)
+        auc_b, ap_b = _weighted_macro(onehot, b, counts)
+        auc_d.append(auc_a - auc_b)
+        ap_d.append(ap_a - ap_b)
+        (pa_auc, pa_ap), (pb_auc, pb_ap) = macro_scores(onehot, a), macro_scores(onehot, b)
+        point_auc.append(pa_auc - pb_auc)
+        point_ap.append(pa_ap - pb_ap)
+    return {"macro_auc_diff": float(np.mean(point_auc)), "macro_auc_diff_ci": _interval(np.mean(auc_d, axis=0)),
+            "macro_auprc_diff": float(np.mean(point_ap)), "macro_auprc_diff_ci": _interval(np.mean(ap_d, axis=0)),
+            "per_seed_auc_diff": point_auc, "per_seed_auprc_diff": point_ap, "n_boot": int(n_boot),
+            "seed": int(seed), "method": BOOTSTRAP_METHOD}  # fmt: skip
