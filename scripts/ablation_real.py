@@ -127,6 +127,24 @@ def probe_seeds(
     return out
 
 
+def wait_while_trained_elsewhere(folder: Path, done: Path) -> None:
+    """Wait while another process (the real-data check on the same --output_dir) holds ``folder``'s run lock
+    and ``done`` does not exist yet; the stage is then skipped here instead of failing on the lock."""
+    import fcntl
+
+    lock = folder / ".lock"
+    while not done.exists() and lock.exists():
+        with open(lock, "a+") as fh:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+                return
+            except BlockingIOError:
+                pass
+        print(f"  waiting: {folder} is being trained by another process", flush=True)
+        time.sleep(30)
+
+
 def row(name: str, labels, var: list, ref: list, args, seeds, what: str, budget: str) -> dict:
     from utils.metrics import macro_scores, paired_bootstrap_seeds
 
@@ -162,6 +180,20 @@ def main(args) -> dict:
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     run = Runner(False, threads=os.cpu_count() or 1)
     t0 = time.time()
+    ckpt = args.output_dir.resolve() / "checkpoints"
+    # Variants with their own VQ-HBR run first: the original recipe's runs may still be training in another
+    # process (the real-data check on the same --output_dir); its folders are waited for, not trained twice.
+    order = sorted(args.variants, key=lambda n: not (VARIANTS[n]["vq"] or VARIANTS[n].get("own_vq")))
+    variant_ckpts, timings = {}, {}
+    for name in order:
+        t1 = time.time()
+        v = VARIANTS[name]
+        if not (v["vq"] or v.get("own_vq")):
+            wait_while_trained_elsewhere(ckpt / "vqhbr", ckpt / "vqhbr" / f"checkpoint-{args.vq_epochs}.pth")
+        variant_ckpts[name] = pretrain_unlabeled(args, run, {"name": name, **v})["pt_ckpt"]
+        timings[f"{name} pre-training"] = round(time.time() - t1, 1)
+    wait_while_trained_elsewhere(ckpt / "vqhbr", ckpt / "vqhbr" / f"checkpoint-{args.vq_epochs}.pth")
+    wait_while_trained_elsewhere(ckpt / "pretrain", ckpt / "pretrain" / f"checkpoint-{args.pt_epochs}.pth")
     prep = pretrain_unlabeled(args, run)
     if prep["sizes"]["unlabeled_are_labeled_records"]:
         raise SystemExit(
@@ -170,17 +202,17 @@ def main(args) -> dict:
     pool = ptbxl_pool(prep["data"], args.ptbxl)
     budget = (f"{prep['sizes']['unlabeled_train']} pre-training records, VQ-HBR {args.vq_epochs} + pre-training "
               f"{args.pt_epochs} epochs, probe {args.ft_epochs} epochs, ratio {args.ratio:g}")  # fmt: skip
+    t1 = time.time()
     ref = probe_seeds(pool, prep["pt_ckpt"], args, args.ft_epochs)
-    rows, timings = [], {"original": round(time.time() - t0, 1)}
+    timings["original probes"] = round(time.time() - t1, 1)
+    rows = []
     for name in args.variants:
         t1 = time.time()
         v = VARIANTS[name]
-        p = pretrain_unlabeled(args, run, {"name": name, **v})
-        var = probe_seeds(pool, p["pt_ckpt"], args, args.ft_epochs, padding=v.get("probe_pad", False))
-        rows.append(
-            row(name, pool.labels, var, ref, args, " ".join(v["vq"] + v["pt"]) or "VQ-HBR --lr x 4", budget)
-        )
-        timings[name] = round(time.time() - t1, 1)
+        var = probe_seeds(pool, variant_ckpts[name], args, args.ft_epochs, padding=v.get("probe_pad", False))
+        what = " ".join(v["vq"] + v["pt"]) or "VQ-HBR --lr x 4"
+        rows.append(row(name, pool.labels, var, ref, args, args.seeds, what, budget))
+        timings[f"{name} probes"] = round(time.time() - t1, 1)
         print(format_table(rows[-1:]), flush=True)
     if args.probe_mode_epochs:
         t1 = time.time()

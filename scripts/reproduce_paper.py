@@ -126,7 +126,7 @@ def probe_commands(
     labels = dataset_dir / "train_labels.npy"
     if not labels.is_file() and not args.dry_run:
         raise FileNotFoundError(f"{labels}: tokenise {folder} first (QRSTokenizer.py; docs/tokenizer.md)")
-    # The class count is read from the data (the seed scripts hard-code the full data sets' counts).
+    # The class count is read from the data (the original scripts hard-code the full data sets' counts).
     n_classes = int(np.load(labels, mmap_mode="r").shape[1]) if labels.is_file() else 0
     common = [*torchrun_prefix(nproc), "run_class_finetuning.py",
               "--dataset_dir", str(dataset_dir), "--output_dir", str(out), "--model", args.model,

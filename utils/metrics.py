@@ -283,7 +283,7 @@ def paired_bootstrap_seeds(
     seed: int = 0,
 ) -> dict:
     """Mean over seeds of (a_s - b_s) on the SAME test records, with a 95 % interval from resampling the
-    records jointly (one resample scores every seed's runs on the same records).
+    records jointly (one resample scores the runs of every seed on the same records).
 
     ``probs_a[s]`` and ``probs_b[s]``: the two runs of seed s. -> ``{macro_auc_diff, macro_auc_diff_ci,
     macro_auprc_diff, macro_auprc_diff_ci, per_seed_auc_diff, per_seed_auprc_diff, n_boot, seed, method}``."""
