@@ -31,8 +31,7 @@ import torch
 from torch import nn
 
 from datasets.ecg_dataset import build_sentence_dataset, subsample_indices
-from modeling import create_model
-from modeling.checkpoint import load_model
+from modeling import create_model, load_model
 from utils.metrics import macro_scores, probabilities
 from utils.optim import cosine_scheduler
 
