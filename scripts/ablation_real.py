@@ -109,12 +109,12 @@ def probe_seeds(
             feats = extract_features(model, pool.root)
         train_features = None
         if train_mode:
-            from datasets.ecg_dataset import build_sentence_dataset
+            from sentences.dataset import build_sentence_dataset
 
             parts = [build_sentence_dataset(pool.root, s) for s in ("train", "val", "test")]
             x = torch.from_numpy(np.concatenate([np.asarray(p.data) for p in parts]).astype(np.float32))
-            c = torch.from_numpy(np.concatenate([np.asarray(p.chans) for p in parts]).astype(np.int64))
-            t = torch.from_numpy(np.concatenate([np.asarray(p.times) for p in parts]).astype(np.int64))
+            c = torch.from_numpy(np.concatenate([np.asarray(p.lead_ids) for p in parts]).astype(np.int64))
+            t = torch.from_numpy(np.concatenate([np.asarray(p.time_ids) for p in parts]).astype(np.int64))
             model.train()  # the original: the whole classifier in train mode, dropout on in the frozen backbone
 
             def train_features(rows, model=model, x=x, c=c, t=t):

@@ -274,8 +274,8 @@ def probe_pool(
     """Pooled-fold probes of every encoder x ratio x seed -> rows appended to ``csv``."""
     import torch
 
-    from datasets.ecg_dataset import load_class_names
     from scripts.fold_probe import ProbeConfig, build_encoder, extract_features, rotate_probe
+    from sentences.dataset import load_class_names
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     names = load_class_names(pool.root, pool.labels.shape[1])
