@@ -45,7 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from reporting.results import write_result  # noqa: E402
+from reporting.results import read_results, write_result  # noqa: E402
 from reporting.tables import collect_probe_results, paired_differences, probe_table, seed_summary  # noqa: E402
 from scripts.run_demo import Runner, torchrun_prefix  # noqa: E402
 
@@ -281,6 +281,7 @@ def probe_pool(
     names = load_class_names(pool.root, pool.labels.shape[1])
     cfg = ProbeConfig(epochs=args.ft_epochs, batch_size=args.batch_size)
     written = []
+    done = {r["output_dir"] for r in read_results(csv)} if csv.is_file() else set()
     for init, ckpt in encoders:
         cache = None
         for seed in args.seeds:
@@ -288,8 +289,11 @@ def probe_pool(
             if ckpt is None or cache is None:  # the random encoder is drawn anew for every seed
                 cache = extract_features(model, pool.root)
             for ratio in args.ratios:
-                res = rotate_probe(cache, pool, model.mlp_head, ratio, seed, cfg, pairs)
                 out = prep["out"] / "probes" / f"{dataset}_{subset}_{init}_{ratio:g}_seed{seed}"
+                if (out / "folds.json").is_file() and str(out) in done:
+                    print(f"  {out.name}: skipped (pooled result in {csv})", flush=True)  # a re-run resumes
+                    continue
+                res = rotate_probe(cache, pool, model.mlp_head, ratio, seed, cfg, pairs)
                 out.mkdir(parents=True, exist_ok=True)
                 (out / "folds.json").write_text(json.dumps(res["folds"], indent=1) + "\n")
                 row = {"dataset": dataset, "subset": subset, "leads": 12, "ratio": ratio, "sampling": "random",
