@@ -40,7 +40,7 @@ from modeling.hub import checkpoint_sha256
 from reporting.results import count_leads, describe_dataset_dir, write_result
 from sentences.dataset import build_sentence_dataset, load_class_names, subsample_indices
 from sentences.loader import make_loader
-from utils.dist import is_main_process, print0
+from utils.dist import broadcast_object, is_main_process, print0
 from utils.integrity import folder_identity
 from utils.logging import TensorboardLogger, append_jsonl
 from utils.metrics import classification_report, format_table
@@ -159,7 +159,8 @@ def finetune_task(cfg: Finetuning, env: Env) -> Task:
     print0(f"training on {len(keep)} of {len(full)} records ({cfg.sampling_method}, ratio {cfg.split_ratio})")
     train_set = Subset(full, keep.tolist())
     val_set = None if env.plan else labelled_split(cfg, "val")  # a plan reads only the training set
-    inputs = {} if env.plan else finetune_inputs(cfg)
+    # Rank 0 hashes the --finetune checkpoint for the run's fingerprint and gives the result to the others.
+    inputs = {} if env.plan else broadcast_object(finetune_inputs(cfg) if env.rank == 0 else None)
     model = build_classifier(cfg, load_weights=not env.plan)
     linear, probe_eval = cfg.trainable == "linear", cfg.run.recipe["probe_backbone_eval"]
 

@@ -19,7 +19,7 @@ from torch import nn
 from engine.targets import ensure_targets, load_tokenizer, tokenizer_sha256
 from engine.task import BatchOut, Env, Evaluation, StageConfig, Task, sentence_sets
 from modeling import create_model, make_header, tokenizer_size
-from utils.dist import barrier, print0
+from utils.dist import barrier, broadcast_object, print0
 from utils.integrity import folder_identity
 
 # --targets: read the frozen tokenizer's targets from a per-data-set cache (default) or compute them every step.
@@ -157,7 +157,9 @@ def pretrain_task(cfg: Pretraining, env: Env) -> Task:
     """HeartLang predicts the frozen tokenizer's code of every masked word of the unlabelled sentences."""
     recipe = cfg.run.recipe
     train_set, val_set = sentence_sets(cfg.dataset_dir, cfg.run, env)
-    inputs = {} if env.plan else pretrain_inputs(cfg)
+    # Rank 0 hashes the tokenizer checkpoint for the run's fingerprint and gives the result to the others (N
+    # processes would read it N times).
+    inputs = {} if env.plan else broadcast_object(pretrain_inputs(cfg) if env.rank == 0 else None)
     model = create_model(cfg.model, codebook_size=cfg.codebook_size, mask_before_conv=recipe["mask_before_conv"],
                          padding_attention_mask=recipe["padding_attention_mask"])  # fmt: skip
     cached = cfg.targets == "cached"
@@ -192,7 +194,7 @@ def pretrain_inputs(cfg: Pretraining) -> dict:
 
 def cache_targets(cfg: Pretraining, env: Env, datasets: list, with_ids: bool) -> None:
     """Rank 0 computes missing or stale cached targets (engine.targets); the others wait, then read."""
-    sha = tokenizer_sha256(cfg.tokenizer_weight)
+    sha = broadcast_object(tokenizer_sha256(cfg.tokenizer_weight) if env.rank == 0 else None)  # one read
 
     def load():
         return load_tokenizer(cfg.tokenizer_model, cfg.tokenizer_weight, env.device)

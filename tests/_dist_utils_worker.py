@@ -17,6 +17,7 @@ seed = D.seed_everything(100)
 draw = torch.rand(1).item()
 mean = D.all_reduce_mean(float(info.rank + 1))  # ranks 0,1 -> (1+2)/2 = 1.5
 tensor_mean = D.all_reduce_mean(torch.tensor([float(info.rank)] * 3)).tolist()
+broadcast = D.broadcast_object({"from_rank": info.rank, "draw": draw})  # rank 0's object on every rank
 ml = MetricLogger()
 ml.update(loss=float(info.rank))  # rank0: 0, rank1: 1
 ml.synchronize_between_processes()
@@ -35,6 +36,7 @@ D.barrier()
             "draw": draw,
             "mean": mean,
             "tensor_mean": tensor_mean,
+            "broadcast": broadcast,
             "synced_loss_avg": ml.loss.global_avg,
         }
     )

@@ -18,6 +18,7 @@ def test_single_process_is_rank0_world1_without_process_group(monkeypatch):
     # No collective may be called with one process: make any call explode.
     monkeypatch.setattr(torch.distributed, "all_reduce", lambda *a, **k: pytest.fail("collective called"))
     assert D.all_reduce_mean(3.0) == 3.0
+    assert D.broadcast_object({"a": 1}) == {"a": 1}
     t = torch.ones(2)
     assert D.all_reduce_sum_(t) is t
     D.barrier()
@@ -67,4 +68,6 @@ def test_two_process_torchrun_gloo(tmp_path, repo_root):
         assert seen["tensor_mean"] == pytest.approx([0.5] * 3)
         assert seen["synced_loss_avg"] == pytest.approx(0.5)
     assert ranks[0]["draw"] != ranks[1]["draw"]  # per-rank seeds
+    for seen in ranks:
+        assert seen["broadcast"] == {"from_rank": 0, "draw": ranks[0]["draw"]}
     assert proc.stdout.count("only-rank-0-prints") == 1 and "rank=0" in proc.stdout

@@ -150,6 +150,16 @@ def destroy_distributed() -> None:
         dist.destroy_process_group()
 
 
+def broadcast_object(obj, src: int = 0):
+    """Rank ``src``'s ``obj`` on every rank (pickled); a no-op in a single process. Lets one rank do what
+    every rank would otherwise repeat (e.g. hash a checkpoint: N processes would read it N times)."""
+    if not (is_dist_avail_and_initialized() and get_world_size() > 1):
+        return obj
+    box = [obj if get_rank() == src else None]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
 def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
     """In-place sum over ranks; a no-op (no collective) in a single process."""
     if is_dist_avail_and_initialized() and get_world_size() > 1:
