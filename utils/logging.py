@@ -133,7 +133,10 @@ class MetricLogger:
             except TypeError:
                 total = None
         disable = not is_main_process() or os.environ.get("HEARTLANG_NO_PROGRESS") == "1"
-        bar = tqdm(iterable, total=total, desc=header, disable=disable, dynamic_ncols=True, file=sys.stdout)
+        # One iterator, made here: tqdm.auto's bar calls iter() in its constructor and again when iterated, so a
+        # DataLoader handed to it directly started its worker processes twice per epoch (the first set idle).
+        iterator = iter(iterable)
+        bar = tqdm(iterator, total=total, desc=header, disable=disable, dynamic_ncols=True, file=sys.stdout)
         for i, item in enumerate(bar):
             yield item
             if not disable and (i % max(print_freq, 1) == 0 or (total is not None and i == total - 1)):
