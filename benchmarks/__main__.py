@@ -27,6 +27,8 @@ SUBCOMMANDS = {
     ),
     "synthetic": ("benchmarks.synthetic", "synthetic cohort generator throughput vs neurokit2"),
     "scale": ("benchmarks.scale", "data stages at 1k-50k MIMIC-like records: time, memory, bytes"),
+    "crash_resume": ("benchmarks.crash_resume", "kill -9 of each data stage mid-run, rerun: identical outputs, what is redone"),
+    "startup": ("benchmarks.startup", "launch to first training step and memory per process, 1/2/4 processes"),
     "robustness": ("benchmarks.robustness", "outcome counts of every hostile case"),
     "probe_mode": ("benchmarks.probe_mode", "linear probe: train-mode vs eval-mode backbone on real PTB-XL"),
     "gpu": (
