@@ -6,8 +6,9 @@
   writes ``<output_dir>/plan.json`` and prints a summary. ``--eval --dry_run``: :func:`plan_eval`.
 * :func:`owned` - rank 0 holds the exclusive lock on ``output_dir`` (utils.integrity.OutputDirLock).
 * :class:`RunRecord` - ``output_dir/run.json``: the run's fingerprint (every setting that defines the result
-  + the identity of the inputs), provenance and whether the run finished. Its checks decide whether a
-  folder may be continued, resumed from, or evaluated (docs/robustness.md "Training stages").
+  + the identity of the inputs), provenance, and its completion record (the run is a utils.artifacts.Step).
+  Its checks decide whether a folder may be continued, resumed from, or evaluated (docs/robustness.md
+  "Training stages").
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from engine.config import HARMLESS_SETTINGS, OptimConfig, RunConfig
 from engine.task import Task
 from modeling.accel import mask_source
 from sentences.loader import fit_batch_size, iters_per_epoch
+from utils.artifacts import RUNNING, IncompleteInputError, Step, record_state, require_complete
 from utils.dist import print0
 from utils.integrity import (
     OutputDirLock,
@@ -34,6 +36,7 @@ from utils.integrity import (
 from utils.optim import lr_schedule, param_groups_layer_decay, peak_lr
 
 RUN_RECORD = "run.json"
+BEST = "checkpoint-best.pth"
 
 
 # ------------------------------------------------------------------------------------------- the plan
@@ -138,7 +141,12 @@ def fingerprint(run: RunConfig, inputs: dict, world_size: int) -> dict:
 
 
 class RunRecord:
-    """``out/run.json``: what made the run in ``out``, and the checks that compare a command with it."""
+    """``out/run.json``: what made the run in ``out``, and the checks that compare a command with it.
+
+    The run is a step of the one artifact rule (utils.artifacts.Step, declared by :meth:`step`): run.json
+    carries its completion record under ``stamp`` (``running`` from the start, ``complete`` with the identity
+    of ``checkpoint-best.pth`` after the last epoch); checkpoints are kept across reruns (resume). Beside it:
+    the fingerprint, the recipe, every resolved flag and provenance."""
 
     def __init__(self, out: Path):
         self.out = Path(out)
@@ -147,23 +155,24 @@ class RunRecord:
     def read(self) -> dict | None:
         return read_stamp(self.path)
 
+    def step(self, fp: dict, stage: str) -> Step:
+        return Step(stage, self.out, RUN_RECORD, {"run": digest(fp)}, outputs=(BEST,), nest="stamp",
+                    keep_outputs=True)  # fmt: skip
+
     def claim(self, fp: dict, stage: str, run: RunConfig) -> None:
-        """Training (rank 0): refuse a folder made by a different run, then record this one (unfinished)."""
+        """Training (rank 0): refuse a folder made by a different run, then record this one as running."""
         self._admit_training(fp, run.resume)
-        self.write(fp, stage, run, finished=False)
+        self.step(fp, stage).begin(extra=self._about(fp, stage, run))
 
-    def write(self, fp: dict, stage: str, run: RunConfig, finished: bool) -> None:
-        write_json_atomic(self.path, {
-            "stage": stage, "fingerprint": fp, "digest": digest(fp), "recipe": run.recipe, "args": run.settings,
-            "dropout_masks": mask_source(),  # modeling/accel: same distribution, not the same masks
-            "finished": finished, **provenance(),
-        })  # fmt: skip
+    def finish(self, fp: dict, stage: str, run: RunConfig) -> None:
+        """Every epoch is trained: the record says complete (rank 0); ``--eval`` may now report the run."""
+        self.step(fp, stage).complete(extra=self._about(fp, stage, run))
 
-    def finish(self) -> None:
-        """Every epoch is trained: ``--eval`` may now report the run (rank 0)."""
-        record = self.read()
-        if record is not None:
-            write_json_atomic(self.path, {**record, "finished": True})
+    @staticmethod
+    def _about(fp: dict, stage: str, run: RunConfig) -> dict:
+        return {"stage": stage, "fingerprint": fp, "digest": digest(fp), "recipe": run.recipe, "args": run.settings,
+                "dropout_masks": mask_source(),  # modeling/accel: same distribution, not the same masks
+                **provenance()}  # fmt: skip
 
     def check_resumed(self, ckpt: dict | None, fp: dict, explicit: bool) -> None:
         """The newest checkpoint found in the folder must come from this run (an explicit --resume is kept)."""
@@ -226,20 +235,26 @@ class RunRecord:
         return record
 
     def unfinished(self, record: dict) -> list[str]:
-        """Why the run of ``record`` is not finished ([] = it is). A record written before the ``finished``
-        field existed is judged by its newest checkpoint's epoch."""
+        """Why the run of ``record`` is not a finished run whose best checkpoint is as it completed it ([] =
+        it is): utils.artifacts.require_complete on run.json's record. A run.json written before the record
+        existed is judged by its newest checkpoint's epoch."""
         epochs = int(record["fingerprint"]["settings"].get("epochs", 0))
-        if record.get("finished", None) is True:
-            return []
         latest = find_latest_checkpoint(self.out)
         done = epoch_of(latest) + 1 if latest is not None else None
-        if "finished" not in record and (done is None or done >= epochs):
+        if "stamp" in record:
+            try:
+                require_complete(self.out, [RUN_RECORD], [BEST], "--eval", nests={RUN_RECORD: "stamp"})
+                return []
+            except IncompleteInputError as exc:
+                if record_state(record["stamp"]) != RUNNING:
+                    return [str(exc)]  # e.g. checkpoint-best.pth rewritten after the run completed
+        elif done is None or done >= epochs:
             return []
         trained = f"its newest checkpoint holds epoch {done} of {epochs}" if done else "no epoch is finished"
         return [
             f"the training run in {self.out} did not finish ({trained}; killed, or still running): its "
-            "checkpoint-best.pth is not the run's result. Rerun the training command to finish it (it resumes "
-            "where it stopped), then --eval."
+            f"{BEST} is not the run's result. Rerun the training command to finish it (it resumes where it "
+            "stopped), then --eval."
         ]
 
 

@@ -13,7 +13,7 @@
    (cached targets) and cached features.
 5. The epoch loop: reseed, train (engine.loop.train_one_epoch with the task's step), the task's epoch
    statistics, validation when due (engine.task.evaluate), the best checkpoint by the task's metric,
-   periodic checkpoints, ``log.txt`` (JSON lines), TensorBoard; at the end run.json says the run finished,
+   periodic checkpoints, ``log.txt`` (JSON lines), TensorBoard; at the end run.json's record says complete,
    and the training curves are drawn.
 """
 
@@ -109,7 +109,7 @@ def _train(cfg: StageConfig, build: Build, info: DistInfo, out: Path) -> dict:
     if loop.start_epoch < optim.epochs:
         print0(f"training time {time.time() - t0:.1f} s")
     if info.rank == 0:
-        record.finish()
+        record.finish(fp, task.name, run)
         if (out / "log.txt").is_file():
             _plot_curves(out)
     return stats

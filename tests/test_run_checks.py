@@ -1,7 +1,8 @@
-"""Run-level checks of engine/plan.py: ``--eval`` reports only a finished training run (a run killed after a
-few epochs is refused, also by ``--eval --dry_run``, until the training command has finished it), run.json
-written before the ``finished`` field existed is judged by its newest checkpoint, and a training checkpoint
-carries the header that ``modeling.load_model`` reads."""
+"""Run-level checks of engine/plan.py: ``--eval`` reports only a finished training run whose best checkpoint is
+the one it completed with (a run killed after a few epochs is refused, also by ``--eval --dry_run``, until the
+training command has finished it; a best checkpoint replaced afterwards is refused), run.json written before
+its completion record existed is judged by its newest checkpoint, and a training checkpoint carries the header
+that ``modeling.load_model`` reads."""
 
 from __future__ import annotations
 
@@ -52,33 +53,42 @@ def killed(tmp_path, monkeypatch):
 def test_eval_of_a_killed_run_is_refused_until_the_run_is_finished(killed):
     argv, out, csv_path = killed
     assert (out / "checkpoint-best.pth").is_file()
-    assert json.loads((out / "run.json").read_text())["finished"] is False
+    assert json.loads((out / "run.json").read_text())["stamp"]["state"] == "running"
     with pytest.raises(StaleOutputError, match=r"did not finish \(its newest checkpoint holds epoch 1 of 3"):
         _main([*argv, "--eval", "--results_csv", csv_path])
     assert not csv_path.exists()
     plan = _main([*argv, "--eval", "--dry_run", "--results_csv", csv_path])
     assert not plan["ready"] and "did not finish" in plan["problems"][0]
     _main(argv)  # the training command resumes and finishes the run
-    assert json.loads((out / "run.json").read_text())["finished"] is True
+    assert json.loads((out / "run.json").read_text())["stamp"]["state"] == "complete"
     assert [json.loads(line)["epoch"] for line in (out / "log.txt").read_text().splitlines()] == [0, 1, 2]
     result = _main([*argv, "--eval", "--results_csv", csv_path])
     assert 0 <= result["macro_auc"] <= 1 and csv_path.is_file()
 
 
-def test_run_record_without_the_finished_field_is_judged_by_its_checkpoints(killed):
-    """run.json of an earlier version has no ``finished``: a run whose newest checkpoint is its last epoch
-    is evaluated, one that stopped earlier is refused."""
+def test_run_record_without_a_completion_record_is_judged_by_its_checkpoints(killed):
+    """run.json of an earlier version has no completion record: a run whose newest checkpoint is its last
+    epoch is evaluated, one that stopped earlier is refused."""
     argv, out, csv_path = killed
     record = json.loads((out / "run.json").read_text())
-    del record["finished"]
+    del record["stamp"]
     (out / "run.json").write_text(json.dumps(record))
     with pytest.raises(StaleOutputError, match="did not finish"):
         _main([*argv, "--eval", "--results_csv", csv_path])
     _main(argv)
     record = json.loads((out / "run.json").read_text())
-    del record["finished"]
+    del record["stamp"]
     (out / "run.json").write_text(json.dumps(record))
     assert 0 <= _main([*argv, "--eval", "--results_csv", csv_path])["macro_auc"] <= 1
+
+
+def test_best_checkpoint_replaced_after_the_run_completed_is_refused(killed):
+    argv, out, csv_path = killed
+    _main(argv)
+    (out / "checkpoint-best.pth").write_bytes((out / "checkpoint.pth").read_bytes())  # the last epoch, not the best
+    with pytest.raises(StaleOutputError, match=r"checkpoint-best.pth: \d+ bytes, \d+ when it was completed \(truncated or rewritten\)"):
+        _main([*argv, "--eval", "--results_csv", csv_path])
+    assert not csv_path.exists()
 
 
 def test_training_checkpoint_carries_the_header_load_model_reads(killed):
