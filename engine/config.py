@@ -139,6 +139,11 @@ def add_common_args(parser: argparse.ArgumentParser, stage: str) -> None:
             add_switch(r, name, default=None,
                        help=f"corrected variant: {text}; --{negation(name)}: the original's behaviour "
                             "(default: as --recipe)")  # fmt: skip
+    add_optimizer_args(parser)
+
+
+def add_optimizer_args(parser: argparse.ArgumentParser) -> None:
+    """AdamW and its schedule, shared by the three stages (each stage sets its own defaults)."""
     o = parser.add_argument_group("optimizer")
     o.add_argument("--opt", default="adamw", type=str, help="optimizer; only adamw (default: %(default)s)")
     o.add_argument("--opt_eps", default=1e-8, type=float, help="AdamW epsilon (default: %(default)s)")
