@@ -392,11 +392,3 @@ def finished(folder: str | os.PathLike, record: str, nest: str | None = None) ->
     except StaleOutputError as exc:
         return False, str(exc)
     return (False, f"{Path(folder) / record} is missing") if stamp is None else (True, "")
-
-
-__all__ = [
-    "COMPLETE", "RUNNING", "Decision", "IncompleteInputError", "Step", "atomic_path",
-    "copy_file", "find_record", "finished", "output_identity", "output_problems", "read_record",
-    "record_state", "remove_path", "remove_temps", "require_complete", "run_fingerprint", "save_npy",
-    "temp_sibling", "write_json", "write_text",
-]  # fmt: skip
