@@ -67,7 +67,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--datasets", nargs="+", default=["ptbxl", "cpsc2018", "csn"], choices=["ptbxl", "cpsc2018", "csn"],
                    help="labeled sets to probe (default all three; a set whose folder is absent is skipped with a note)")  # fmt: skip
     p.add_argument(
-        "--output_dir", default=Path("real_check_output"), type=Path, help="every artifact goes here (default: %(default)s)"
+        "--output_dir",
+        default=Path("real_check_output"),
+        type=Path,
+        help="every artifact goes here (default: %(default)s)",
     )
     p.add_argument("--vq_epochs", default=8, type=int, help="VQ-HBR epochs (default 8)")
     p.add_argument("--pt_epochs", default=12, type=int, help="pre-training epochs (default 12)")
@@ -79,7 +82,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch_size", default=32, type=int, help="batch size of every stage (default 32)")
     p.add_argument(
-        "--max_unlabeled", default=0, type=int, help="use only the first N pre-training records (default 0: all)"
+        "--max_unlabeled",
+        default=0,
+        type=int,
+        help="use only the first N pre-training records (default 0: all)",
     )
     p.add_argument(
         "--seed", default=0, type=int, help="seed of the pre-training run and the 90/10 split (default 0)"
@@ -274,7 +280,7 @@ def probe_pool(
     """Pooled-fold probes of every encoder x ratio x seed -> rows appended to ``csv``."""
     import torch
 
-    from scripts.fold_probe import ProbeConfig, build_encoder, extract_features, rotate_probe
+    from scripts.fold_probe import ProbeConfig, build_encoder, extract_features, rotate_probe, rotation
     from sentences.dataset import load_class_names
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
@@ -292,6 +298,16 @@ def probe_pool(
                 out = prep["out"] / "probes" / f"{dataset}_{subset}_{init}_{ratio:g}_seed{seed}"
                 if (out / "folds.json").is_file() and str(out) in done:
                     print(f"  {out.name}: skipped (pooled result in {csv})", flush=True)  # a re-run resumes
+                    continue
+                smallest = min(
+                    int((pool.folds != t).sum() - (pool.folds == v).sum())
+                    for t, v in pairs or rotation(pool.n_folds)
+                )
+                if ratio < 1 and int(smallest * ratio) < 1:
+                    print(
+                        f"  {out.name}: skipped (ratio {ratio:g} of {smallest} training records keeps none)",
+                        flush=True,
+                    )
                     continue
                 res = rotate_probe(cache, pool, model.mlp_head, ratio, seed, cfg, pairs)
                 out.mkdir(parents=True, exist_ok=True)
