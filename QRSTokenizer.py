@@ -22,7 +22,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         "QRS tokenizer: ECG records -> ECG sentences of heartbeat words", add_help=True
     )
-    io = p.add_argument_group("data")
+    _add_data_args(p.add_argument_group("data"))
+    _add_tokenizer_args(p.add_argument_group("tokenizer"))
+    _add_run_args(p.add_argument_group("run"))
+    return p
+
+
+def _add_data_args(io) -> None:
     io.add_argument(
         "--dataset_name",
         required=True,
@@ -62,7 +68,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     io.add_argument("--overwrite", action="store_true", help="redo splits that are already tokenised")
 
-    tok = p.add_argument_group("tokenizer")
+
+def _add_tokenizer_args(tok) -> None:
     tok.add_argument(
         "--used_channels",
         nargs="+",
@@ -94,7 +101,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         "xqrs: wfdb.processing.xqrs_detect itself, as the original calls it",
     )
 
-    run = p.add_argument_group("run")
+
+def _add_run_args(run) -> None:
     run.add_argument("--num_workers", type=int, default=os.cpu_count(), help="processes (default: all cores)")
     run.add_argument(
         "--chunk_size", type=int, default=128, help="records per worker task (default: %(default)s)"
@@ -106,7 +114,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--plot_lead", type=int, default=None, help="lead whose words are stacked (default: first used)"
     )
-    return p
 
 
 def main(args: argparse.Namespace) -> dict:

@@ -20,7 +20,7 @@ import argparse  # noqa: E402
 from engine.config import add_common_args, configs_from_args  # noqa: E402
 from engine.finetune import EVAL, Finetuning, finetune_task  # noqa: E402
 from engine.run import evaluate_trained, train  # noqa: E402
-from sentences.dataset import SAMPLING_METHODS  # noqa: E402
+from sentences.labels import SAMPLING_METHODS  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:

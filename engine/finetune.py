@@ -38,7 +38,8 @@ from engine.task import (
 from modeling import create_model, load_model, make_header
 from modeling.hub import checkpoint_sha256
 from reporting.results import count_leads, describe_dataset_dir, write_result
-from sentences.dataset import build_sentence_dataset, load_class_names, subsample_indices
+from sentences.dataset import build_sentence_dataset
+from sentences.labels import load_class_names, subsample_indices
 from sentences.loader import make_loader
 from utils.dist import broadcast_object, is_main_process, print0
 from utils.integrity import folder_identity

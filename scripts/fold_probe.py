@@ -16,7 +16,7 @@ run in-process so that 10 folds x seeds x label ratios x encoders take seconds i
   BCE-with-logits, batches that drop the last incomplete one, reshuffled every epoch with the seed;
 * selection: validation macro AUC after every epoch; the best epoch's head (first best on ties) scores the
   test fold;
-* label ratio: ``sentences.dataset.subsample_indices`` (random sampling, the probe seed) on the training
+* label ratio: ``sentences.labels.subsample_indices`` (random sampling, the probe seed) on the training
   folds, as ``--split_ratio``.
 """
 
@@ -31,7 +31,8 @@ import torch
 from torch import nn
 
 from modeling import create_model, load_model
-from sentences.dataset import build_sentence_dataset, subsample_indices
+from sentences.dataset import build_sentence_dataset
+from sentences.labels import subsample_indices
 from utils.metrics import macro_scores, probabilities
 from utils.optim import cosine_scheduler
 

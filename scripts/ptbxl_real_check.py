@@ -281,7 +281,7 @@ def probe_pool(
     import torch
 
     from scripts.fold_probe import ProbeConfig, build_encoder, extract_features, rotate_probe, rotation
-    from sentences.dataset import load_class_names
+    from sentences.labels import load_class_names
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     names = load_class_names(pool.root, pool.labels.shape[1])

@@ -39,7 +39,7 @@ if str(REPO) not in sys.path:
 from reporting.results import read_results  # noqa: E402
 from reporting.tables import PRE, RANDOM, caveat_note, collect_probe_results, probe_table  # noqa: E402
 from scripts.run_demo import default_nproc, torchrun_prefix  # noqa: E402
-from sentences.dataset import SAMPLING_METHODS  # noqa: E402
+from sentences.labels import SAMPLING_METHODS  # noqa: E402
 
 # key -> (row label, dataset folder under --data_root, paper Table 1 linear probe {ratio: macro AUC %}).
 TASKS: dict[str, tuple[str, str, dict[float, float]]] = {

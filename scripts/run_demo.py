@@ -149,7 +149,7 @@ def probe_batch_size(task_dir: Path, ratio: float, batch: int, nproc: int, args)
     """
     import numpy as np
 
-    from sentences.dataset import subsample_indices
+    from sentences.labels import subsample_indices
 
     labels_file = task_dir / "train_labels.npy"
     if getattr(args, "dry_run", False) and not labels_file.is_file():

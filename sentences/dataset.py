@@ -17,8 +17,6 @@ Arrays without a tokenizer summary (made by hand) are read as they are.
 from __future__ import annotations
 
 import bisect
-import json
-import random
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,10 +25,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset, default_collate
 
+from sentences.labels import check_labels
 from utils.arrays import DataFileError, first_where, open_npy, scan_range
 from utils.artifacts import require_complete
-
-LABEL_VALUES = (0, 1)  # multi-hot: one column per class
 
 #: The tokenizer's completion record of a split (written by datasets/qrs, the stamp under "stamp").
 TOKENIZER_RECORD = "{split}_tokenizer_summary.json"
@@ -42,27 +39,6 @@ def _load(path: Path) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing; run QRSTokenizer.py (and copy the labels) first")
     return open_npy(path)
-
-
-def check_labels(labels: np.ndarray, path: Path) -> None:
-    """Labels are multi-hot: a numeric (N, C) or (N,) array of 0 and 1 only. Anything else (class indices,
-    -1 for "unknown", NaN, probabilities) is refused naming the file, the first bad row and the values found,
-    before training (sklearn's ROC-AUC would otherwise fail after an epoch with a ``multi_class`` error)."""
-    if not (np.issubdtype(labels.dtype, np.number) or labels.dtype == np.bool_):
-        raise DataFileError(f"{path}: labels of dtype {labels.dtype}; expected numbers 0/1 (multi-hot)")
-    if labels.ndim not in (1, 2):
-        raise DataFileError(
-            f"{path}: labels of shape {labels.shape}; expected (N, C) multi-hot (or (N,) 0/1)"
-        )
-    bad = first_where(labels, lambda b: (b != 0) & (b != 1))  # NaN is != 0 and != 1
-    if bad is not None:
-        found = np.unique(np.asarray(labels[bad[0] : bad[0] + 4096]))
-        where = f"row {bad[0]}" + (f", column {bad[1]}" if len(bad) > 1 else "")
-        raise DataFileError(
-            f"{path}: label values must be {LABEL_VALUES[0]} or {LABEL_VALUES[1]} (multi-hot, one column per "
-            f"class); {where} holds {np.asarray(labels[bad]).item()!r} (values near it: {found[:10].tolist()}). "
-            "Class indices must be turned into one column per class; rows of unknown label left out"
-        )
 
 
 class SentenceDataset(Dataset):
@@ -346,94 +322,3 @@ def build_sentence_dataset(
         raise FileNotFoundError(f"{root}: neither {split}_data.npy nor batch_k/{split}_data.npy found")
     parts = [SentenceDataset(p, split, with_labels) for p in used]
     return ConcatSentenceDataset(parts, tuple(p.name for p in skipped))
-
-
-def load_class_names(root: str | Path, num_classes: int) -> list[str]:
-    """Class names written next to the arrays by the preprocessing (``classes.json`` / ``classes.txt``
-    / ``label_names.json``), else ``class_0 .. class_{C-1}``."""
-    root = Path(root)
-    for name in ("classes.json", "label_names.json", "classes.txt"):
-        path = root / name
-        if path.is_file():
-            text = path.read_text()
-            try:
-                names = (
-                    json.loads(text)
-                    if name.endswith(".json")
-                    else [s for s in text.splitlines() if s.strip()]
-                )
-            except json.JSONDecodeError as exc:
-                raise DataFileError(f"{path}: not valid JSON ({exc}); it lists the class names") from None
-            if isinstance(names, dict):
-                names = names.get("classes", list(names))
-            if len(names) == num_classes:
-                return [str(n) for n in names]
-    return [f"class_{c}" for c in range(num_classes)]
-
-
-# --sampling_method choices (the fine-tuning parser imports this list).
-SAMPLING_METHODS = ("random", "stratified", "iterative")
-
-
-def subsample_indices(labels: np.ndarray, ratio: float, method: str, seed: int) -> np.ndarray:
-    """Training rows kept by ``--split_ratio ratio --sampling_method method --seed seed``, as int64 indices
-    into the training set, in the order the training subset holds them.
-
-    ``random`` and ``stratified`` are the original's draws. It seeds Python, NumPy and torch globally
-    with ``--seed`` and draws right away; local generators seeded the same way give the same rows
-    without depending on (or disturbing) any other use of the global generators:
-
-    * ``random``: ``random.sample(range(N), int(N * ratio))`` (Python's Mersenne Twister); the rows
-      stay in draw order.
-    * ``stratified``: rows grouped by the arg-max of their multi-hot label (an all-zero row counts as
-      class 0); for each class c in index order, ``np.random.choice(rows_c, max(1, int(n_c * ratio)),
-      replace=False)``; the per-class draws are concatenated and then ``np.random.shuffle``-d, all
-      from one NumPy generator. Classes with no row are skipped.
-    * ``iterative`` (not in the original; the corrected variant): multi-label iterative stratification
-      (Sechidis et al. 2011, ``datasets.preprocess.splits.stratified_subset``), which keeps the share
-      of every label, not only of the arg-max class; rows in increasing order.
-
-    ``ratio == 1`` keeps every row in dataset order for every method.
-    """
-    labels = np.asarray(labels)
-    n = len(labels)
-    if method not in SAMPLING_METHODS:
-        raise ValueError(f"--sampling_method must be one of {list(SAMPLING_METHODS)}, got {method!r}")
-    if not 0 < float(ratio) <= 1:  # also refuses NaN
-        raise ValueError(f"--split_ratio must be in (0, 1], got {ratio!r}")
-    if ratio == 1:
-        return np.arange(n, dtype=np.int64)
-    if method == "random":
-        # Official behaviour: int() truncates (not round()) and the rows keep random.sample's order.
-        size = int(n * ratio)
-        if size == 0:
-            raise ValueError(
-                f"--split_ratio {ratio} of {n} training rows keeps int({n} * {ratio}) = 0 rows with "
-                "--sampling_method random; use a larger ratio"
-            )
-        return np.asarray(random.Random(seed).sample(range(n), size), dtype=np.int64)
-    if labels.ndim != 2 or labels.shape[1] == 0:
-        raise ValueError(
-            f"--sampling_method {method} needs (N, C) multi-hot labels, got shape {labels.shape}"
-        )
-    if method == "stratified":
-        # Official behaviour: stratified by the arg-max class only (multi-label rows count for their
-        # first positive class), max(1, int(n_c * ratio)) rows per class, then one shuffle.
-        rs = np.random.RandomState(seed)
-        cls = labels.argmax(axis=1)
-        parts = []
-        for c in range(labels.shape[1]):
-            rows = np.flatnonzero(cls == c)
-            if rows.size:
-                parts.append(rs.choice(rows, max(1, int(rows.size * ratio)), replace=False))
-        keep = np.concatenate(parts)
-        rs.shuffle(keep)
-        return keep.astype(np.int64)
-    from datasets.preprocess.splits import stratified_subset
-
-    keep = stratified_subset(labels, ratio, seed)
-    if keep.size == 0:
-        raise ValueError(
-            f"--split_ratio {ratio} of {n} training rows keeps no row with --sampling_method iterative"
-        )
-    return keep.astype(np.int64)

@@ -433,7 +433,7 @@ def test_export_and_embed_sentences_check_the_sentences_against_the_model(tmp_pa
 
 
 def test_a_broken_classes_json_is_named(tmp_path):
-    from sentences.dataset import load_class_names
+    from sentences.labels import load_class_names
     from utils.arrays import DataFileError
 
     (tmp_path / "classes.json").write_text('["NORM", "MI"')

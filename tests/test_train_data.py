@@ -7,13 +7,8 @@ import pytest
 import torch
 
 from engine.pretrain import random_masking, random_masking_real_words
-from sentences.dataset import (
-    SAMPLING_METHODS,
-    ConcatSentenceDataset,
-    SentenceDataset,
-    build_sentence_dataset,
-    subsample_indices,
-)
+from sentences.dataset import ConcatSentenceDataset, SentenceDataset, build_sentence_dataset
+from sentences.labels import SAMPLING_METHODS, subsample_indices
 from tests._train_data import make_downstream, make_pretrain, write_qrs_split
 from utils.metrics import classification_report, format_table
 

@@ -92,7 +92,7 @@ def test_pipeline_under_torchrun_two_processes(tmp_path, demo_smoke):
     the whole backbone under DDP) runs here on that run's data and pre-trained checkpoint.
     """
     from modeling import get_config
-    from sentences.dataset import load_class_names
+    from sentences.labels import load_class_names
 
     out, ckpt = demo_smoke.out, demo_smoke.out / "checkpoints"
     vq_out, pt_out = demo_smoke.stage_log("vqhbr"), demo_smoke.stage_log("pretrain")
