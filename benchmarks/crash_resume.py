@@ -148,12 +148,23 @@ def run_and_kill(cmd: list[str], log: Path, at_s: float | None, unit_glob: str, 
 
 
 def rehearse(stage: str, args, reference: dict, rng: random.Random) -> dict:
-    work = args.work / f"crash_{stage}"
-    work.mkdir(parents=True)
-    prepare(stage, work, args)
-    cmd, folder = stage_cmd(stage, work, args)
     at = None if args.kill_after_first else rng.uniform(0.2, 0.8) * reference["seconds"]
-    kill = run_and_kill(cmd, work / "killed.log", at, UNIT_DONE[stage], folder)
+    attempts = 0
+    while True:
+        attempts += 1
+        work = args.work / f"crash_{stage}"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        prepare(stage, work, args)
+        cmd, folder = stage_cmd(stage, work, args)
+        kill = run_and_kill(cmd, work / "killed.log", at, UNIT_DONE[stage], folder)
+        if not kill["finished_before_kill"] or at is None or attempts == 4:
+            break
+        # The stage ran faster than the reference (the machine's load changed) and finished before the kill:
+        # that is no crash. Start again on a fresh folder with the kill at half the moment.
+        print(f"{stage}: finished before the kill at {at:.1f} s; again with the kill at {at / 2:.1f} s", flush=True)
+        at /= 2
+    kill["attempts"] = attempts
     after_kill = identities(folder, stage) if folder.is_dir() else {}
     rerun_s = run(cmd, work / "rerun.log")
     final = identities(folder, stage)

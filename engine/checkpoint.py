@@ -28,7 +28,7 @@ from torch import nn
 
 from modeling.checkpoint import check_finite_state, load_state_dict_strict, read_checkpoint, state_dict_of
 from utils.dist import is_main_process
-from utils.integrity import atomic_file, check_finite
+from utils.integrity import NonFiniteError, atomic_file, check_finite
 from utils.logging import to_plain
 
 _PERIODIC = re.compile(r"^checkpoint-(\d+)\.pth$")
@@ -176,6 +176,17 @@ def check_finite_optimizer_state(
                 check_finite(value, f"checkpoint {source}: optimizer state {key} of parameter {who}")
 
 
+def check_scaler_state(scaler_state: Any, source: str) -> None:
+    """Refuse a stored AMP loss scale that is NaN, inf or not positive: a resumed fp16 run would scale every
+    loss by it and skip every step (or divide by zero) without saying why."""
+    scale = scaler_state.get("scale") if isinstance(scaler_state, Mapping) else None
+    if scale is None:
+        return  # a disabled scaler stores no scale
+    value = float(scale.item() if isinstance(scale, torch.Tensor) else scale)
+    if not (np.isfinite(value) and value > 0):
+        raise NonFiniteError(f"checkpoint {source}: AMP loss scale is {value} (must be a positive finite number)")
+
+
 def _param_names(optimizer: torch.optim.Optimizer, model: nn.Module) -> dict[int, str]:
     """Optimizer state index -> parameter name (the state is keyed by position over the param groups)."""
     name_of = {id(p): n for n, p in model.named_parameters()}
@@ -214,6 +225,7 @@ def auto_resume(
         )
         optimizer.load_state_dict(ckpt["optimizer"])
     if scaler is not None and "scaler" in ckpt:
+        check_scaler_state(ckpt["scaler"], os.fspath(path))
         scaler.load_state_dict(ckpt["scaler"])
     if restore_rng and "rng" in ckpt:
         set_rng_state(ckpt["rng"])

@@ -109,6 +109,23 @@ def test_nan_in_the_optimizer_state_of_a_resumed_checkpoint_names_the_file_and_p
     assert auto_resume(tmp_path, fresh, torch.optim.AdamW(fresh.parameters(), lr=0.1))[0] == 1
 
 
+@pytest.mark.parametrize("scale", [float("nan"), float("inf"), 0.0])
+def test_a_bad_amp_loss_scale_in_a_resumed_checkpoint_names_the_file(tmp_path, scale):
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    state = build_state(model, 0, scaler=scaler)
+    assert state["scaler"]["scale"] == 1024.0
+    state["scaler"]["scale"] = scale
+    path = save_checkpoint(tmp_path, "checkpoint.pth", state)
+    with pytest.raises(NonFiniteError, match=rf"checkpoint {path}: AMP loss scale is {scale}"):
+        auto_resume(tmp_path, torch.nn.Sequential(torch.nn.Linear(3, 2)), scaler=torch.amp.GradScaler("cpu"))
+    state["scaler"]["scale"] = 512.0
+    save_checkpoint(tmp_path, "checkpoint.pth", state)
+    fresh = torch.amp.GradScaler("cpu")
+    assert auto_resume(tmp_path, torch.nn.Sequential(torch.nn.Linear(3, 2)), scaler=fresh)[0] == 1
+    assert fresh.get_scale() == 512.0
+
+
 # ------------------------------------------------------------------------------------------ hf://
 REPO = "someone/heartlang-test"
 
