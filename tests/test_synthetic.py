@@ -152,3 +152,26 @@ def test_cli_writes_both_sources_and_prints_fold_counts(tmp_path, capsys):
     assert len(pd.read_csv(tmp_path / "mimic_iv_ecg" / "record_list.csv")) == 3
     assert len(pd.read_csv(tmp_path / "ptbxl" / "ptbxl_database.csv")) == 20
     assert not (tmp_path / "ptbxl" / "records500").exists()
+
+
+def test_a_generator_killed_while_writing_an_index_leaves_no_index(tmp_path, monkeypatch):
+    """The index CSVs are written last and whole: a run that dies while writing one leaves none (the demo
+    takes an existing ptbxl_database.csv to mean a complete folder), never a truncated index."""
+    real_to_csv = pd.DataFrame.to_csv
+
+    def dies_halfway(self, buf=None, *args, **kwargs):
+        if len(self) > 4:  # an index with records: write part of it, then die
+            real_to_csv(self.head(2), buf, *args, **kwargs)
+            raise KeyboardInterrupt("killed while writing the index")
+        return real_to_csv(self, buf, *args, **kwargs)
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", dies_halfway)
+    for generate, index in ((generate_mimic_like, "record_list.csv"), (generate_ptbxl_like, "ptbxl_database.csv")):
+        out = tmp_path / index
+        with pytest.raises(KeyboardInterrupt):
+            generate(out, 8, seed=1, num_workers=1)
+        assert not (out / index).exists()
+        assert not [p.name for p in out.iterdir() if p.suffix == ".tmp"]
+    monkeypatch.setattr(pd.DataFrame, "to_csv", real_to_csv)
+    generate_ptbxl_like(tmp_path / "whole", 8, seed=1, num_workers=1)
+    assert len(pd.read_csv(tmp_path / "whole" / "ptbxl_database.csv")) == 8

@@ -35,6 +35,7 @@ from scipy.signal import resample_poly
 from datasets.preprocess.records import parallel_map
 from datasets.synthetic.labels import report_text, sample_statements, scp_statements_frame, superclasses_of
 from datasets.synthetic.signal import DIAGNOSTIC_CODES, LEADS, RHYTHMS, SUPERCLASSES, simulate_ecg
+from utils.integrity import atomic_file
 
 MIMIC_LEADS = ("I", "II", "III", "aVR", "aVF", "aVL", "V1", "V2", "V3", "V4", "V5", "V6")
 PTBXL_LEADS = ("I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6")
@@ -126,7 +127,8 @@ def generate_mimic_like(
             k += 1
     list(parallel_map(_mimic_task, tasks, num_workers))
     frame = pd.DataFrame(rows, columns=["subject_id", "study_id", "file_name", "ecg_time", "path"])
-    frame.to_csv(out_dir / "record_list.csv", index=False)
+    with atomic_file(out_dir / "record_list.csv") as fh:  # the index last and whole: a killed run leaves none
+        frame.to_csv(fh, index=False)
     return frame
 
 
@@ -194,8 +196,11 @@ def generate_ptbxl_like(
         tasks.append((str(out_dir), lr, hr, seed, i, codes, rhythm, with_500hz))
     list(parallel_map(_ptbxl_task, tasks, num_workers))
     frame = pd.DataFrame(rows).reindex(columns=PTBXL_COLUMNS)
-    frame.to_csv(out_dir / "ptbxl_database.csv", index=False)
-    scp_statements_frame().to_csv(out_dir / "scp_statements.csv")
+    with atomic_file(out_dir / "scp_statements.csv") as fh:
+        scp_statements_frame().to_csv(fh)
+    # The database last and whole: a killed run leaves none, and its presence says the folder is complete.
+    with atomic_file(out_dir / "ptbxl_database.csv") as fh:
+        frame.to_csv(fh, index=False)
     return frame
 
 

@@ -30,6 +30,7 @@ from datasets.preprocess.records import parallel_map
 from datasets.synthetic.cohort import MIMIC_LEADS
 from datasets.synthetic.labels import sample_statements
 from datasets.synthetic.signal import LEADS, simulate_ecg
+from utils.integrity import atomic_file
 
 FS, N_SAMPLES, GAIN = 500, 5000, 200.0
 RECORD_LIST_COLUMNS = ("subject_id", "study_id", "file_name", "ecg_time", "path")
@@ -111,7 +112,7 @@ def generate_mimic_scale(
     pool = signal_pool(seed, pool_size)
     tasks = [(str(out_dir), seed, s, rows[s : s + chunk], pool) for s in range(0, n_records, chunk)]
     total = sum(parallel_map(_write_records, tasks, num_workers, chunksize=1))
-    with open(out_dir / "record_list.csv", "w", newline="") as fh:
+    with atomic_file(out_dir / "record_list.csv") as fh:  # the index last and whole: a killed run leaves none
         writer = csv.writer(fh)
         writer.writerow(RECORD_LIST_COLUMNS)
         writer.writerows(rows)
