@@ -176,6 +176,9 @@ def test_resume_after_crash_is_identical(cohort, tmp_path, monkeypatch):
         assert f.read_bytes() == (out / f.relative_to(fresh)).read_bytes(), f
     with pytest.raises(SystemExit, match="other settings"):
         _run(root, out, seed=7)
+    (out / "preprocess_config.json").write_text('{"batch_size": 2')  # damaged by hand
+    with pytest.raises(SystemExit, match=rf"{out / 'preprocess_config.json'}: unreadable"):
+        _run(root, out)
 
 
 def test_batch_split_is_sklearns_train_test_split():

@@ -224,7 +224,15 @@ def run_config(args: MimicConfig, paths: list[str]) -> dict:
 def check_or_write_config(out: Path, config: dict) -> None:
     path = out / "preprocess_config.json"
     if path.is_file():
-        old = json.loads(path.read_text())
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise SystemExit(
+                f"{path}: unreadable ({exc}); it records the settings of the batches beside it: restore it, or use "
+                "a new --output_path or delete the folder to start over"
+            ) from None
+        if not isinstance(old, dict):
+            raise SystemExit(f"{path}: not a settings record (a JSON object); use a new --output_path")
         if old != config:
             diff = {k: (old.get(k), v) for k, v in config.items() if old.get(k) != v}
             raise SystemExit(
