@@ -124,9 +124,17 @@ def _last_json(output: str) -> dict:
     return json.loads([line for line in output.splitlines() if line.startswith("{")][-1])
 
 
+def marginal_cpu_ms(small: dict, large: dict) -> float:
+    """CPU ms per additional record between two sizes of one stage: the fixed start-up (imports, kernels,
+    worker processes) cancels out, so this is the cost that would grow if a stage slowed with N."""
+    return 1000 * (large["cpu_s"] - small["cpu_s"]) / (large["records"] - small["records"])
+
+
 def check_requirements(runs: list[dict]) -> dict:
     """Time per record (CPU ms / record) within 15 % and peak anonymous memory within 20 % from the second
-    smallest to the largest N, per stage."""
+    smallest to the largest N, per stage. With three sizes or more, also the CPU per additional record of
+    the last step (second largest -> largest) against the step before it (``marginal_ratio``): CPU per
+    record falls with N when a fixed start-up is spread over more records; the marginal cost does not."""
     if len(runs) < 2:
         return {}
     a, b = (runs[1] if len(runs) > 2 else runs[0]), runs[-1]
@@ -135,7 +143,16 @@ def check_requirements(runs: list[dict]) -> dict:
         sa, sb = a["stages"][stage], b["stages"][stage]
         time_ratio = sb["cpu_ms_per_record"] / sa["cpu_ms_per_record"]
         anon_ratio = sb["peak_anon_mb"] / sa["peak_anon_mb"]
+        marginal = {}
+        if len(runs) > 2:
+            s0, s1, s2 = (r["stages"][stage] for r in runs[-3:])
+            m01, m12 = marginal_cpu_ms(s0, s1), marginal_cpu_ms(s1, s2)
+            marginal = {
+                "marginal_cpu_ms_per_record": [round(m01, 3), round(m12, 3)],
+                "marginal_ratio": round(m12 / m01, 3) if m01 > 0 else None,
+            }
         out[stage] = {
+            **marginal,
             "from_to": [a["records"], b["records"]],
             "cpu_per_record_ratio": round(time_ratio, 3),
             "wall_per_record_ratio": round((sb["wall_s"] / b["records"]) / (sa["wall_s"] / a["records"]), 3),

@@ -51,10 +51,21 @@ def test_tool_lists_and_dispatches(capsys):
     assert run.returncode == 0 and "--batch_folders" in run.stdout
 
 
-def _run(n, cpu_ms, anon):
-    stages = {s: {"cpu_ms_per_record": cpu_ms, "peak_anon_mb": anon, "peak_rss_mb": anon, "wall_s": n / 100}
+def _run(n, cpu_ms, anon, startup_s=0.0):
+    cpu_s = startup_s + cpu_ms * n / 1000
+    stages = {s: {"cpu_ms_per_record": 1000 * cpu_s / n, "cpu_s": cpu_s, "records": n, "peak_anon_mb": anon,
+                  "peak_rss_mb": anon, "wall_s": n / 100}
               for s in ("generate", "preprocess", "tokenize", "targets", "loader")}  # fmt: skip
     return {"records": n, "stages": stages}
+
+
+def test_marginal_cost_leaves_the_fixed_startup_out():
+    # 6 s of start-up + 0.5 ms per record: CPU per record falls with N, the cost per added record does not.
+    flat = check_requirements([_run(n, 0.5, 300, startup_s=6.0) for n in (1000, 10000, 50000)])["tokenize"]
+    assert flat["cpu_per_record_ratio"] < 0.85 and not flat["time_ok"]
+    assert flat["marginal_cpu_ms_per_record"] == [0.5, 0.5] and flat["marginal_ratio"] == 1.0
+    grows = check_requirements([_run(1000, 0.5, 300), _run(10000, 0.5, 300), _run(50000, 0.7, 300)])["tokenize"]
+    assert grows["marginal_ratio"] > 1.15
 
 
 def test_requirements_compare_the_two_largest_sizes():
