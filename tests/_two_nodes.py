@@ -37,6 +37,17 @@ def node_cmd(args: list, port: int, run_id: str) -> list[str]:
             *map(str, args)]  # fmt: skip
 
 
+def _die_with_the_test() -> None:
+    """In the launcher, before exec: Linux sends it SIGTERM when the test process dies (pytest killed), and
+    torchrun stops its workers on SIGTERM, so no launcher outlives an interrupted test run."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the launchers end at their own collective timeout
+
+
 def start_two_nodes(args: list, logs: Path, env: dict | None = None) -> list[subprocess.Popen]:
     """Start both launchers, each in its own process group (so a test can kill a whole "node");
     their output goes to ``logs/node0.log`` and ``logs/node1.log``."""
@@ -46,7 +57,8 @@ def start_two_nodes(args: list, logs: Path, env: dict | None = None) -> list[sub
     for i in range(2):
         with open(logs / f"node{i}.log", "w") as fh:
             nodes.append(subprocess.Popen(node_cmd(args, port, run_id), cwd=REPO_ROOT, env=worker_env(env),
-                                          stdout=fh, stderr=subprocess.STDOUT, start_new_session=True))  # fmt: skip
+                                          stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+                                          preexec_fn=_die_with_the_test))  # fmt: skip
     return nodes
 
 
