@@ -13,11 +13,17 @@ run in-process so that 10 folds x seeds x label ratios x encoders take seconds i
   initialisation (every parameter from U(-0.1, 0.1), drawn with the probe seed);
 * head: the classifier's own ``mlp_head`` as built under the probe seed; AdamW (weight decay on the weight,
   not the bias), per-step cosine schedule with linear warm-up from 0 (utils.optim.cosine_scheduler),
-  BCE-with-logits, batches that drop the last incomplete one, reshuffled every epoch with the seed;
+  BCE-with-logits, batches that drop the last incomplete one, reshuffled every epoch in the order of the
+  run's training sampler (``DistributedSampler`` with seed 0 + epoch: the original's sampler seed, whatever
+  the probe seed; ``ProbeConfig.sampler_seed_from_seed`` is the corrected ``--sampler_seed_from_seed``);
 * selection: validation macro AUC after every epoch; the best epoch's head (first best on ties) scores the
   test fold;
 * label ratio: ``sentences.labels.subsample_indices`` (random sampling, the probe seed) on the training
   folds, as ``--split_ratio``.
+
+tests/test_fold_probe_parity.py checks the equality: the same data, seed and flags (``--batch_size`` = the
+batch :func:`train_head` picks) through ``run_class_finetuning.py`` and through :func:`rotate_probe` give the
+same validation AUC every epoch, the same best epoch and the same test probabilities (within 1e-5).
 """
 
 from __future__ import annotations
@@ -122,6 +128,9 @@ class ProbeConfig:
     warmup_epochs: int = 1
     weight_decay: float = 0.05
     batch_size: int = 32
+    # False (the original): the training shuffle is seeded with 0 + epoch for every probe seed, as the
+    # run's DistributedSampler; True: with the probe seed + epoch (--sampler_seed_from_seed).
+    sampler_seed_from_seed: bool = False
 
 
 def train_head(
@@ -133,8 +142,9 @@ def train_head(
     cfg: ProbeConfig,
     seed: int,
     train_features=None,
-) -> tuple[nn.Linear, float, int]:
-    """The linear probe on cached features -> (best head, its validation macro AUC, its epoch 1-based).
+) -> tuple[nn.Linear, float, int, list[float]]:
+    """The linear probe on cached features -> (best head, its validation macro AUC, its epoch 1-based, the
+    validation macro AUC of every epoch).
 
     ``train_features(rows) -> (B, D) tensor``: features of training rows computed anew at every step (the
     original's train-mode backbone, dropout on); default: the cached ``x_train`` rows."""
@@ -155,11 +165,12 @@ def train_head(
         torch.from_numpy(np.asarray(y_train, np.float32)),
     )
     xv = torch.from_numpy(np.asarray(x_val, np.float32))
-    gen = torch.Generator().manual_seed(seed)
-    best, best_auc, best_epoch = copy.deepcopy(head), -np.inf, 0
+    sampler_seed = seed if cfg.sampler_seed_from_seed else 0
+    best, best_auc, best_epoch, history = copy.deepcopy(head), -np.inf, 0, []
     it = 0
     for epoch in range(cfg.epochs):
-        perm = torch.randperm(len(xt), generator=gen)
+        # torch's DistributedSampler (one process, drop_last): randperm under a generator seeded seed + epoch.
+        perm = torch.randperm(len(xt), generator=torch.Generator().manual_seed(sampler_seed + epoch))
         for s in range(steps):
             idx = perm[s * batch : (s + 1) * batch]
             for g in opt.param_groups:
@@ -172,9 +183,10 @@ def train_head(
             it += 1
         with torch.no_grad():
             auc, _ = macro_scores(y_val, probabilities(head(xv).numpy(), True))
+        history.append(float(auc))
         if np.isfinite(auc) and auc > best_auc:
             best, best_auc, best_epoch = copy.deepcopy(head), float(auc), epoch + 1
-    return best.eval(), best_auc, best_epoch
+    return best.eval(), best_auc, best_epoch, history
 
 
 def rotate_probe(
@@ -199,13 +211,14 @@ def rotate_probe(
         va, te = np.flatnonzero(pool.folds == val_f), np.flatnonzero(pool.folds == test_f)
         keep = tr[subsample_indices(pool.labels[tr], ratio, "random", seed)] if ratio < 1 else tr
         fn = None if train_features is None else (lambda idx, keep=keep: train_features(keep[idx]))
-        best, val_auc, epoch = train_head(
+        best, val_auc, epoch, history = train_head(
             head, features[keep], pool.labels[keep], features[va], pool.labels[va], cfg, seed, fn
         )
         with torch.no_grad():
             logits[te] = best(torch.from_numpy(np.asarray(features[te], np.float32))).numpy()
         done[te] = True
         info.append({"test": test_f, "val": val_f, "n_train": int(len(keep)), "n_val": int(len(va)),
-                     "n_test": int(len(te)), "val_auc": round(val_auc, 6), "best_epoch": epoch})  # fmt: skip
+                     "n_test": int(len(te)), "val_auc": round(val_auc, 6), "best_epoch": epoch,
+                     "val_auc_per_epoch": [round(a, 6) for a in history]})  # fmt: skip
     rows = np.flatnonzero(done)
     return {"logits": logits[rows], "labels": pool.labels[rows], "rows": rows, "folds": info}
