@@ -25,8 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset, default_collate
 
-from sentences.labels import check_labels
-from utils.arrays import DataFileError, first_where, open_npy, scan_range
+from utils.arrays import DataFileError, check_labels, first_where, open_npy, scan_range
 from utils.artifacts import require_complete
 
 #: The tokenizer's completion record of a split (written by datasets/qrs, the stamp under "stamp").

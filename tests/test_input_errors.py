@@ -475,3 +475,24 @@ def test_eval_refuses_a_test_split_the_model_cannot_read(tmp_path):
     with pytest.raises(DataFileError, match=r"test_data_in_times.npy: second id 17 at row 0, word 2"):
         _main(FT, [*argv, "--eval", "--results_csv", csv_path])
     assert not csv_path.exists()
+
+
+# ------------------------------------------------------------------------------------------ labels
+@pytest.mark.parametrize("bad", [2, -1, float("nan")])
+def test_the_tokenizer_refuses_non_multi_hot_labels_before_tokenising(tmp_path, bad):
+    """Labels that are not 0/1 (class indices, -1 for unknown, NaN) are refused by the tokenizer when it
+    would copy them, naming the file and the row, not after tokenising at training time."""
+    import QRSTokenizer
+    from datasets.synthetic.cohort import simulate_cohort
+    from utils.arrays import DataFileError
+
+    src = tmp_path / "D" / "sub"
+    src.mkdir(parents=True)
+    np.save(src / "train_data.npy", simulate_cohort(3, seed=8)["signals"])
+    labels = np.zeros((3, 2), np.float32)
+    labels[1, 1] = bad
+    np.save(src / "train_labels.npy", labels)
+    argv = ["--dataset_name", "D", "--data_root", str(tmp_path), "--num_workers", "1", "--no_progress"]
+    with pytest.raises(DataFileError, match=rf"{src / 'train_labels.npy'}: label values must be 0 or 1.*row 1"):
+        QRSTokenizer.main(QRSTokenizer.get_args_parser().parse_args(argv))
+    assert not list((tmp_path / "D_QRS").rglob("*.npy"))  # nothing was tokenised

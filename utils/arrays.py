@@ -141,3 +141,27 @@ def create_npy(path: str | os.PathLike, dtype, shape: tuple[int, ...]) -> np.mem
     check_free_space(path, math.prod(shape) * np.dtype(dtype).itemsize + 4096)
     with naming_write_errors(path):
         return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=tuple(shape))
+
+
+LABEL_VALUES = (0, 1)  # multi-hot: one column per class
+
+
+def check_labels(labels: np.ndarray, path: Path) -> None:
+    """Labels are multi-hot: a numeric (N, C) or (N,) array of 0 and 1 only. Anything else (class indices,
+    -1 for "unknown", NaN, probabilities) is refused naming the file, the first bad row and the values found,
+    before training (sklearn's ROC-AUC would otherwise fail after an epoch with a ``multi_class`` error)."""
+    if not (np.issubdtype(labels.dtype, np.number) or labels.dtype == np.bool_):
+        raise DataFileError(f"{path}: labels of dtype {labels.dtype}; expected numbers 0/1 (multi-hot)")
+    if labels.ndim not in (1, 2):
+        raise DataFileError(
+            f"{path}: labels of shape {labels.shape}; expected (N, C) multi-hot (or (N,) 0/1)"
+        )
+    bad = first_where(labels, lambda b: (b != 0) & (b != 1))  # NaN is != 0 and != 1
+    if bad is not None:
+        found = np.unique(np.asarray(labels[bad[0] : bad[0] + 4096]))
+        where = f"row {bad[0]}" + (f", column {bad[1]}" if len(bad) > 1 else "")
+        raise DataFileError(
+            f"{path}: label values must be {LABEL_VALUES[0]} or {LABEL_VALUES[1]} (multi-hot, one column per "
+            f"class); {where} holds {np.asarray(labels[bad]).item()!r} (values near it: {found[:10].tolist()}). "
+            "Class indices must be turned into one column per class; rows of unknown label left out"
+        )

@@ -36,6 +36,7 @@ from datasets.qrs.parallel import (
     tokenizer_settings,
 )
 from datasets.qrs.plot import lead_name, plot_record
+from utils.arrays import check_labels as check_labels_values
 from utils.arrays import open_npy
 from utils.artifacts import IncompleteInputError, copy_file, require_complete, write_json
 from utils.integrity import StaleOutputError
@@ -246,11 +247,13 @@ def record_names(src: Path, split: str):
 
 
 def check_labels(src: Path, split: str, n: int) -> None:
-    """A split's labels must have one row per record, or the tokenised sentences and the copied labels
-    would be paired wrongly."""
+    """A split's labels must be multi-hot 0/1 rows, one per record, or the tokenised sentences and the copied
+    labels would be paired wrongly."""
     path = src / f"{split}_labels.npy"
     if path.is_file():
-        rows = open_npy(path).shape[0]  # a truncated labels file is named
+        labels = open_npy(path)  # a truncated labels file is named
+        check_labels_values(labels, path)  # 0/1 multi-hot: refused now, not after tokenising at training
+        rows = labels.shape[0]
         if rows != n:
             raise SystemExit(
                 f"{path} has {rows} rows but {src / f'{split}_data.npy'} has {n} records: the two files come "
