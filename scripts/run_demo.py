@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from reporting.tables import collect_probe_results, probe_table  # noqa: E402
+from reporting.tables import collect_probe_results, paired_differences, probe_table  # noqa: E402
 from scripts.demo_report import write_plots  # noqa: E402
 
 # Cohort and schedule per --size. "small" is the default demo (< 10 min on 2 CPU cores, measured in
@@ -268,6 +268,12 @@ def main(args) -> list[dict]:
     return rows
 
 
+# What the results file keeps of each probe's row (no paths): macro AUC and AUPRC with their bootstrap
+# intervals, the test set's size and positives per class.
+PROBE_KEYS = ("task", "ratio", "init", "seed", "n_test", "positives", "macro_auc", "macro_auc_ci", "macro_auprc",
+              "macro_auprc_ci", "bootstrap", "run_id")  # fmt: skip
+
+
 def write_results_json(args, timings: list[tuple[str, float]], total: float, rows: list[dict], nproc: int) -> None:
     """The run as a results file: command, date, machine, stage seconds, test macro AUC per probe (no paths
     but the repository-relative command)."""
@@ -296,6 +302,9 @@ def write_results_json(args, timings: list[tuple[str, float]], total: float, row
         "total_s": round(total, 1),
         "stage_s": {label: round(dt, 1) for label, dt in timings},
         "test_macro_auc": [{k: r[k] for k in ("task", "ratio", "init", "macro_auc", "n_test")} for r in rows],
+        "probes": [{k: r[k] for k in PROBE_KEYS if k in r} for r in rows],
+        "paired_differences": paired_differences(rows),
+        "table": probe_table(rows),
     }  # fmt: skip
     args.results_json.parent.mkdir(parents=True, exist_ok=True)
     args.results_json.write_text(json.dumps(result, indent=1) + "\n")

@@ -100,7 +100,7 @@ def demo_smoke(tmp_path_factory) -> DemoRun:
         if not done.is_file():
             env = dict(os.environ, OMP_NUM_THREADS="1", HEARTLANG_NO_PROGRESS="1", PYTHONPATH=str(REPO_ROOT))
             cmd = [sys.executable, "scripts/run_demo.py", "--smoke", "--nproc", "2", "--num_workers", "2",
-                   "--output_dir", str(out)]  # fmt: skip
+                   "--output_dir", str(out), "--results_json", str(out / "results" / "demo.json")]  # fmt: skip
             proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=540)
             assert proc.returncode == 0, f"smoke demo failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
             done.write_text(proc.stdout)

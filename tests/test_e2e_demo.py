@@ -3,13 +3,17 @@ on CPU, from the session's shared run (tests/conftest.demo_smoke); table assembl
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from reporting.tables import collect_probe_results, probe_table
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
@@ -47,6 +51,19 @@ def test_demo_smoke_runs_every_stage_and_reports(demo_smoke):
     assert (
         "| superdiagnostic | 1 | pre-trained |" in table and "| superdiagnostic | 1 | random init |" in table
     )
+    # --results_json: the run as a results file, with intervals and the paired difference, and no path of
+    # this machine.
+    text = (out / "results" / "demo.json").read_text()
+    assert str(out) not in text and str(REPO_ROOT) not in text
+    result = json.loads(text)
+    assert result["table"].strip() == table.strip()
+    assert {(p["init"], p["macro_auc"], tuple(p["macro_auc_ci"])) for p in result["probes"]} == {
+        (r["init"], r["macro_auc"], tuple(r["macro_auc_ci"])) for r in rows
+    }
+    (diff,) = result["paired_differences"]
+    assert diff["paired"] and diff["n_test"] == rows[0]["n_test"]
+    low, high = diff["macro_auc_diff_ci"]
+    assert low <= diff["macro_auc_diff"] <= high
 
 
 def test_demo_table_pairs_pretrained_and_random(tmp_path):
