@@ -31,6 +31,10 @@ SUBCOMMANDS = {
     "startup": ("benchmarks.startup", "launch to first training step and memory per process, 1/2/4 processes"),
     "robustness": ("benchmarks.robustness", "outcome counts of every hostile case"),
     "probe_mode": ("benchmarks.probe_mode", "linear probe: train-mode vs eval-mode backbone on real PTB-XL"),
+    "profile": (
+        "benchmarks.profile",
+        "where the time goes: pre-training step ops (torch.profiler), QRS tokenizer paths",
+    ),
     "gpu": (
         "benchmarks.gpu",
         "GPU: AMP bf16/fp16, SDPA vs plain, --compile, MFU, NCCL training of each stage",

@@ -134,3 +134,35 @@ def test_gpu_flags_parse_without_a_gpu():
 
     with pytest.raises(SystemExit, match="no CUDA device here"):  # parsed, then refused before any work
         gpu_main(["--ddp_steps", "300", "--ddp_stages", "vqhbr", "finetune_all", "--nproc", "8"])
+
+
+def test_profile_measures_the_step_shares_and_the_tokenizer_paths(tmp_path):
+    """``python -m benchmarks profile`` at the test sizes: tiny models, 8 real records (when shared/data has them)."""
+    import torch
+
+    from benchmarks.profile import main as profile_main
+    from benchmarks.profile import ptbxl_heads
+
+    threads = torch.get_num_threads()
+    out = tmp_path / "profile.json"
+    res = profile_main(["--models", "tiny", "--batch_sizes", "2", "--records", "8", "--out", str(out)])
+    assert torch.get_num_threads() == threads  # the process's thread count is restored
+    stored = json.loads(out.read_text())["runs"]["latest"]
+    assert stored["command"].startswith("python -m benchmarks profile --models tiny")
+    row = stored["pretraining"]["by_batch_size"]["2"]
+    for side in ("original", "ours"):
+        r = row[side]
+        assert r["step_ms"] > 0 and 0 < r["matrix_products_pct"] < 100 and 0 < r["optimizer_step_pct"] < 100
+    # the original's step runs the tokenizer forward and torch's dropout; ours neither (cached targets, fast dropout)
+    assert row["original"]["tokenizer_forward_pct"] > 0 and row["original"]["torch_dropout_pct"] > 0
+    assert row["ours"]["tokenizer_forward_pct"] == 0 and row["ours"]["torch_dropout_pct"] == 0
+    pre = stored["pretraining"]
+    assert 0 < pre["tokenizer_forward_pct_of_original_step_flops"] < 100
+    tok = stored["tokenizer"]
+    if not ptbxl_heads():
+        assert "skipped" in tok
+        return
+    assert tok["records"] == 8 and tok["workers"] == 2
+    assert 0 < tok["reference_xqrs_detect_pct"] <= 100 and 0 < tok["ours_xqrs_fast_detect_pct"] <= 100
+    assert tok["reference_xqrs_detect_cpu_ms_per_record"] <= tok["reference_path_cpu_ms_per_record"]
+    assert tok["ours_workers_main_process_cpu_ms_per_record"] > 0 and res["tokenizer"] == tok
