@@ -5,8 +5,10 @@
 * :func:`paired_differences`: pre-trained minus random init for each (task, ratio, seed) whose two runs
   share a test set, with the paired bootstrap interval (utils.metrics.paired_bootstrap) from the runs'
   predictions files.
+* :func:`seed_mean_differences`: with several seeds, the mean over seeds of those paired differences, with
+  an interval from resampling the records jointly for every seed (utils.metrics.paired_bootstrap_seeds).
 * :func:`probe_table`: Markdown: every run with its intervals, then the paired differences, then (with
-  several seeds) mean, standard deviation and the per-seed values.
+  several seeds) mean, standard deviation and the per-seed values, and the seed-mean differences.
 * :func:`caveat_note`: the line a table carries when its rows are smoke size (numbers not meaningful).
 
 How to read them: docs/evidence.md. The per-class table of one evaluation (AUC, AUPRC, F1, positives per
@@ -23,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from reporting.results import NOT_MEANINGFUL, is_meaningful, load_predictions, read_results
-from utils.metrics import N_BOOTSTRAP, paired_bootstrap
+from utils.metrics import N_BOOTSTRAP, paired_bootstrap, paired_bootstrap_seeds
 
 PRE, RANDOM = "pre-trained", "random init"
 
@@ -126,6 +128,38 @@ def paired_differences(rows: list[dict], n_boot: int = N_BOOTSTRAP, seed: int = 
     return out
 
 
+def seed_mean_differences(rows: list[dict], n_boot: int = N_BOOTSTRAP, seed: int = 0) -> list[dict]:
+    """Per (task, ratio) with at least two seeds whose pre-trained and random-init runs share a test set (both
+    with predictions files): the mean over those seeds of pre-trained minus random init, macro AUC and AUPRC,
+    with a 95 % interval from resampling the test records jointly (one resample scores every seed's two runs
+    on the same records), and the per-seed differences."""
+    runs: dict[tuple, dict[int, dict[str, dict]]] = {}
+    for r in rows:
+        if r.get("predictions"):
+            runs.setdefault((r["task"], r["ratio"]), {}).setdefault(r["seed"], {})[r["init"]] = r
+    out = []
+    for (task, ratio), by_seed in sorted(runs.items()):
+        seeds = sorted(s for s, pair in by_seed.items() if PRE in pair and RANDOM in pair)
+        if len(seeds) < 2:
+            continue
+        labels, pre, rnd = None, [], []
+        for s in seeds:
+            pa, pb = (load_predictions(by_seed[s][k]["predictions"]) for k in (PRE, RANDOM))
+            for p, r in ((pa, by_seed[s][PRE]), (pb, by_seed[s][RANDOM])):
+                if labels is None:
+                    labels = p["labels"]
+                if p["labels"].shape != labels.shape or not np.array_equal(p["labels"], labels):
+                    raise ValueError(f"{r['output_dir']}: its test labels differ from the other seeds' runs of "
+                                     f"{task} ratio {ratio:g}, so the seeds cannot be paired")  # fmt: skip
+            pre.append(pa["probs"])
+            rnd.append(pb["probs"])
+        d = paired_bootstrap_seeds(labels, pre, rnd, n_boot, seed)
+        out.append({"task": task, "ratio": ratio, "seeds": seeds, "n_test": int(len(labels)),
+                    **{k: v for k, v in d.items() if k != "method"},
+                    "bootstrap": f"plain,{d['n_boot']},seed{d['seed']}"})  # fmt: skip
+    return out
+
+
 def _mean_std(values: list[float]) -> str:
     vals = [v for v in values if math.isfinite(v)]
     if not vals:
@@ -202,4 +236,16 @@ def probe_table(rows: list[dict], n_boot: int = N_BOOTSTRAP) -> str:
                     f"| {s['task']} | {s['ratio']:g} | {init} | {', '.join(map(str, v['seeds']))} | "
                     f"{_mean_std(v['macro_auc'])} | {per[0]} | {_mean_std(v['macro_auprc'])} | {per[1]} |"
                 )
+    means = seed_mean_differences(rows, n_boot)
+    if means:
+        lines += ["", "Pre-trained minus random init, mean over seeds (records resampled jointly for every seed):", "",
+                  "| task | ratio | seeds | AUC difference [95 % CI] | per seed | AUPRC difference [95 % CI] | per seed |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for m in means:
+            per = [", ".join(f"{x:+.4f}" for x in m[k]) for k in ("per_seed_auc_diff", "per_seed_auprc_diff")]
+            lines.append(
+                f"| {m['task']} (n_test {m['n_test']}) | {m['ratio']:g} | {', '.join(map(str, m['seeds']))} | "
+                f"{fmt_ci(m['macro_auc_diff'], m['macro_auc_diff_ci'], True)} | {per[0]} | "
+                f"{fmt_ci(m['macro_auprc_diff'], m['macro_auprc_diff_ci'], True)} | {per[1]} |"
+            )
     return "\n".join(lines)

@@ -25,7 +25,8 @@ ships: ``ptbxl_database.csv``, ``scp_statements.csv``, ``records100/``, ``record
    CPSC2018 and CSN records are dealt into ``--other_folds`` folds and rotated the same way. The test
    predictions of all folds are pooled per (data set, ratio, seed, encoder): one row each in
    ``<output_dir>/results/real_check_results.csv`` with macro AUC, macro AUPRC, per-class values and 95 %
-   bootstrap intervals (reporting.results), and pre-trained minus random init as a paired difference.
+   bootstrap intervals (reporting.results), and pre-trained minus random init as a paired difference, per
+   seed and as the mean over seeds (reporting.tables.seed_mean_differences).
 5. The tables (reporting.tables.probe_table) and the sizes, settings and timings go to
    ``<output_dir>/ptbxl_real_check.json`` and ``--results_json`` (paths relative to the data or output folder).
 """
@@ -46,7 +47,13 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from reporting.results import read_results, write_result  # noqa: E402
-from reporting.tables import collect_probe_results, paired_differences, probe_table, seed_summary  # noqa: E402
+from reporting.tables import (  # noqa: E402
+    collect_probe_results,
+    paired_differences,
+    probe_table,
+    seed_mean_differences,
+    seed_summary,
+)
 from scripts.run_demo import Runner, torchrun_prefix  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
@@ -379,6 +386,7 @@ def main(args) -> dict:
         "probe": "eval-mode backbone, cached CLS features, in-process (scripts/fold_probe.py)",
         "seeds": {"pretraining": args.seed, "probe": args.seeds}, "ratios": args.ratios,
         "results": portable(rows, out), "paired_differences": diffs, "seed_summary": seed_summary(rows, diffs),
+        "seed_mean_differences": seed_mean_differences(rows, args.n_boot),
         "table": table, "seconds": round(time.time() - t0, 1), "probe_seconds": round(time.time() - t_probe, 1),
         "stage_seconds": {label: round(dt, 1) for label, dt in run.timings},
         "load_average": list(os.getloadavg()), "cpu_cores": cores,

@@ -29,7 +29,7 @@ from reporting.results import (
     smoke_caveat,
     write_result,
 )
-from reporting.tables import collect_probe_results, paired_differences, probe_table
+from reporting.tables import collect_probe_results, paired_differences, probe_table, seed_mean_differences
 from utils.integrity import sha256_file
 
 TASK_ROW = {
@@ -295,6 +295,17 @@ def test_probe_table_pairs_runs_and_summarises_seeds(tmp_path):
         ln for ln in table.splitlines() if ln.startswith("| superdiagnostic | 0.1 | difference | 0, 1, 2 |")
     ]
     assert len(means) == 1 and " +- " in means[0]
+    # The mean over seeds of the paired differences, with one interval (records resampled jointly).
+    (m,) = seed_mean_differences(rows, n_boot=200)
+    assert m["seeds"] == [0, 1, 2] and m["n_test"] == 150
+    assert m["macro_auc_diff"] == pytest.approx(np.mean([d["macro_auc_diff"] for d in diffs]))
+    assert m["per_seed_auc_diff"] == pytest.approx([d["macro_auc_diff"] for d in diffs])
+    assert (
+        m["macro_auc_diff_ci"][0] > 0
+        and m["macro_auc_diff_ci"][0] < m["macro_auc_diff"] < m["macro_auc_diff_ci"][1]
+    )
+    assert "| superdiagnostic (n_test 150) | 0.1 | 0, 1, 2 | +0." in table
+    assert seed_mean_differences([r for r in rows if r["seed"] == 0]) == []  # one seed: nothing to average
     # Runs that do not share a test set cannot be paired.
     other = write_result(csv_path, {**TASK_ROW, "finetune": "", "seed": 0, "output_dir": str(tmp_path / "ft" / "rnd0")},
                          None, "m", {}, roc=(labels[:100], rng.normal(size=(100, 3)), ["A", "B", "C"]))  # fmt: skip
