@@ -8,7 +8,9 @@ each as its own process with its default workers, as a user would: preprocessing
 batch grows with N: a stage that holds a whole batch shows it as memory growing with N), the QRS tokenizer
 (``QRSTokenizer.py``), the target cache (``python -m engine.targets`` with a tiny random VQ-HBR over every
 batch folder, train and val) and one epoch of the pre-training loader over every batch folder (batch 64,
-the training default of 4 loader workers (``--num_workers`` when given), cached targets). Per stage: wall seconds, CPU seconds of the
+the training default of 4 loader workers (``--num_workers`` when given), cached targets; first a fifth of an
+epoch, then the whole epoch, each with fresh workers: the CPU per sample between the two, ``cpu_ms_per_added_sample``,
+is the loader's cost per added sample at that size; the stage's CPU time covers both). Per stage: wall seconds, CPU seconds of the
 process tree, records/s, CPU ms per record, peak RSS of the process tree (memory-mapped file pages
 included) and peak anonymous memory (what the processes hold themselves), and bytes written.
 Generated data is deleted after each N unless ``--keep``.
@@ -17,7 +19,9 @@ Generated data is deleted after each N unless ``--keep``.
 from __future__ import annotations
 
 import argparse
+import gc
 import math
+import resource
 import shutil
 import sys
 import tempfile
@@ -65,14 +69,33 @@ def loader_epoch(dataset_dir: str, batch_size: int, num_workers: int) -> dict:
     ds = build_sentence_dataset(dataset_dir, "train", with_labels=False, all_batch_folders=True)
     for part in parts_of(ds):
         part.attach_targets(open_targets(part, with_ids=False))
-    loader = make_loader(ds, batch_size, 0, 1, True, num_workers, False)
-    loader.sampler.set_epoch(0)
-    t0 = time.perf_counter()
-    n = 0
-    for x, _, _, _ in loader:  # sentences, lead ids, time ids, targets
-        n += x.shape[0]
-    seconds = time.perf_counter() - t0
-    return {"samples": n, "seconds": round(seconds, 2), "samples_per_s": round(n / seconds, 1), "folders": len(parts_of(ds))}
+    def cpu_s() -> float:  # this process and its joined loader workers
+        me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+    def epoch(limit: int | None) -> tuple[int, float, float]:
+        """(samples, wall s, CPU s incl. the workers, joined at the end) of the epoch's first ``limit``
+        samples (all with None)."""
+        loader = make_loader(ds, batch_size, 0, 1, True, num_workers, False)
+        loader.sampler.set_epoch(0)
+        c0, t0, n = cpu_s(), time.perf_counter(), 0
+        batches = iter(loader)
+        for x, _, _, _ in batches:  # sentences, lead ids, time ids, targets
+            n += x.shape[0]
+            if limit is not None and n >= limit:
+                break
+        del batches, loader  # joins the workers, so their CPU time is counted
+        gc.collect()
+        return n, time.perf_counter() - t0, cpu_s() - c0
+
+    # A fifth of the epoch, then the whole epoch: the CPU per sample between the two is the cost per added
+    # sample at this data set size (worker start-up cancels out); it must not grow with N.
+    n_part, _, cpu_part = epoch(max(len(ds) // 5, batch_size))
+    n, seconds, cpu_all = epoch(None)
+    marginal = 1000 * (cpu_all - cpu_part) / (n - n_part) if n > n_part else None
+    return {"samples": n, "seconds": round(seconds, 2), "samples_per_s": round(n / seconds, 1), "folders": len(parts_of(ds)),
+            "epoch_cpu_s": round(cpu_all, 2), "first_fifth": {"samples": n_part, "cpu_s": round(cpu_part, 2)},
+            "cpu_ms_per_added_sample": None if marginal is None else round(marginal, 4)}  # fmt: skip
 
 
 def run_size(n: int, work: Path, batch_folders: int, num_workers: int | None, loader_batch: int, log=print) -> dict:
@@ -112,7 +135,9 @@ def run_size(n: int, work: Path, batch_folders: int, num_workers: int | None, lo
     load = run_measured([py, "-m", "benchmarks", "scale", "--_loader", str(qrs), str(loader_batch), loader_workers])
     epoch = _last_json(load["output"])
     row = _stage("loader", n, load, None, unit_count=epoch["samples"])
-    row.update(samples_per_s=epoch["samples_per_s"], epoch_s=epoch["seconds"], folders=epoch["folders"])
+    row.update(samples_per_s=epoch["samples_per_s"], epoch_s=epoch["seconds"], folders=epoch["folders"],
+               epoch_cpu_s=epoch["epoch_cpu_s"], first_fifth=epoch["first_fifth"],
+               cpu_ms_per_added_sample=epoch["cpu_ms_per_added_sample"])  # fmt: skip
     rows["loader"] = row
     log(f"N={n}: loader {epoch['samples_per_s']} samples/s over {epoch['folders']} folders")
     return {"records": n, "batch_size": batch_size, "batch_folders": folders, "stages": rows}

@@ -90,6 +90,9 @@ def test_scale_rehearsal_runs_every_stage_at_tiny_n(tmp_path):
     assert stages["generate"]["bytes_written"] > 24 * 120_000
     # 4 folders of 6 records, 1 validation record each (ceil(0.1 * 6)): 20 train sentences, 5 full batches of 4
     assert stages["loader"]["records"] == 20 and stages["loader"]["folders"] == 4
+    # a fifth of the epoch (4 samples: one batch), then the whole epoch; the CPU per added sample between them
+    assert stages["loader"]["first_fifth"]["samples"] == 4
+    assert stages["loader"]["epoch_cpu_s"] >= 0 and stages["loader"]["cpu_ms_per_added_sample"] is not None
     assert stages["targets"]["bytes_written"] > 24 * 256 * 2  # uint16 targets of every sentence + stamps
     assert not (tmp_path / "work" / "n24").exists()  # generated data deleted
     assert json.loads(out.read_text())["runs"]["latest"]["sizes"][0]["records"] == 24
