@@ -42,6 +42,7 @@ from torch import nn
 from modeling import load_model, tokenizer_size
 from modeling.hub import checkpoint_sha256
 from sentences.dataset import ConcatSentenceDataset, SentenceDataset, build_sentence_dataset
+from utils.arrays import check_free_space, naming_write_errors
 from utils.artifacts import Step, atomic_path
 from utils.integrity import file_identity
 
@@ -142,7 +143,8 @@ def write_targets(
     step = targets_step(part, tokenizer_sha256, codebook_size, with_ids)
     path = part.root / step.outputs[0]
     step.begin()  # the record says "running" until complete(); the old file is removed
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+    check_free_space(path, n * length * np.dtype(TARGET_DTYPE).itemsize)  # before hours of tokenizer forwards
+    with atomic_path(path) as tmp, naming_write_errors(path), open(tmp, "wb") as fh:
         rows = 0
         for chunk in chunks:  # one chunk at a time: a batch folder is never held in memory
             if chunk.ndim != 2 or chunk.shape[1] != length:

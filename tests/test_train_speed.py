@@ -250,3 +250,22 @@ def test_targets_command_writes_what_a_run_reuses(pre, capsys):
     assert "cached targets of 12 sentences up to date" in capsys.readouterr().out
     ds = build_sentence_dataset(folder, "val", with_labels=False)
     assert _ensure(ds, tok) == []  # nothing recomputed: the run reads what the command wrote
+
+
+def test_target_cache_on_a_full_disk_is_refused_before_computing(pre, monkeypatch):
+    """Not enough free space for a split's targets: an error naming the file and the sizes before any
+    tokenizer forward, and no target file or half-written temp file left."""
+    import shutil
+
+    folder, tok = pre
+    ds = build_sentence_dataset(folder, "train", with_labels=False)
+    usage = shutil.disk_usage(folder)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage._replace(free=1000))
+    path = target_files(ds.parts[0].root, "train", False)[0]
+    n, length = ds.parts[0].lead_ids.shape  # uint16 targets: 2 bytes each
+    with pytest.raises(OSError, match=rf"writing {path} needs {n * length * 2 / 1024:.1f} KiB, .* has 1000 bytes free"):
+        _ensure(ds, tok)
+    assert not path.exists() and not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+    monkeypatch.undo()
+    _ensure(ds, tok)
+    assert path.stat().st_size == n * length * 2
