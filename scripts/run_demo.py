@@ -86,7 +86,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry_run", action="store_true", help="print the commands, run nothing")
     p.add_argument("--results_json", default=None, type=Path,
                    help="also write the run's stage times and test AUCs here, with the command, date and "
-                        "machine, e.g. benchmarks/results/demo.json (default: none)")  # fmt: skip
+                        "machine, e.g. benchmarks/results/demo.json; the runs already in the file move to its "
+                        "earlier_runs (default: none)")  # fmt: skip
     return p
 
 
@@ -274,6 +275,19 @@ PROBE_KEYS = ("task", "ratio", "init", "seed", "n_test", "positives", "macro_auc
               "macro_auprc_ci", "bootstrap", "run_id")  # fmt: skip
 
 
+def earlier_runs(path: Path) -> list[dict]:
+    """The runs already in the results file ``path``, newest first: a new run is added, none is lost."""
+    import json
+
+    if not path.is_file():
+        return []
+    try:
+        old = json.loads(path.read_text())
+    except ValueError as exc:
+        raise SystemExit(f"{path}: not a results file ({exc}); move it away or choose another --results_json") from None
+    return [{k: v for k, v in old.items() if k != "earlier_runs"}, *old.get("earlier_runs", [])]
+
+
 def write_results_json(args, timings: list[tuple[str, float]], total: float, rows: list[dict], nproc: int) -> None:
     """The run as a results file: command, date, machine, stage seconds, test macro AUC per probe (no paths
     but the repository-relative command)."""
@@ -306,6 +320,7 @@ def write_results_json(args, timings: list[tuple[str, float]], total: float, row
         "paired_differences": paired_differences(rows),
         "table": probe_table(rows),
     }  # fmt: skip
+    result["earlier_runs"] = earlier_runs(args.results_json)
     args.results_json.parent.mkdir(parents=True, exist_ok=True)
     args.results_json.write_text(json.dumps(result, indent=1) + "\n")
     print(f"results: {args.results_json}")

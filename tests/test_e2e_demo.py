@@ -92,3 +92,17 @@ def test_demo_dry_run_prints_commands_without_running(tmp_path, repo_root):
     # default: one task x (pre-trained, random) x 3 ratios x (train, --eval)
     assert proc.stdout.count("run_class_finetuning.py") == 2 * 3 * 2
     assert not (tmp_path / "d" / "raw").exists()
+
+
+def test_demo_results_file_keeps_the_earlier_runs(tmp_path):
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    from run_demo import earlier_runs
+
+    path = tmp_path / "demo.json"
+    assert earlier_runs(path) == []
+    path.write_text(json.dumps({"date": "b", "earlier_runs": [{"date": "a"}]}))
+    assert earlier_runs(path) == [{"date": "b"}, {"date": "a"}]  # newest first, nothing lost
+    path.write_text('{"date": ')
+    with pytest.raises(SystemExit, match=rf"{path}: not a results file"):
+        earlier_runs(path)
+
