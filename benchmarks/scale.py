@@ -143,6 +143,49 @@ def run_size(n: int, work: Path, batch_folders: int, num_workers: int | None, lo
     return {"records": n, "batch_size": batch_size, "batch_folders": folders, "stages": rows}
 
 
+def write_sentence_split(folder: Path, n: int, seed: int = 0, chunk: int = 1000) -> None:
+    """One tokenised train split of ``n`` sentences (256 words x 96 samples, 40-256 real words each, lead and
+    second ids), written in chunks (memory stays at one chunk whatever ``n`` is)."""
+    import numpy as np
+
+    from utils.arrays import create_npy
+
+    folder.mkdir(parents=True, exist_ok=True)
+    data = create_npy(folder / "train_data.npy", np.float32, (n, 256, 96))
+    chans = create_npy(folder / "train_data_in_chans.npy", np.int32, (n, 256))
+    times = create_npy(folder / "train_data_in_times.npy", np.int32, (n, 256))
+    rng = np.random.default_rng(seed)
+    word = np.arange(256)
+    for start in range(0, n, chunk):
+        rows = min(chunk, n - start)
+        real = rng.integers(40, 257, size=(rows, 1))
+        mask = word[None, :] < real
+        data[start : start + rows] = rng.standard_normal((rows, 256, 96), dtype=np.float32) * mask[..., None]
+        chans[start : start + rows] = np.where(mask, word // 20 % 12 + 1, 0)
+        times[start : start + rows] = np.where(mask, word % 20 // 2 + 1, 0)
+    for array in (data, chans, times):
+        array.flush()
+
+
+def target_cache_memory(sizes: list[int], root: Path) -> list[dict]:
+    """Peak memory of ``python -m engine.targets`` over ONE split of each size in ``sizes`` (no other part,
+    so that only the split's size changes): the stage streams its targets, so it must stay flat."""
+    weight = root / "vqhbr_tiny.pth"
+    write_tiny_tokenizer(weight)
+    rows = []
+    for n in sizes:
+        folder = root / f"split{n}"
+        write_sentence_split(folder / "batch_0", n)
+        measured = run_measured([sys.executable, "-m", "engine.targets", "--dataset_dir", str(folder),
+                                 "--tokenizer_weight", str(weight), "--tokenizer_model", "vqhbr_tiny",
+                                 "--splits", "train", "--device", "cpu"])  # fmt: skip
+        rows.append({"sentences": n, **{k: v for k, v in measured.items() if k != "output"}})
+        print(f"target cache, one split of {n} sentences: peak anonymous {measured['peak_anon_mb']} MB, "
+              f"tree RSS {measured['peak_rss_mb']} MB, {measured['cpu_s']} CPU s", flush=True)  # fmt: skip
+        shutil.rmtree(folder)
+    return rows
+
+
 def _last_json(output: str) -> dict:
     import json
 
@@ -200,6 +243,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--work_dir", type=Path, default=None, help="where data is generated (default: a temporary folder)")
     p.add_argument("--keep", action="store_true", help="keep the generated data (default: deleted after each N)")
     p.add_argument("--loader_batch_size", type=int, default=64, help="pre-training batch (default: %(default)s)")
+    p.add_argument("--target_cache_splits", type=int, nargs="+", default=None,
+                   help="instead of the rehearsal: the target cache's peak memory over one split of each of these "
+                        "numbers of sentences (default: off)")  # fmt: skip
     add_output_args(p)
     p.add_argument("--_loader", nargs=3, default=None, help=argparse.SUPPRESS)
     return p
@@ -213,6 +259,14 @@ def main(argv: list[str] | None = None) -> dict:
         folder, batch, workers = args._loader
         print(json.dumps(loader_epoch(folder, int(batch), int(workers))))
         return {}
+    if args.target_cache_splits:
+        root = Path(tempfile.mkdtemp(prefix="heartlang_targets_", dir=args.work_dir))
+        try:
+            result = {"target_cache_one_split": target_cache_memory(args.target_cache_splits, root)}
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        write_results("scale", result, argv, label=args.label, out=args.out)
+        return result
     if args.batch_folders < 1:
         raise SystemExit(f"--batch_folders must be positive, got {args.batch_folders}")
     root = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="heartlang_scale_"))

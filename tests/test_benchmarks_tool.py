@@ -169,3 +169,14 @@ def test_profile_measures_the_step_shares_and_the_tokenizer_paths(tmp_path):
     assert 0 < tok["reference_xqrs_detect_pct"] <= 100 and 0 < tok["ours_xqrs_fast_detect_pct"] <= 100
     assert tok["reference_xqrs_detect_cpu_ms_per_record"] <= tok["reference_path_cpu_ms_per_record"]
     assert tok["ours_workers_main_process_cpu_ms_per_record"] > 0 and res["tokenizer"] == tok
+
+
+def test_target_cache_memory_mode_measures_one_split_per_size(tmp_path):
+    out = tmp_path / "scale.json"
+    result = scale_main(["--target_cache_splits", "8", "20", "--work_dir", str(tmp_path), "--out", str(out),
+                         "--label", "targets"])  # fmt: skip
+    rows = result["target_cache_one_split"]
+    assert [r["sentences"] for r in rows] == [8, 20]
+    assert all(r["peak_anon_mb"] > 0 and r["cpu_s"] > 0 for r in rows)
+    assert json.loads(out.read_text())["runs"]["targets"]["target_cache_one_split"][1]["sentences"] == 20
+    assert [p.name for p in tmp_path.iterdir()] == ["scale.json"]  # the generated splits are removed
