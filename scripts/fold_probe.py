@@ -6,7 +6,7 @@ the rest training, so every record is tested once per seed, and the test predict
 into one metric with its bootstrap interval (reporting.results.write_result).
 
 The probe is the one of ``run_class_finetuning.py --trainable linear --probe_backbone_eval --cache_features``,
-run in-process so that 10 folds x seeds x label ratios x encoders take seconds instead of a process each:
+run in-process so that 10 folds x seeds x label ratios x encoders need no process each:
 
 * features: the CLS features of the frozen backbone in eval mode (``forward_features``), computed once per
   encoder; the encoder is the pre-trained checkpoint (``modeling.load_model``) or the original's random
