@@ -288,6 +288,7 @@ def write_result(
 
         labels, scores, class_names = roc
         full.update(metric_columns(labels, scores, list(class_names), is_binary))
+        full["caveat"] = smoke_caveat(int(full.get("n_test") or 0), model_name)  # n_test of these predictions
         sha = str(full.get("checkpoint_sha256", ""))[:12]
         title = f"{full.get('dataset', '')} {full.get('subset', '')}: {full.get('output_dir', '')}"
         title += f"\nrun {full['run_id']}" + (f", checkpoint sha256 {sha}" if sha else "")

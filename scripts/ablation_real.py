@@ -145,17 +145,39 @@ def wait_while_trained_elsewhere(folder: Path, done: Path) -> None:
         time.sleep(30)
 
 
-def row(name: str, labels, var: list, ref: list, args, seeds, what: str, budget: str) -> dict:
-    from utils.metrics import macro_scores, paired_bootstrap_seeds
+def row(name: str, labels, var: list, ref: list, args, seeds, what: str, budget: str, folds=None) -> dict:
+    from utils.metrics import fold_mean_paired_seeds, macro_scores, paired_bootstrap_seeds
 
     d = paired_bootstrap_seeds(labels, var, ref, args.n_boot)
+    per_fold = None
+    if folds is not None:  # each fold's head scored on its own test records (docs/evidence.md: pooling bias)
+        f = fold_mean_paired_seeds(labels, var, ref, folds, args.n_boot)
+        per_fold = {k: f[k] for k in ("macro_auc_a", "macro_auc_b", "macro_auc_diff", "macro_auc_diff_ci",
+                                      "macro_auprc_diff", "macro_auprc_diff_ci", "per_seed_auc_diff",
+                                      "per_seed_auprc_diff", "n_folds", "method")}  # fmt: skip
     within = not (d["macro_auc_diff_ci"][0] > 0 or d["macro_auc_diff_ci"][1] < 0)
     within_ap = not (d["macro_auprc_diff_ci"][0] > 0 or d["macro_auprc_diff_ci"][1] < 0)
     return {"variant": name, "what": what, "budget": budget, "seeds": list(seeds),
             "variant_macro_auc": [macro_scores(labels, p)[0] for p in var],
             "reference_macro_auc": [macro_scores(labels, p)[0] for p in ref],
             **{k: v for k, v in d.items() if k not in ("method",)},
-            "auc_within_noise": within, "auprc_within_noise": within_ap}  # fmt: skip
+            "auc_within_noise": within, "auprc_within_noise": within_ap, "fold_mean": per_fold}  # fmt: skip
+
+
+def format_fold_table(rows: list[dict]) -> str:
+    """The rows scored fold by fold (mean over folds, then seeds; intervals within folds)."""
+    lines = ["| variant (vs the original recipe), scored fold by fold | macro AUC: variant - original [95 % CI] | "
+             "per seed | macro AUPRC: variant - original [95 % CI] | within noise? |", "|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        f = r.get("fold_mean")
+        if not f:
+            continue
+        auc, ap = f["macro_auc_diff_ci"], f["macro_auprc_diff_ci"]
+        noise = "yes" if auc[0] <= 0 <= auc[1] and ap[0] <= 0 <= ap[1] else "no"
+        lines.append(f"| {r['variant']} | {f['macro_auc_diff']:+.4f} [{auc[0]:+.4f}, {auc[1]:+.4f}] | "
+                     f"{', '.join(f'{x:+.4f}' for x in f['per_seed_auc_diff'])} | {f['macro_auprc_diff']:+.4f} "
+                     f"[{ap[0]:+.4f}, {ap[1]:+.4f}] | {noise} |")  # fmt: skip
+    return "\n".join(lines)
 
 
 def format_table(rows: list[dict]) -> str:
@@ -211,7 +233,7 @@ def main(args) -> dict:
         v = VARIANTS[name]
         var = probe_seeds(pool, variant_ckpts[name], args, args.ft_epochs, padding=v.get("probe_pad", False))
         what = " ".join(v["vq"] + v["pt"]) or "VQ-HBR --lr x 4"
-        rows.append(row(name, pool.labels, var, ref, args, args.seeds, what, budget))
+        rows.append(row(name, pool.labels, var, ref, args, args.seeds, what, budget, pool.folds))
         timings[f"{name} probes"] = round(time.time() - t1, 1)
         print(format_table(rows[-1:]), flush=True)
     if args.probe_mode_epochs:
@@ -220,16 +242,17 @@ def main(args) -> dict:
         ev = probe_seeds(pool, prep["pt_ckpt"], args, args.probe_mode_epochs, seeds=seeds)
         tr = probe_seeds(pool, prep["pt_ckpt"], args, args.probe_mode_epochs, train_mode=True, seeds=seeds)
         rows.append(row("probe_backbone_train_mode", pool.labels, tr, ev, args, seeds,
-                        "train-mode vs eval-mode probe backbone", f"probe {args.probe_mode_epochs} epochs"))  # fmt: skip
+                        "train-mode vs eval-mode probe backbone", f"probe {args.probe_mode_epochs} epochs",
+                        pool.folds))  # fmt: skip
         timings["probe_backbone_train_mode"] = round(time.time() - t1, 1)
         print(format_table(rows[-1:]), flush=True)
     t1 = time.time()
     rnd = probe_seeds(pool, None, args, args.ft_epochs)
     rows.append(
-        row("random_init_encoder", pool.labels, rnd, ref, args, args.seeds, "no pre-training", budget)
+        row("random_init_encoder", pool.labels, rnd, ref, args, args.seeds, "no pre-training", budget, pool.folds)
     )
     timings["random_init_encoder"] = round(time.time() - t1, 1)
-    table = format_table(rows)
+    table = format_table(rows) + "\n\n" + format_fold_table(rows)
     print(table)
     report = {
         "command_line": " ".join(["python", "scripts/ablation_real.py", *sys.argv[1:]]),

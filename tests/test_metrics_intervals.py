@@ -92,3 +92,46 @@ def test_paired_difference_over_seeds():
     )
     with pytest.raises(ValueError, match="one pair per seed"):
         metrics.paired_bootstrap_seeds(y, a, b[:2])
+
+
+def _macro_sklearn(y, p):
+    classes = [c for c in range(y.shape[1]) if 0 < y[:, c].sum() < len(y)]
+    return (np.mean([roc_auc_score(y[:, c], p[:, c]) for c in classes]),
+            np.mean([average_precision_score(y[:, c], p[:, c]) for c in classes]))  # fmt: skip
+
+
+def test_fold_mean_is_the_mean_of_each_folds_macro_and_pairs_runs():
+    rng = np.random.default_rng(0)
+    y = (rng.random((90, 3)) < 0.4).astype(int)
+    folds = np.repeat([1, 2, 3], 30)
+    a = [y + rng.normal(0, 0.8, y.shape) for _ in range(2)]
+    b = [y + rng.normal(0, 1.5, y.shape) for _ in range(2)]
+    d = metrics.fold_mean_paired_seeds(y, a, b, folds, n_boot=200)
+    want_a = [np.mean([_macro_sklearn(y[folds == k], p[folds == k])[0] for k in (1, 2, 3)]) for p in a]
+    assert d["per_seed_auc_a"] == pytest.approx(want_a, abs=1e-12)
+    assert d["macro_auc_a"] == pytest.approx(np.mean(want_a), abs=1e-12)
+    want_ap = np.mean([np.mean([_macro_sklearn(y[folds == k], p[folds == k])[1] for k in (1, 2, 3)]) for p in a])
+    assert d["macro_auprc_a"] == pytest.approx(want_ap, abs=1e-12)
+    assert d["macro_auc_diff"] == pytest.approx(d["macro_auc_a"] - d["macro_auc_b"], abs=1e-12)
+    lo, hi = d["macro_auc_diff_ci"]
+    assert lo < d["macro_auc_diff"] < hi and d["n_folds"] == 3
+    same = metrics.fold_mean_paired_seeds(y, a, a, folds, n_boot=50)  # paired draws: a run minus itself is 0
+    assert same["macro_auc_diff"] == 0 and same["macro_auc_diff_ci"] == (0.0, 0.0)
+    with pytest.raises(ValueError, match="89 fold ids for 90 test records"):
+        metrics.fold_mean_paired_seeds(y, a, b, folds[:-1])
+
+
+def test_pooling_differently_calibrated_folds_understates_auc_and_the_fold_mean_does_not():
+    """Each fold's probe ranks its own records perfectly but is shifted by its own offset, anti-correlated
+    with the fold's prevalence (a head that learnt the training folds' prior): pooling the folds ranks the
+    probes against each other and falls far below 1; the fold mean is 1."""
+    y = np.zeros((60, 1), int)
+    folds = np.repeat([1, 2, 3], 20)
+    for k, share in zip((1, 2, 3), (0.2, 0.5, 0.8)):
+        rows = np.flatnonzero(folds == k)
+        y[rows[: int(share * 20)], 0] = 1
+    offset = {1: 2.0, 2: 1.0, 3: 0.0}  # the fold with most positives gets the lowest scores
+    p = (y[:, 0] * 0.5 + np.array([offset[k] for k in folds]))[:, None]
+    pooled = metrics.macro_scores(y, p)[0]
+    folded = metrics.fold_mean_paired_seeds(y, [p], [], folds, n_boot=20)
+    assert pooled < 0.6 and folded["macro_auc_a"] == 1.0

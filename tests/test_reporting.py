@@ -119,7 +119,7 @@ def test_write_result_row_carries_provenance(tmp_path, repo_root):
     assert len(row["checkpoint_sha256"]) == 64
     assert row["model"] == "HeartLang_finetune_base"
     assert row["recipe"] == "corrected:padding_attention_mask"
-    assert row["caveat"] == ""
+    assert row["n_test"] == "20" and row["caveat"] == "not meaningful (smoke size: n_test 20 < 100)"  # the predictions count
     assert row["utc"].endswith("Z") and row["utc"][:2] == "20"
     # This test runs inside the repository's git checkout: a 40-hex commit and a dirty flag.
     assert len(row["git_commit"]) == 40 and row["git_dirty"] in ("true", "false")
@@ -460,3 +460,16 @@ def test_command_line(tmp_path, capsys):
     )
     with pytest.raises(FileNotFoundError, match="nope"):
         main(["curves", str(tmp_path / "nope"), "-o", str(tmp_path / "x.png")])
+
+
+def test_the_caveat_counts_the_test_records_of_the_predictions(tmp_path):
+    """A row written from predictions (``roc=``) without an ``n_test`` column of its own gets the caveat of
+    its real test size: 150 records are not smoke size, 12 are."""
+    row = {k: v for k, v in TASK_ROW.items() if k != "n_test"}
+    for n, smoke in ((150, False), (12, True)):
+        labels = np.array([[1, 0], [0, 1], [1, 1]] * (n // 3))
+        scores = labels + np.random.default_rng(n).normal(0, 1, labels.shape)
+        out = {**row, "output_dir": str(tmp_path / f"run{n}")}
+        written = write_result(tmp_path / "r.csv", out, None, "HeartLang_finetune", {}, roc=(labels, scores, ["A", "B"]))
+        assert int(written.row["n_test"]) == n
+        assert ("n_test" in written.row["caveat"]) == smoke, written.row["caveat"]

@@ -307,3 +307,70 @@ def paired_bootstrap_seeds(
             "macro_auprc_diff": float(np.mean(point_ap)), "macro_auprc_diff_ci": _interval(np.mean(ap_d, axis=0)),
             "per_seed_auc_diff": point_auc, "per_seed_auprc_diff": point_ap, "n_boot": int(n_boot),
             "seed": int(seed), "method": BOOTSTRAP_METHOD}  # fmt: skip
+
+
+# ------------------------------------------------------------------------------- per-fold (rotated folds)
+FOLD_METHOD = ("mean over test folds of each fold's macro; 95 % percentile interval from resampling the test "
+               "records within each fold (plain, with replacement)")  # fmt: skip
+
+
+def _fold_scores(onehot: np.ndarray, probs: np.ndarray, folds: np.ndarray, n_boot: int, seed: int) -> dict:
+    """Per test fold: macro AUC / AUPRC (point) and of ``n_boot`` resamples drawn within the fold (the same
+    draws for every run scored with the same ``seed``: paired). -> fold-mean points and (B,) fold-mean arrays."""
+    points, boots = [], []
+    for k, fold in enumerate(np.unique(folds)):
+        idx = np.flatnonzero(folds == fold)
+        counts = _counts(resample_indices(len(idx), n_boot, seed + 7919 * k), len(idx))
+        points.append(macro_scores(onehot[idx], probs[idx]))
+        boots.append(_weighted_macro(onehot[idx], probs[idx], counts))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a fold without any defined class: NaN, left out
+        auc = np.nanmean([p[0] for p in points])
+        ap = np.nanmean([p[1] for p in points])
+        boot_auc = np.nanmean(np.stack([b[0] for b in boots]), axis=0)
+        boot_ap = np.nanmean(np.stack([b[1] for b in boots]), axis=0)
+    return {"auc": float(auc), "ap": float(ap), "boot_auc": boot_auc, "boot_ap": boot_ap,
+            "per_fold_auc": [float(p[0]) for p in points]}  # fmt: skip
+
+
+def fold_mean_paired_seeds(
+    targets: np.ndarray,
+    probs_a: list[np.ndarray],
+    probs_b: list[np.ndarray],
+    folds: np.ndarray,
+    n_boot: int = N_BOOTSTRAP,
+    seed: int = 0,
+) -> dict:
+    """Rotated folds scored fold by fold: each run's macro AUC / AUPRC is the mean over its test folds of the
+    fold's macro (every fold's probe is scored only on its own test records, so probes of different
+    calibration are never ranked against each other, which pooling their predictions does), and a - b is
+    the mean over seeds of the difference. Intervals: the records are resampled within each fold, jointly
+    for every run and seed. ``probs_b`` may be empty: then only ``a``'s values are given.
+
+    -> ``{macro_auc_a, macro_auc_a_ci, macro_auprc_a, macro_auprc_a_ci, per_seed_auc_a, [macro_auc_b, ...,
+    macro_auc_diff, macro_auc_diff_ci, macro_auprc_diff, macro_auprc_diff_ci, per_seed_auc_diff,
+    per_seed_auprc_diff], n_folds, n_boot, seed, method}``."""
+    onehot, folds = np.asarray(targets), np.asarray(folds)
+    if len(folds) != len(onehot):
+        raise ValueError(f"{len(folds)} fold ids for {len(onehot)} test records")
+    if probs_b and len(probs_a) != len(probs_b):
+        raise ValueError(f"{len(probs_a)} and {len(probs_b)} runs: one pair per seed is needed")
+    out = {"n_folds": int(len(np.unique(folds))), "n_boot": int(n_boot), "seed": int(seed), "method": FOLD_METHOD}
+    runs = {"a": [_fold_scores(onehot, np.asarray(p, np.float64), folds, n_boot, seed) for p in probs_a]}
+    if probs_b:
+        runs["b"] = [_fold_scores(onehot, np.asarray(p, np.float64), folds, n_boot, seed) for p in probs_b]
+    for name, scores in runs.items():
+        out[f"macro_auc_{name}"] = float(np.mean([s["auc"] for s in scores]))
+        out[f"macro_auc_{name}_ci"] = _interval(np.mean([s["boot_auc"] for s in scores], axis=0))
+        out[f"macro_auprc_{name}"] = float(np.mean([s["ap"] for s in scores]))
+        out[f"macro_auprc_{name}_ci"] = _interval(np.mean([s["boot_ap"] for s in scores], axis=0))
+        out[f"per_seed_auc_{name}"] = [s["auc"] for s in scores]
+    if probs_b:
+        a, b = runs["a"], runs["b"]
+        out["per_seed_auc_diff"] = [x["auc"] - y["auc"] for x, y in zip(a, b)]
+        out["per_seed_auprc_diff"] = [x["ap"] - y["ap"] for x, y in zip(a, b)]
+        out["macro_auc_diff"] = float(np.mean(out["per_seed_auc_diff"]))
+        out["macro_auprc_diff"] = float(np.mean(out["per_seed_auprc_diff"]))
+        out["macro_auc_diff_ci"] = _interval(np.mean([x["boot_auc"] - y["boot_auc"] for x, y in zip(a, b)], axis=0))
+        out["macro_auprc_diff_ci"] = _interval(np.mean([x["boot_ap"] - y["boot_ap"] for x, y in zip(a, b)], axis=0))
+    return out
