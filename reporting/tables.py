@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from reporting.results import NOT_MEANINGFUL, is_meaningful, load_predictions, read_results
-from utils.metrics import N_BOOTSTRAP, paired_bootstrap, paired_bootstrap_seeds
+from utils.metrics import N_BOOTSTRAP, fold_mean_paired_seeds, paired_bootstrap, paired_bootstrap_seeds
 
 PRE, RANDOM = "pre-trained", "random init"
 
@@ -128,19 +128,16 @@ def paired_differences(rows: list[dict], n_boot: int = N_BOOTSTRAP, seed: int = 
     return out
 
 
-def seed_mean_differences(rows: list[dict], n_boot: int = N_BOOTSTRAP, seed: int = 0) -> list[dict]:
-    """Per (task, ratio) with at least two seeds whose pre-trained and random-init runs share a test set (both
-    with predictions files): the mean over those seeds of pre-trained minus random init, macro AUC and AUPRC,
-    with a 95 % interval from resampling the test records jointly (one resample scores every seed's two runs
-    on the same records), and the per-seed differences."""
+def _paired_seed_runs(rows: list[dict], min_seeds: int):
+    """Per (task, ratio) with at least ``min_seeds`` seeds whose pre-trained and random-init runs share a test
+    set (both with predictions files): ``(task, ratio, seeds, labels, pre-trained probs, random probs)``."""
     runs: dict[tuple, dict[int, dict[str, dict]]] = {}
     for r in rows:
         if r.get("predictions"):
             runs.setdefault((r["task"], r["ratio"]), {}).setdefault(r["seed"], {})[r["init"]] = r
-    out = []
     for (task, ratio), by_seed in sorted(runs.items()):
         seeds = sorted(s for s, pair in by_seed.items() if PRE in pair and RANDOM in pair)
-        if len(seeds) < 2:
+        if len(seeds) < min_seeds:
             continue
         labels, pre, rnd = None, [], []
         for s in seeds:
@@ -153,11 +150,51 @@ def seed_mean_differences(rows: list[dict], n_boot: int = N_BOOTSTRAP, seed: int
                                      f"{task} ratio {ratio:g}, so the seeds cannot be paired")  # fmt: skip
             pre.append(pa["probs"])
             rnd.append(pb["probs"])
+        yield task, ratio, seeds, labels, pre, rnd
+
+
+def seed_mean_differences(rows: list[dict], n_boot: int = N_BOOTSTRAP, seed: int = 0) -> list[dict]:
+    """Per (task, ratio) with at least two seeds whose pre-trained and random-init runs share a test set (both
+    with predictions files): the mean over those seeds of pre-trained minus random init, macro AUC and AUPRC,
+    with a 95 % interval from resampling the test records jointly (one resample scores every seed's two runs
+    on the same records), and the per-seed differences."""
+    out = []
+    for task, ratio, seeds, labels, pre, rnd in _paired_seed_runs(rows, 2):
         d = paired_bootstrap_seeds(labels, pre, rnd, n_boot, seed)
         out.append({"task": task, "ratio": ratio, "seeds": seeds, "n_test": int(len(labels)),
                     **{k: v for k, v in d.items() if k != "method"},
                     "bootstrap": f"plain,{d['n_boot']},seed{d['seed']}"})  # fmt: skip
     return out
+
+
+def fold_mean_differences(
+    rows: list[dict], folds_of: dict, n_boot: int = N_BOOTSTRAP, seed: int = 0
+) -> list[dict]:
+    """Rotated folds (``folds_of[task]``: the test fold of each test record, in record order): per (task,
+    ratio), the pre-trained and random-init probes scored fold by fold (each fold's head on its own test
+    records; mean over folds, then seeds) and their paired difference (utils.metrics.fold_mean_paired_seeds).
+    Pooling the folds' predictions instead ranks the heads against each other (docs/evidence.md)."""
+    out = []
+    for task, ratio, seeds, labels, pre, rnd in _paired_seed_runs(rows, 1):
+        if task in folds_of:
+            d = fold_mean_paired_seeds(labels, pre, rnd, folds_of[task], n_boot, seed)
+            out.append({"task": task, "ratio": ratio, "seeds": seeds, "n_test": int(len(labels)), **d})
+    return out
+
+
+def fold_mean_table(per_fold: list[dict]) -> str:
+    """Markdown of :func:`fold_mean_differences`."""
+    lines = ["Scored fold by fold (each fold's probe on its own test records; mean over folds, then seeds; "
+             "intervals: records resampled within each fold, jointly for both encoders):", "",
+             "| task | ratio | folds | seeds | pre-trained macro AUC [95 % CI] | random init macro AUC [95 % CI] | "
+             "AUC difference [95 % CI] (per seed) | AUPRC difference [95 % CI] |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in per_fold:
+        per_seed = ", ".join(f"{x:+.3f}" for x in r["per_seed_auc_diff"])
+        lines.append(f"| {r['task']} ({r['n_test']}) | {r['ratio']:g} | {r['n_folds']} | {len(r['seeds'])} | "
+                     f"{fmt_ci(r['macro_auc_a'], r['macro_auc_a_ci'])} | {fmt_ci(r['macro_auc_b'], r['macro_auc_b_ci'])} | "
+                     f"{fmt_ci(r['macro_auc_diff'], r['macro_auc_diff_ci'], True)} ({per_seed}) | "
+                     f"{fmt_ci(r['macro_auprc_diff'], r['macro_auprc_diff_ci'], True)} |")  # fmt: skip
+    return "\n".join(lines)
 
 
 def _mean_std(values: list[float]) -> str:

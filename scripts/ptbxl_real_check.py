@@ -49,6 +49,8 @@ if str(REPO) not in sys.path:
 from reporting.results import read_results, write_result  # noqa: E402
 from reporting.tables import (  # noqa: E402
     collect_probe_results,
+    fold_mean_differences,
+    fold_mean_table,
     paired_differences,
     probe_table,
     seed_mean_differences,
@@ -281,49 +283,6 @@ def other_pool(args, run: Runner, data: Path, name: str, k: int):
 
 
 # ----------------------------------------------------------------------------------------------- probes
-def fold_mean_rows(rows: list[dict], fold_of: dict, n_boot: int) -> list[dict]:
-    """Per (task, ratio): the pre-trained and the random-init probes scored fold by fold (each fold's probe
-    on its own test records; mean over folds and seeds) and their paired difference
-    (utils.metrics.fold_mean_paired_seeds). The pooled metrics rank the ten folds' probes against each other,
-    which understates probes whose output offset differs from fold to fold (docs/evidence.md)."""
-    from reporting.results import load_predictions
-    from utils.metrics import fold_mean_paired_seeds
-
-    out = []
-    for (task, ratio) in sorted({(r["task"], r["ratio"]) for r in rows}):
-        runs = {init: {r["seed"]: r for r in rows if (r["task"], r["ratio"], r["init"]) == (task, ratio, init)}
-                for init in ("pre-trained", "random init")}  # fmt: skip
-        seeds = sorted(set(runs["pre-trained"]) & set(runs["random init"]))
-        if not seeds or task not in fold_of:
-            continue
-        preds = {init: [load_predictions(runs[init][s]["predictions"]) for s in seeds] for init in runs}
-        labels = preds["pre-trained"][0]["labels"]
-        d = fold_mean_paired_seeds(labels, [p["probs"] for p in preds["pre-trained"]],
-                                   [p["probs"] for p in preds["random init"]], fold_of[task], n_boot)  # fmt: skip
-        out.append({"task": task, "ratio": ratio, "seeds": seeds, "n_test": int(len(labels)), **d})
-    return out
-
-
-def fold_mean_table(per_fold: list[dict]) -> str:
-    """Markdown of :func:`fold_mean_rows`."""
-    lines = ["Scored fold by fold (each fold's probe on its own test records; mean over folds, then seeds; "
-             "intervals: records resampled within each fold, jointly for both encoders):", "",
-             "| task | ratio | folds | seeds | pre-trained macro AUC [95 % CI] | random init macro AUC [95 % CI] | "
-             "AUC difference [95 % CI] (per seed) | AUPRC difference [95 % CI] |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-
-    def ci(v, c, signed=False):
-        f = "{:+.4f}" if signed else "{:.4f}"
-        return f"{f.format(v)} [{f.format(c[0])}, {f.format(c[1])}]"
-
-    for r in per_fold:
-        lines.append(f"| {r['task']} ({r['n_test']}) | {r['ratio']:g} | {r['n_folds']} | {len(r['seeds'])} | "
-                     f"{ci(r['macro_auc_a'], r['macro_auc_a_ci'])} | {ci(r['macro_auc_b'], r['macro_auc_b_ci'])} | "
-                     f"{ci(r['macro_auc_diff'], r['macro_auc_diff_ci'], True)} "
-                     f"({', '.join(f'{x:+.3f}' for x in r['per_seed_auc_diff'])}) | "
-                     f"{ci(r['macro_auprc_diff'], r['macro_auprc_diff_ci'], True)} |")  # fmt: skip
-    return "\n".join(lines)
-
-
 def probe_pool(
     pool, dataset: str, subset: str, prep: dict, args, csv: Path, pairs, encoders, recipe: dict
 ) -> list:
@@ -419,7 +378,7 @@ def main(args) -> dict:
                      "protocol": "published split files' labels; records dealt into folds, rotated",
                      "positives": pool.labels.sum(0).tolist()}  # fmt: skip
     rows = collect_probe_results(csv, out / "probes")
-    per_fold = fold_mean_rows(rows, fold_of, args.n_boot) if protocol == "rotate" else []
+    per_fold = fold_mean_differences(rows, fold_of, args.n_boot) if protocol == "rotate" else []
     table = (fold_mean_table(per_fold) + "\n\n" if per_fold else "") + probe_table(rows, args.n_boot)
     print(table)
     diffs = paired_differences(rows, args.n_boot)

@@ -473,3 +473,27 @@ def test_the_caveat_counts_the_test_records_of_the_predictions(tmp_path):
         written = write_result(tmp_path / "r.csv", out, None, "HeartLang_finetune", {}, roc=(labels, scores, ["A", "B"]))
         assert int(written.row["n_test"]) == n
         assert ("n_test" in written.row["caveat"]) == smoke, written.row["caveat"]
+
+
+def test_fold_mean_differences_pair_the_runs_of_each_seed_and_score_fold_by_fold(tmp_path):
+    from reporting.tables import collect_probe_results, fold_mean_differences, fold_mean_table
+    from utils.metrics import fold_mean_paired_seeds
+
+    csv_path = tmp_path / "results" / "r.csv"
+    labels = np.array([[1, 0], [0, 1], [1, 1], [0, 0]] * 6)
+    folds = np.repeat([1, 2, 3], 8)
+    probs = {}
+    for init, finetune, noise in (("pre", "pre.pth", 0.3), ("rnd", "", 1.5)):
+        for seed in (0, 1):
+            scores = labels + np.random.default_rng(seed).normal(0, noise, labels.shape)
+            row = {**TASK_ROW, "finetune": finetune, "seed": seed, "output_dir": str(tmp_path / f"{init}{seed}")}
+            write_result(csv_path, row, None, "m", {}, roc=(labels, scores, ["NORM", "MI"]))
+            probs[init, seed] = 1 / (1 + np.exp(-scores))  # what the predictions file stores (sigmoid)
+    rows = collect_probe_results(csv_path)
+    (d,) = fold_mean_differences(rows, {"superdiagnostic": folds}, n_boot=50)
+    assert d["seeds"] == [0, 1] and d["n_folds"] == 3 and d["n_test"] == 24
+    want = fold_mean_paired_seeds(labels, [probs["pre", s] for s in (0, 1)], [probs["rnd", s] for s in (0, 1)],
+                                  folds, n_boot=50)  # fmt: skip
+    assert d["macro_auc_diff"] == pytest.approx(want["macro_auc_diff"], abs=1e-6) and d["macro_auc_diff"] > 0
+    assert fold_mean_differences(rows, {}, n_boot=50) == []  # no folds known for the task: no row
+    assert "| superdiagnostic (24) | 0.1 | 3 | 2 |" in fold_mean_table([d])
