@@ -292,7 +292,6 @@ def write_results_json(args, timings: list[tuple[str, float]], total: float, row
     """The run as a results file: command, date, machine, stage seconds, test macro AUC per probe (no paths
     but the repository-relative command)."""
     import datetime
-    import json
     import platform
 
     import torch
@@ -320,9 +319,10 @@ def write_results_json(args, timings: list[tuple[str, float]], total: float, row
         "paired_differences": paired_differences(rows),
         "table": probe_table(rows),
     }  # fmt: skip
+    from utils.artifacts import write_json
+
     result["earlier_runs"] = earlier_runs(args.results_json)
-    args.results_json.parent.mkdir(parents=True, exist_ok=True)
-    args.results_json.write_text(json.dumps(result, indent=1) + "\n")
+    write_json(args.results_json, result)  # whole or not at all: the earlier runs are in it
     print(f"results: {args.results_json}")
 
 
