@@ -31,6 +31,10 @@ SUBCOMMANDS = {
     "startup": ("benchmarks.startup", "launch to first training step and memory per process, 1/2/4 processes"),
     "robustness": ("benchmarks.robustness", "outcome counts of every hostile case"),
     "probe_mode": ("benchmarks.probe_mode", "linear probe: train-mode vs eval-mode backbone on real PTB-XL"),
+    "contention": (
+        "benchmarks.contention",
+        "training on cores other jobs use: OpenMP's default vs passive wait policy",
+    ),
     "profile": (
         "benchmarks.profile",
         "where the time goes: pre-training step ops (torch.profiler), QRS tokenizer paths",

@@ -180,3 +180,17 @@ def test_target_cache_memory_mode_measures_one_split_per_size(tmp_path):
     assert all(r["peak_anon_mb"] > 0 and r["cpu_s"] > 0 for r in rows)
     assert json.loads(out.read_text())["runs"]["targets"]["target_cache_one_split"][1]["sentences"] == 20
     assert [p.name for p in tmp_path.iterdir()] == ["scale.json"]  # the generated splits are removed
+
+
+def test_contention_times_both_wait_policies_per_setting(tmp_path):
+    from benchmarks.contention import main as contention_main
+
+    out = tmp_path / "contention.json"
+    result = contention_main(["--threads", "1", "--busy", "0", "1", "--steps", "1", "--rounds", "1", "--out", str(out)])
+    rows = result["rows"]
+    assert [(r["busy_processes"], r["wait_policy"]) for r in rows] == [
+        (0, "default"), (0, "PASSIVE"), (1, "default"), (1, "PASSIVE")
+    ]
+    assert all(r["seconds"] > 0 and r["slowdown_vs_idle_default"] > 0 for r in rows)
+    assert rows[0]["slowdown_vs_idle_default"] == 1.0
+    assert json.loads(out.read_text())["runs"]["latest"]["rows"] == rows
