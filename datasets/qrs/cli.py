@@ -36,8 +36,7 @@ from datasets.qrs.parallel import (
     tokenizer_settings,
 )
 from datasets.qrs.plot import lead_name, plot_record
-from utils.arrays import check_labels as check_labels_values
-from utils.arrays import open_npy
+from utils.arrays import check_labels, open_npy
 from utils.artifacts import IncompleteInputError, copy_file, require_complete, write_json
 from utils.integrity import StaleOutputError
 
@@ -246,13 +245,13 @@ def record_names(src: Path, split: str):
     return names
 
 
-def check_labels(src: Path, split: str, n: int) -> None:
+def check_split_labels(src: Path, split: str, n: int) -> None:
     """A split's labels must be multi-hot 0/1 rows, one per record, or the tokenised sentences and the copied
     labels would be paired wrongly."""
     path = src / f"{split}_labels.npy"
     if path.is_file():
         labels = open_npy(path)  # a truncated labels file is named
-        check_labels_values(labels, path)  # 0/1 multi-hot: refused now, not after tokenising at training
+        check_labels(labels, path)  # 0/1 multi-hot: refused now, not after tokenising at training
         rows = labels.shape[0]
         if rows != n:
             raise SystemExit(
@@ -318,7 +317,7 @@ def tokenize_split(
     arr = open_npy(path)  # a truncated or non-.npy file is named
     shape, spec = arr.shape, input_spec_of(specs, split, path, arr.dtype)
     key = f"{subset}/{split}"
-    check_labels(src, split, shape[0])
+    check_split_labels(src, split, shape[0])
     done, problems = (
         (None, [])
         if args.overwrite
